@@ -1,0 +1,63 @@
+"""The backend registry: source kind -> function that prepares a TFLiteConverter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tfopt.errors import ConversionError
+from tfopt.load import LoadedModel, SourceKind, TensorSpec
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A converter ready for precision settings.
+
+    `calibration_order` lists input names in the order the converter's representative dataset
+    must yield them as a list; None means it takes a dict keyed by signature input names.
+    """
+
+    converter: Any
+    calibration_order: list[str] | None
+
+
+Backend = Callable[[LoadedModel, int | None, Path], Prepared]
+_BACKENDS: dict[SourceKind, Backend] = {}
+
+
+def register(kind: SourceKind) -> Callable[[Backend], Backend]:
+    """Decorator: register the backend that converts models of `kind`."""
+
+    def wrap(fn: Backend) -> Backend:
+        _BACKENDS[kind] = fn
+        return fn
+
+    return wrap
+
+
+def backend_for(kind: SourceKind) -> Backend:
+    """The backend for `kind`; .tflite files are already converted."""
+    if kind not in _BACKENDS:
+        raise ConversionError(f"no conversion backend for a {kind} source")
+    return _BACKENDS[kind]
+
+
+def fixed_shape(spec: TensorSpec, seq_len: int | None) -> list[int]:
+    """Batch 1; other free dimensions become `seq_len`, or the error asks for it."""
+    shape = [1]
+    for dim in spec.shape[1:]:
+        if dim is None:
+            if seq_len is None:
+                raise ConversionError(
+                    f"input '{spec.name}' has a free dimension {spec.shape}; "
+                    "pass --seq-len N to fix it"
+                )
+            dim = seq_len
+        shape.append(int(dim))
+    return shape
+
+
+def has_free_dims(specs: tuple[TensorSpec, ...]) -> bool:
+    return any(d is None for s in specs for d in s.shape[1:])

@@ -1,0 +1,99 @@
+"""Precisions: a registry from `Precision` to the converter settings that reach it.
+
+Each entry also carries the numeric tolerance a converted model must meet against its source
+(SQNR in dB and cosine similarity of the outputs), so the check is defined next to the setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from tfopt import keras_worlds
+
+
+class Precision(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+    INT16X8 = "int16x8"
+
+
+Configure = Callable[[Any, Callable[[], Iterator[Any]] | None, bool], None]
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """How to reach a precision and how close the result must stay to the source."""
+
+    precision: Precision
+    needs_calibration: bool
+    min_sqnr_db: float
+    min_cosine: float
+    configure: Configure
+    summary: str
+
+
+PRECISIONS: dict[Precision, PrecisionSpec] = {}
+
+
+def _precision(
+    precision: Precision, needs_calibration: bool, min_sqnr_db: float, min_cosine: float
+) -> Callable[[Configure], Configure]:
+    def wrap(fn: Configure) -> Configure:
+        PRECISIONS[precision] = PrecisionSpec(
+            precision,
+            needs_calibration,
+            min_sqnr_db,
+            min_cosine,
+            fn,
+            (fn.__doc__ or "").strip(),
+        )
+        return fn
+
+    return wrap
+
+
+@_precision(Precision.FLOAT32, False, min_sqnr_db=40.0, min_cosine=0.9999)
+def _float32(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Float32 weights and activations: the reference for size and accuracy."""
+
+
+@_precision(Precision.FLOAT16, False, min_sqnr_db=25.0, min_cosine=0.999)
+def _float16(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Float16 weights, float32 compute: half the size, near-identical outputs."""
+    tf = keras_worlds.tf()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+@_precision(Precision.DYNAMIC, False, min_sqnr_db=12.0, min_cosine=0.99)
+def _dynamic(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Int8 weights, activations quantized on the fly: a quarter of the size, no data needed."""
+    tf = keras_worlds.tf()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+@_precision(Precision.INT8, True, min_sqnr_db=8.0, min_cosine=0.95)
+def _int8(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Full integer int8, calibrated on data; float I/O unless int8 I/O is asked for."""
+    tf = keras_worlds.tf()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+
+
+@_precision(Precision.INT16X8, True, min_sqnr_db=15.0, min_cosine=0.99)
+def _int16x8(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Int16 activations, int8 weights: closer to float than int8, runs on reference kernels."""
+    tf = keras_worlds.tf()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]

@@ -1,0 +1,344 @@
+"""The `tfopt` command line: each command parses, calls one library function, prints the result.
+
+Exit codes: 0 ok, 1 user error (one line on stderr; traceback only with --debug), 2 usage.
+With --json a command prints exactly one JSON document on stdout (an {"error": ...} document on
+failure); everything else (progress, converter chatter) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from tfopt.errors import TfoptError
+
+PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8"]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send fd 1 to stderr while work runs, so native libraries cannot pollute JSON output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _emit(as_json: bool, doc: Any, human: Callable[[Any], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        click.echo(human(doc))
+
+
+def command(fn: Callable[..., tuple[Any, Callable[[Any], str]]]) -> Callable[..., None]:
+    """Wrap a command body: JSON mode, quiet stdout, errors as one line and exit code 1."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+    @click.pass_context
+    @functools.wraps(fn)
+    def wrapper(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+        debug = bool(ctx.obj and ctx.obj.get("debug"))
+        warnings.simplefilter("ignore")
+        try:
+            with _stdout_to_stderr():
+                doc, human = fn(**kwargs)
+        except TfoptError as exc:
+            if debug:
+                traceback.print_exc()
+            if as_json:
+                click.echo(json.dumps({"error": exc.format_message()}))
+            raise
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other failure still ends in one line
+            if debug:
+                raise
+            message = (str(exc).strip().splitlines() or [""])[0][:300]
+            if as_json:
+                click.echo(json.dumps({"error": f"{type(exc).__name__}: {message}"}))
+            raise TfoptError(f"{type(exc).__name__}: {message} (rerun with --debug)") from exc
+        _emit(as_json, doc, human)
+        if isinstance(doc, dict) and doc.get("passed") is False:
+            raise TfoptError(f"check failed: {'; '.join(doc['failures'])}")
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="tfopt")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """tfopt: a Keras model in, a verified and timed .tflite out.
+
+    \b
+    Typical flow:
+      tfopt convert model.keras -o model.tflite --precision int8 --calibration calib.npz
+      tfopt compare model.keras model.tflite --data test.npz
+      tfopt inspect model.tflite
+      tfopt bench model.tflite --threads 1,2
+    Run `tfopt demo` to see all of it on a real digits CNN.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command("convert")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float32",
+    show_default=True,
+    help="float32; float16 weights; dynamic (int8 weights); int8 (full integer, needs "
+    "--calibration); int16x8 (int16 activations, needs --calibration).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(),
+    help=".npz (arrays named after the model inputs, or x), .npy, or a folder of images.",
+)
+@click.option("--num-calibration", default=100, show_default=True, help="Calibration samples used.")
+@click.option("--int8-io", is_flag=True, help="With int8: int8 inputs and outputs instead of float.")
+@click.option("--seq-len", type=int, help="Fix free (sequence) dimensions to this length.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
+@click.option("--no-check", is_flag=True, help="Skip the numeric check against the source model.")
+@command
+def convert_cmd(
+    model: str,
+    output: str,
+    precision: str,
+    calibration: str | None,
+    num_calibration: int,
+    int8_io: bool,
+    seq_len: int | None,
+    overwrite: bool,
+    unsafe: bool,
+    no_check: bool,
+) -> tuple[Any, Callable[[Any], str]]:
+    """Convert MODEL (.keras, .h5, SavedModel folder) to a .tflite file.
+
+    The result is checked against MODEL on the calibration data (or realistic random inputs)
+    with a per-precision tolerance before it is written; a failed check writes nothing.
+    """
+    from tfopt.convert import convert
+
+    result = convert(
+        model,
+        output,
+        precision,
+        calibration=calibration,
+        num_calibration=num_calibration,
+        int8_io=int8_io,
+        seq_len=seq_len,
+        overwrite=overwrite,
+        unsafe=unsafe,
+        check=not no_check,
+    ).to_dict()
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [
+            f"wrote {r['output']}: {r['precision']}, {r['size_bytes'] / 1024:.1f} KB "
+            f"({r['gzip_bytes'] / 1024:.1f} KB gzipped), {r['seconds']:.1f} s"
+        ]
+        if r["check"]:
+            worst = min(r["check"]["outputs"], key=lambda o: o["sqnr_db"])
+            lines.append(
+                f"check passed on {r['check']['samples']} samples: "
+                f"SQNR {worst['sqnr_db']:.1f} dB, cosine {worst['cosine']:.5f}"
+            )
+        if r["precision"] in ("int8", "int16x8") and r["float_compute_ops"]:
+            ops = ", ".join(f"{k} x{v}" for k, v in r["float_compute_ops"].items())
+            lines.append(f"ops left in float: {ops}")
+        return "\n".join(lines)
+
+    return result, human
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path())
+@command
+def inspect_cmd(model: str) -> tuple[Any, Callable[[Any], str]]:
+    """Show a .tflite file's inputs, outputs, signatures, ops, dtypes and sizes."""
+    from tfopt.inspection import inspect_tflite
+
+    def human(r: dict[str, Any]) -> str:
+        def io(t: dict[str, Any]) -> str:
+            q = t["quantization"]
+            qs = f"  scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else ""
+            return f"  {t['name']}: {t['dtype']}{t['shape']}{qs}"
+
+        ops = ", ".join(f"{k} x{v}" for k, v in r["ops"].items())
+        dtypes = ", ".join(f"{k} x{v}" for k, v in r["tensor_dtypes"].items())
+        return "\n".join(
+            [
+                f"{r['model']}: {r['size_bytes']:,} bytes ({r['gzip_bytes']:,} gzipped), "
+                f"{r['subgraphs']} subgraph(s), signatures: {', '.join(r['signatures']) or '-'}",
+                "inputs:",
+                *map(io, r["inputs"]),
+                "outputs:",
+                *map(io, r["outputs"]),
+                f"ops: {ops}",
+                f"tensor dtypes: {dtypes}",
+                f"custom ops: {', '.join(r['custom_ops']) or 'none'}",
+            ]
+        )
+
+    return inspect_tflite(model), human
+
+
+@cli.command("compare")
+@click.argument("reference", type=click.Path())
+@click.argument("candidate", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help=".npz (inputs, optional y), .npy or image folder.")
+@click.option("--max-samples", default=1000, show_default=True, help="Compare at most this many samples.")
+@click.option("--min-sqnr", type=float, help="Fail (exit 1) if any output's SQNR (dB) is below.")
+@click.option("--min-cosine", type=float, help="Fail (exit 1) if any output's cosine is below.")
+@click.option("--min-top1", type=float, help="Fail (exit 1) if top-1 agreement (0-1) is below.")
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers in a Keras REFERENCE.")
+@command
+def compare_cmd(
+    reference: str,
+    candidate: str,
+    data: str,
+    max_samples: int,
+    min_sqnr: float | None,
+    min_cosine: float | None,
+    min_top1: float | None,
+    unsafe: bool,
+) -> tuple[Any, Callable[[Any], str]]:
+    """Compare CANDIDATE (.tflite) with REFERENCE (Keras model, SavedModel or .tflite) on DATA.
+
+    Reports per output max/mean absolute error, SQNR and cosine; for classifiers the top-1
+    agreement, and accuracy of both when DATA holds labels `y`.
+    """
+    from tfopt.validate import compare_files
+
+    result = compare_files(
+        reference, candidate, data, max_samples, min_sqnr, min_cosine, min_top1, unsafe
+    )
+    doc = result.to_dict()
+
+    def human(r: dict[str, Any]) -> str:
+        from tfopt.report import text_table
+
+        rows = [
+            [o["name"], o["max_abs"], o["mean_abs"], o["sqnr_db"], o["cosine"]]
+            for o in r["outputs"]
+        ]
+        lines = [f"{r['samples']} samples", text_table(["output", "max_abs", "mean_abs", "sqnr_db", "cosine"], rows)]
+        if r["top1_agreement"] is not None:
+            lines.append(f"top-1 agreement: {100 * r['top1_agreement']:.2f}%")
+        if r["accuracy"]:
+            a = r["accuracy"]
+            lines.append(
+                f"accuracy: reference {100 * a['reference']:.2f}%, candidate {100 * a['candidate']:.2f}%"
+            )
+        return "\n".join(lines)
+
+    return doc, human
+
+
+@cli.command("bench")
+@click.argument("model", type=click.Path())
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--runs", type=int, help="Timed invocations per setting (default: --min-seconds).")
+@click.option("--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long.")
+@click.option("--warmup", default=5, show_default=True, help="Untimed invocations first.")
+@click.option("--no-xnnpack", is_flag=True, help="Use the built-in kernels only.")
+@click.option("--repeat", default=1, show_default=True, help="Independent processes per setting.")
+@click.option("--data", type=click.Path(), help="Use the first sample of this .npz/.npy as input.")
+@command
+def bench_cmd(
+    model: str,
+    threads: str,
+    runs: int | None,
+    min_seconds: float,
+    warmup: int,
+    no_xnnpack: bool,
+    repeat: int,
+    data: str | None,
+) -> tuple[Any, Callable[[Any], str]]:
+    """Time MODEL (.tflite) with the LiteRT interpreter, one fresh process per measurement.
+
+    Reports load time, first-invoke time, p50/p90/p99 latency and peak RSS per thread count,
+    with the machine, library versions and the model's sha256.
+    """
+    from tfopt.bench import BenchSettings, bench
+    from tfopt.errors import InputError
+
+    try:
+        thread_list = tuple(int(t) for t in threads.split(","))
+    except ValueError:
+        raise InputError(f"--threads must be comma-separated integers, got '{threads}'") from None
+    settings = BenchSettings(
+        thread_list, runs, min_seconds, warmup, not no_xnnpack, repeat, data
+    )
+    doc = bench(model, settings).to_dict()
+
+    def human(r: dict[str, Any]) -> str:
+        from tfopt.report import text_table
+
+        m = r["machine"]
+        rows = [
+            [
+                e["threads"],
+                "on" if e["xnnpack"] else "off",
+                e["runs"],
+                e["load_ms"],
+                e["first_ms"],
+                e["latency_us"]["p50"] / 1000,
+                e["latency_us"]["p90"] / 1000,
+                e["latency_us"]["p99"] / 1000,
+                e["peak_rss_mb"],
+                f"{e['p50_spread_pct']:.1f}%" + (" NOISY" if e["noisy"] else ""),
+            ]
+            for e in r["results"]
+        ]
+        headers = ["threads", "xnnpack", "runs", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "rss_mb", "spread"]
+        return "\n".join(
+            [
+                f"{r['model']} (sha256 {r['sha256'][:12]}) on {m.get('cpu')}, {m.get('cores')} cores, "
+                f"ai-edge-litert {m.get('ai_edge_litert')}",
+                text_table(headers, rows),
+            ]
+        )
+
+    return doc, human
+
+
+@cli.command("demo")
+@click.option("-o", "--out", default="demo-out", show_default=True, type=click.Path(), help="Output folder.")
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long.")
+@click.option("--overwrite", is_flag=True, help="Replace files from an earlier demo run.")
+@command
+def demo_cmd(out: str, threads: str, min_seconds: float, overwrite: bool) -> tuple[Any, Callable[[Any], str]]:
+    """Train a CNN on real digits, convert to every precision, check, time, report."""
+    from tfopt.demo import run_demo
+
+    report = run_demo(out, tuple(int(t) for t in threads.split(",")), min_seconds, overwrite)
+    doc = {"out_dir": report.out_dir, "rows": report.rows}
+    return doc, lambda _: f"{report.table}\n\nreport: {report.out_dir}/report.json, {report.out_dir}/report.md"
+
+
+def main() -> None:
+    cli(prog_name="tfopt")

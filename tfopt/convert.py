@@ -1,0 +1,187 @@
+"""Convert stage: load -> backend -> precision settings -> .tflite, checked before it is kept.
+
+The converted file is written to a temporary path, checked numerically against its source with
+the precision's tolerance, and only then renamed into place: a failed conversion or a failed
+check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import PRECISIONS, Precision, backend_for
+from tfopt import harness
+from tfopt.data import Dataset, load_data
+from tfopt.errors import ConversionError, DataError, InputError, ValidationError
+from tfopt.fsutil import atomic_path, check_output
+from tfopt.inspection import graph_summary, gzip_size
+from tfopt.load import LoadedModel, SourceKind, TensorSpec, load
+from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
+
+CHECK_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What was written and the evidence that it still computes what the source computes."""
+
+    output: str
+    precision: str
+    source: str
+    size_bytes: int
+    gzip_bytes: int
+    seconds: float
+    float_compute_ops: dict[str, int]
+    check: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fixed_specs(inputs: tuple[TensorSpec, ...], seq_len: int | None) -> tuple[TensorSpec, ...]:
+    """Input specs with free non-batch dimensions set to `seq_len` (when given)."""
+    if seq_len is None:
+        return inputs
+    return tuple(
+        TensorSpec(s.name, (s.shape[0], *(seq_len if d is None else d for d in s.shape[1:])), s.dtype)
+        for s in inputs
+    )
+
+
+def synthetic_data(inputs: tuple[TensorSpec, ...], n: int, seed: int = 0) -> Dataset:
+    """`n` realistic random samples (the harness's rule: floats in [0,1), small ids for ints)."""
+    rng = np.random.default_rng(seed)
+    x: dict[str, list[np.ndarray]] = {s.name: [] for s in inputs}
+    for _ in range(n):
+        for s in inputs:
+            if any(d is None for d in s.shape[1:]):
+                raise ConversionError(f"input '{s.name}' has a free dimension; pass --seq-len N")
+            detail = {"shape": [1, *s.shape[1:]], "dtype": np.dtype(s.dtype), "quantization": (0, 0)}
+            x[s.name].append(harness.synthetic_input(s.name, detail, rng))
+    return Dataset({k: np.concatenate(v) for k, v in x.items()})
+
+
+def _representative(data: Dataset, order: list[str] | None) -> Any:
+    from tqdm import tqdm
+
+    def gen() -> Iterator[Any]:
+        for i in tqdm(range(len(data)), desc="calibrating", unit="sample", leave=False):
+            sample = data.sample(i)
+            yield [sample[n] for n in order] if order is not None else sample
+
+    return gen
+
+
+_OP_PATTERNS = (
+    re.compile(r"'(?:tf|tfl)\.(\w+)' op"),
+    re.compile(r"[Oo]p(?:eration)?[: ]+'?(\w+)'? (?:is not supported|not yet supported)"),
+    re.compile(r"not yet supported for op: '?(\w+)'?"),
+)
+
+
+def _conversion_error(precision: Precision, exc: BaseException) -> ConversionError:
+    text = str(exc)
+    ops = sorted({m for p in _OP_PATTERNS for m in p.findall(text)})
+    first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), "")
+    first = first or (text.strip().splitlines() or [type(exc).__name__])[0]
+    hint = {
+        Precision.INT8: "try --precision dynamic, or float16",
+        Precision.INT16X8: "try --precision int8 or dynamic",
+    }.get(precision, "try --precision float32")
+    at_fault = f" (ops at fault: {', '.join(ops)})" if ops else ""
+    return ConversionError(
+        f"cannot convert to {precision}{at_fault}: {first[:240]}; {hint}"
+    )
+
+
+def convert(
+    model: str | os.PathLike[str] | Any,
+    output: str | os.PathLike[str],
+    precision: str = "float32",
+    calibration: str | os.PathLike[str] | None = None,
+    num_calibration: int = 100,
+    int8_io: bool = False,
+    seq_len: int | None = None,
+    overwrite: bool = False,
+    unsafe: bool = False,
+    check: bool = True,
+) -> ConvertResult:
+    """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
+
+    Raises:
+        InputError, ModelLoadError, DataError: bad model or data.
+        ConversionError: the precision cannot be reached; names the ops at fault.
+        ValidationError: the converted model misses the precision's tolerance.
+        OutputError: `output` exists without `overwrite`, or cannot be written.
+    """
+    try:
+        prec = Precision(precision)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Precision)
+        raise InputError(f"unknown precision '{precision}' (choose from {allowed})") from None
+    if num_calibration < 1:
+        raise InputError("num_calibration must be at least 1")
+    spec = PRECISIONS[prec]
+    out = check_output(output, overwrite)
+    loaded: LoadedModel = load(model, unsafe=unsafe)
+    if loaded.kind is SourceKind.TFLITE:
+        raise InputError(f"{model} is already a .tflite file; convert its source model instead")
+    specs = fixed_specs(loaded.inputs, seq_len)
+    if prec is Precision.INT16X8:
+        ints = [f"{s.name} ({s.dtype})" for s in specs if not s.is_float]
+        if ints:
+            raise ConversionError(
+                f"int16x8 cannot calibrate integer inputs {', '.join(ints)}: TF 2.21 records no "
+                "range for them; use --precision int8 or dynamic"
+            )
+    data = load_data(calibration, specs, limit=num_calibration) if calibration else None
+    if spec.needs_calibration and data is None:
+        raise DataError(
+            f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
+        )
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
+        prepared = backend_for(loaded.kind)(loaded, seq_len, Path(work))
+        representative = _representative(data, prepared.calibration_order) if data else None
+        spec.configure(prepared.converter, representative, int8_io)
+        try:
+            flatbuffer = prepared.converter.convert()
+        except Exception as exc:  # noqa: BLE001 - ConverterError and friends
+            raise _conversion_error(prec, exc) from exc
+    seconds = time.perf_counter() - started
+
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(flatbuffer)
+        result = None
+        if check:
+            check_data = (data or synthetic_data(specs, 8)).take(CHECK_SAMPLES)
+            diff = compare_outputs(
+                run_reference(loaded, check_data), run_tflite(str(tmp), check_data)
+            )
+            verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
+            if not verdict.passed:
+                raise ValidationError(
+                    f"{prec} model fails its numeric check: {verdict.failures[0]} "
+                    "(pass --no-check to keep it anyway)"
+                )
+            result = verdict.to_dict()
+    return ConvertResult(
+        output=str(out),
+        precision=prec.value,
+        source=loaded.kind.value,
+        size_bytes=len(flatbuffer),
+        gzip_bytes=gzip_size(flatbuffer),
+        seconds=round(seconds, 2),
+        float_compute_ops=graph_summary(flatbuffer)["float_compute_ops"],
+        check=result,
+    )

@@ -1,0 +1,39 @@
+"""Typed errors: every mistake a user can make ends as one line and exit code 1."""
+
+from __future__ import annotations
+
+import click
+
+
+class TfoptError(click.ClickException):
+    """Base class of user-facing errors; the CLI prints `Error: <message>` and exits 1."""
+
+    exit_code = 1
+
+
+class InputError(TfoptError):
+    """A file or folder given on the command line is missing, unreadable or of the wrong kind."""
+
+
+class ModelLoadError(TfoptError):
+    """A model file could not be loaded (not a model, truncated, or refused in safe mode)."""
+
+
+class DataError(TfoptError):
+    """Calibration or evaluation data does not fit the model (names, shape, dtype, NaN)."""
+
+
+class ConversionError(TfoptError):
+    """The converter cannot reach the requested precision; the message names the ops at fault."""
+
+
+class ValidationError(TfoptError):
+    """A converted model disagrees with its reference beyond the precision's tolerance."""
+
+
+class OutputError(TfoptError):
+    """An output exists (without --overwrite) or its folder cannot be written."""
+
+
+class BenchError(TfoptError):
+    """A timing run failed: the runtime crashed or rejected the model."""

@@ -1,0 +1,79 @@
+"""Safe file output: check before work, write to a temporary file, rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tfopt.errors import InputError, OutputError
+
+
+def existing(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """Return `path` as a Path, or raise InputError if it does not exist."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    return p
+
+
+def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Fail early, before any work, if `path` exists or its folder is not writable."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputError(f"{p} already exists (use --overwrite to replace it)")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+    return p
+
+
+def check_output_dir(path: str | os.PathLike[str], names: list[str], overwrite: bool) -> Path:
+    """Fail early if `path` holds any of `names` (without overwrite) or cannot be created."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{p} exists and is not a folder")
+    if p.is_dir():
+        clash = [n for n in names if (p / n).exists()]
+        if clash and not overwrite:
+            raise OutputError(f"{p / clash[0]} already exists (use --overwrite to replace it)")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputError(f"output folder is not writable: {p}")
+    else:
+        parent = p.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"output folder is not writable: {parent}")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    final = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

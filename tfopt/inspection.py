@@ -1,0 +1,124 @@
+"""Inspect a `.tflite` file: I/O, signatures, op and dtype counts, sizes. No TensorFlow needed."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfopt import harness
+from tfopt.errors import InputError, ModelLoadError
+from tfopt.fsutil import existing
+from tfopt.load import TFLITE_MAGIC
+
+# Ops that move between float and integer domains; they do not count as "float compute".
+_CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE", "CAST"}
+
+
+def _enum_names(cls: type) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def gzip_size(data: bytes) -> int:
+    """Size after gzip -9: what a pruned or clustered model costs in an app download."""
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def graph_summary(data: bytes) -> dict[str, Any]:
+    """Op counts, tensor dtype counts, custom ops and float-compute ops over all subgraphs."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    op_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    model = schema.Model.GetRootAs(data, 0)
+    ops: Counter[str] = Counter()
+    dtypes: Counter[str] = Counter()
+    float_ops: Counter[str] = Counter()
+    custom: set[str] = set()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        tensor_types = [type_names[graph.Tensors(t).Type()] for t in range(graph.TensorsLength())]
+        dtypes.update(name.lower() for name in tensor_types)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            name = op_names.get(builtin, f"BUILTIN_{builtin}")
+            if name == "CUSTOM":
+                name = (code.CustomCode() or b"?").decode()
+                custom.add(name)
+            ops[name] += 1
+            outs = [op.Outputs(i) for i in range(op.OutputsLength())]
+            if name not in _CONVERSION_OPS and any(
+                i >= 0 and tensor_types[i] in ("FLOAT32", "FLOAT16") for i in outs
+            ):
+                float_ops[name] += 1
+    return {
+        "subgraphs": model.SubgraphsLength(),
+        "ops": dict(ops.most_common()),
+        "tensor_dtypes": dict(dtypes.most_common()),
+        "custom_ops": sorted(custom),
+        "float_compute_ops": dict(float_ops.most_common()),
+    }
+
+
+def _io(details: dict[str, dict]) -> list[dict[str, Any]]:
+    out = []
+    for name, d in details.items():
+        scale, zero_point = d["quantization"]
+        out.append(
+            {
+                "name": name,
+                "tensor": d["name"],
+                "shape": [int(s) for s in d["shape_signature"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "quantization": (
+                    {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
+                ),
+            }
+        )
+    return out
+
+
+def read_tflite(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a `.tflite` file, refusing anything that is not one."""
+    p = existing(path, "model")
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not a .tflite file")
+    data = p.read_bytes()
+    if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
+        raise ModelLoadError(f"{p} is not a TFLite flatbuffer (no TFL3 identifier)")
+    return data
+
+
+def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything a deployer asks about a `.tflite` file, as a JSON-ready dict.
+
+    Raises:
+        InputError / ModelLoadError: missing file, not a TFLite file, or a broken one.
+    """
+    data = read_tflite(path)
+    try:
+        interpreter = harness.make_interpreter(str(path), xnnpack=False)  # verifies the buffer
+        summary = graph_summary(data)
+        inputs, outputs = harness.io_details(interpreter)
+        signatures = {
+            key: {"inputs": list(sig["inputs"]), "outputs": list(sig["outputs"])}
+            for key, sig in interpreter.get_signature_list().items()
+        }
+    except Exception as exc:  # noqa: BLE001 - a truncated flatbuffer fails in many ways
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        raise ModelLoadError(f"{path} is a broken .tflite file: {first}") from exc
+    return {
+        "model": str(Path(path)),
+        "size_bytes": len(data),
+        "gzip_bytes": gzip_size(data),
+        "inputs": _io(inputs),
+        "outputs": _io(outputs),
+        "signatures": signatures,
+        **summary,
+    }

@@ -1,0 +1,117 @@
+"""The one doorway to TensorFlow and the two Keras worlds.
+
+tfmot and `tf.lite.TFLiteConverter.from_keras_model` live in the tf_keras (Keras 2) world;
+keras-hub / keras-nlp models live in the Keras 3 world. This module is the only place that imports
+`tensorflow`, `keras`, `tf_keras` or `keras_hub`, always lazily, so `tfopt --help` and the timing
+harness never pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import zipfile
+from enum import StrEnum
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+class World(StrEnum):
+    TF_KERAS = "tf_keras"
+    KERAS3 = "keras3"
+
+
+def tf() -> ModuleType:
+    """Import TensorFlow, quieting its C++ start-up chatter unless the user set a level."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return importlib.import_module("tensorflow")
+
+
+def module(world: World) -> ModuleType:
+    """The Keras package of a world: `tf_keras` or `keras`."""
+    tf()
+    return importlib.import_module("tf_keras" if world is World.TF_KERAS else "keras")
+
+
+def keras_hub() -> ModuleType:
+    """keras-hub (keras_nlp is an alias of it); registers its layers for deserialization."""
+    tf()
+    return importlib.import_module("keras_hub")
+
+
+def world_of_model(model: Any) -> World | None:
+    """Which Keras world an in-memory model belongs to, or None if it is no Keras model."""
+    for cls in type(model).__mro__:
+        top = cls.__module__.split(".")[0]
+        if top == "tf_keras":
+            return World.TF_KERAS
+        if top == "keras" and cls.__name__ in ("Model", "Functional", "Sequential", "Layer"):
+            return World.KERAS3
+    return None
+
+
+def file_metadata(path: Path) -> tuple[str, str]:
+    """(keras_version, model config JSON) stored in a `.keras` zip or an `.h5` file.
+
+    Raises ValueError when the file is not a Keras model file.
+    """
+    if path.suffix == ".keras":
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(z.read("metadata.json"))
+                config = z.read("config.json").decode("utf-8")
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a Keras model archive ({exc})") from exc
+        return str(meta.get("keras_version", "")), config
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version", "")
+            config = f.attrs.get("model_config")
+    except OSError as exc:
+        raise ValueError(f"not an HDF5 file ({exc})") from exc
+    if config is None:
+        raise ValueError("HDF5 file holds no model config (weights only?)")
+    as_text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+    return as_text(version), as_text(config)
+
+
+def world_of_version(keras_version: str) -> World:
+    """Keras 2.x files belong to tf_keras, 3.x files to Keras 3."""
+    return World.TF_KERAS if keras_version.startswith("2.") else World.KERAS3
+
+
+def layer_classes(config_json: str) -> set[str]:
+    """Every `class_name` in a model config, nested models included."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("class_name"), str):
+                found.add(node["class_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(config_json))
+    return found
+
+
+def load_file(path: Path, world: World, config_json: str, unsafe: bool) -> Any:
+    """Load a `.keras` / `.h5` file in its world, in safe mode unless `unsafe`."""
+    if world is World.KERAS3 and ("keras_hub" in config_json or "keras_nlp" in config_json):
+        keras_hub()
+    keras = module(world)
+    return keras.models.load_model(str(path), compile=False, safe_mode=not unsafe)
+
+
+def export_saved_model(model: Any, folder: Path, signature: list[Any]) -> None:
+    """Export a Keras 3 model (keras-hub included) as a SavedModel with a fixed signature."""
+    model.export(str(folder), format="tf_saved_model", input_signature=signature, verbose=False)

@@ -1,0 +1,256 @@
+"""Validate stage: run a reference and a converted `.tflite` on the same data and compare.
+
+Outputs are paired by name (or by shape when the two sides name them differently) and compared
+with a small registry of metrics. int8 I/O is (de)quantized with each tensor's scale and zero
+point, so an int8 model is compared in real values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfopt import harness
+from tfopt.data import Dataset
+from tfopt.data import load_data
+from tfopt.errors import InputError, ValidationError
+from tfopt.load import LoadedModel, SourceKind, load
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+METRICS: dict[str, Metric] = {}
+
+
+def metric(name: str) -> Callable[[Metric], Metric]:
+    """Decorator: register an output-comparison metric under `name`."""
+
+    def wrap(fn: Metric) -> Metric:
+        METRICS[name] = fn
+        return fn
+
+    return wrap
+
+
+@metric("max_abs")
+def _max_abs(ref: np.ndarray, cand: np.ndarray) -> float:
+    return float(np.max(np.abs(ref - cand)))
+
+
+@metric("mean_abs")
+def _mean_abs(ref: np.ndarray, cand: np.ndarray) -> float:
+    return float(np.mean(np.abs(ref - cand)))
+
+
+@metric("sqnr_db")
+def _sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB, clipped to +-200 (200 means identical)."""
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    noise = float(np.sum((ref.astype(np.float64) - cand) ** 2))
+    if noise == 0.0:
+        return 200.0
+    if signal == 0.0:
+        return -200.0
+    return max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
+
+
+@metric("cosine")
+def _cosine(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Mean per-sample cosine similarity of the flattened outputs."""
+    a = ref.reshape(len(ref), -1).astype(np.float64)
+    b = cand.reshape(len(cand), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    same = np.all(a == b, axis=1)
+    cos = np.where(norms > 0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1), 0.0)
+    return float(np.mean(np.where(same, 1.0, cos)))
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    name: str
+    candidate_name: str
+    shape: list[int]
+    max_abs: float
+    mean_abs: float
+    sqnr_db: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Output-by-output differences plus classifier agreement and accuracy when they apply."""
+
+    samples: int
+    outputs: list[OutputDiff]
+    top1_agreement: float | None
+    accuracy: dict[str, float] | None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+def run_tflite(model_path: str, data: Dataset, threads: int = 2) -> dict[str, np.ndarray]:
+    """Run a `.tflite` sample by sample; outputs in real values, keyed by output name."""
+    interpreter = harness.make_interpreter(model_path, threads)
+    inputs, outputs = harness.io_details(interpreter)
+    missing = [n for n in inputs if n not in data.x]
+    if missing:
+        raise ValidationError(
+            f"{model_path} expects inputs {sorted(inputs)}, data holds {sorted(data.x)}"
+        )
+    results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    for i in range(len(data)):
+        harness.feed(interpreter, inputs, data.sample(i))
+        interpreter.invoke()
+        for name, detail in outputs.items():
+            value = interpreter.get_tensor(detail["index"])
+            results[name].append(harness.dequantize(value, detail))
+    return {name: np.concatenate(v) for name, v in results.items()}
+
+
+def _output_names(model: Any, count: int) -> list[str]:
+    names = list(getattr(model, "output_names", None) or [])
+    return names if len(names) == count else [f"output_{i}" for i in range(count)]
+
+
+def run_reference(loaded: LoadedModel, data: Dataset, batch: int = 64) -> dict[str, np.ndarray]:
+    """Run a Keras model, SavedModel signature or `.tflite` file on `data`."""
+    if loaded.kind is SourceKind.TFLITE:
+        assert loaded.path is not None
+        return run_tflite(str(loaded.path), data)
+    model = loaded.model
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(data), batch):
+        x = {k: v[start : start + batch] for k, v in data.x.items()}
+        if loaded.kind is SourceKind.SAVED_MODEL:
+            out = model(**x)
+        else:
+            structure = model.input
+            if isinstance(structure, dict):
+                args: Any = {key: x[t.name] for key, t in structure.items()}
+            elif isinstance(structure, (list, tuple)):
+                args = [x[n] for n in loaded.input_names]
+            else:
+                args = x[loaded.input_names[0]]
+            out = model(args, training=False)
+        if not isinstance(out, dict):
+            seq = list(out) if isinstance(out, (list, tuple)) else [out]
+            out = dict(zip(_output_names(model, len(seq)), seq, strict=True))
+        for name, value in out.items():
+            chunks.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+    return {name: np.concatenate(v) for name, v in chunks.items()}
+
+
+def pair_outputs(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> list[tuple[str, str]]:
+    """Pair outputs by name; else one-to-one; else by unique shape."""
+    if set(ref) == set(cand):
+        return [(n, n) for n in ref]
+    if len(ref) == len(cand) == 1:
+        return [(next(iter(ref)), next(iter(cand)))]
+    pairs = []
+    for r, rv in ref.items():
+        same = [c for c, cv in cand.items() if cv.shape == rv.shape]
+        if len(same) != 1:
+            raise ValidationError(
+                f"cannot pair reference output '{r}' {rv.shape} with a candidate output "
+                f"({', '.join(f'{c} {v.shape}' for c, v in cand.items())})"
+            )
+        pairs.append((r, same[0]))
+    return pairs
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    return y.argmax(-1) if y.ndim > 1 else y.astype(np.int64)
+
+
+def compare_outputs(
+    ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], y: np.ndarray | None = None
+) -> CompareResult:
+    """Metrics per paired output; top-1 agreement and accuracy for a single (N, C) output."""
+    diffs = []
+    for r, c in pair_outputs(ref, cand):
+        a, b = ref[r], cand[c]
+        if a.shape != b.shape:
+            raise ValidationError(f"output '{r}' has shape {a.shape}, candidate {b.shape}")
+        values = {k: fn(a, b) for k, fn in METRICS.items()}
+        diffs.append(OutputDiff(r, c, list(a.shape), **values))
+    top1 = accuracy = None
+    if len(diffs) == 1 and len(diffs[0].shape) == 2 and diffs[0].shape[1] > 1:
+        a, b = ref[diffs[0].name].argmax(1), cand[diffs[0].candidate_name].argmax(1)
+        top1 = float(np.mean(a == b))
+        if y is not None:
+            labels = _labels(y)
+            accuracy = {
+                "reference": float(np.mean(a == labels)),
+                "candidate": float(np.mean(b == labels)),
+            }
+    samples = len(next(iter(ref.values())))
+    return CompareResult(samples, diffs, top1, accuracy)
+
+
+def with_thresholds(
+    result: CompareResult,
+    min_sqnr_db: float | None = None,
+    min_cosine: float | None = None,
+    min_top1: float | None = None,
+) -> CompareResult:
+    """Return `result` with a failure line for every threshold it misses."""
+    failures = []
+    for d in result.outputs:
+        if min_sqnr_db is not None and d.sqnr_db < min_sqnr_db:
+            failures.append(f"output '{d.name}': SQNR {d.sqnr_db:.1f} dB < {min_sqnr_db} dB")
+        if min_cosine is not None and d.cosine < min_cosine:
+            failures.append(f"output '{d.name}': cosine {d.cosine:.5f} < {min_cosine}")
+    if min_top1 is not None and result.top1_agreement is not None:
+        if result.top1_agreement < min_top1:
+            failures.append(f"top-1 agreement {result.top1_agreement:.4f} < {min_top1}")
+    return CompareResult(
+        result.samples, result.outputs, result.top1_agreement, result.accuracy, failures
+    )
+
+
+def compare(
+    reference: LoadedModel,
+    candidate_path: str,
+    data: Dataset,
+    min_sqnr_db: float | None = None,
+    min_cosine: float | None = None,
+    min_top1: float | None = None,
+) -> CompareResult:
+    """Run both models on `data` and compare; thresholds turn misses into `failures`."""
+    ref = run_reference(reference, data)
+    cand = run_tflite(candidate_path, data)
+    return with_thresholds(
+        compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1
+    )
+
+
+def compare_files(
+    reference: str,
+    candidate: str,
+    data: str,
+    max_samples: int = 1000,
+    min_sqnr_db: float | None = None,
+    min_cosine: float | None = None,
+    min_top1: float | None = None,
+    unsafe: bool = False,
+) -> CompareResult:
+    """Load a reference model, a candidate `.tflite` and data from files, then `compare`."""
+    if max_samples < 1:
+        raise InputError("max_samples must be at least 1")
+    cand = load(candidate)
+    if cand.kind is not SourceKind.TFLITE:
+        raise InputError(f"CANDIDATE must be a .tflite file: {candidate}")
+    ref = load(reference, unsafe=unsafe)
+    dataset = load_data(data, cand.inputs, limit=max_samples)
+    assert cand.path is not None
+    return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1)
