@@ -121,6 +121,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
 @click.option("--no-check", is_flag=True, help="Skip the numeric check against the source model.")
+@click.option("--check-data", type=click.Path(), help="Held-out data for the numeric check (default: calibration data).")
 @command
 def convert_cmd(
     model: str,
@@ -133,6 +134,7 @@ def convert_cmd(
     overwrite: bool,
     unsafe: bool,
     no_check: bool,
+    check_data: str | None,
 ) -> tuple[Any, Callable[[Any], str]]:
     """Convert MODEL (.keras, .h5, SavedModel folder) to a .tflite file.
 
@@ -152,6 +154,7 @@ def convert_cmd(
         overwrite=overwrite,
         unsafe=unsafe,
         check=not no_check,
+        check_data=check_data,
     ).to_dict()
 
     def human(r: dict[str, Any]) -> str:

@@ -114,8 +114,12 @@ def convert(
     overwrite: bool = False,
     unsafe: bool = False,
     check: bool = True,
+    check_data: str | os.PathLike[str] | None = None,
 ) -> ConvertResult:
     """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
+
+    The result is checked on `check_data` (else the calibration data, else realistic random
+    inputs; at most 32 samples) against the precision's tolerance before it is kept.
 
     Raises:
         InputError, ModelLoadError, DataError: bad model or data.
@@ -144,6 +148,7 @@ def convert(
                 "range for them; use --precision int8 or dynamic"
             )
     data = load_data(calibration, specs, limit=num_calibration) if calibration else None
+    held_out = load_data(check_data, specs, limit=CHECK_SAMPLES) if check_data else None
     if spec.needs_calibration and data is None:
         raise DataError(
             f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
@@ -164,9 +169,9 @@ def convert(
         tmp.write_bytes(flatbuffer)
         result = None
         if check:
-            check_data = (data or synthetic_data(specs, 8)).take(CHECK_SAMPLES)
+            checked_on = (held_out or data or synthetic_data(specs, 8)).take(CHECK_SAMPLES)
             diff = compare_outputs(
-                run_reference(loaded, check_data), run_tflite(str(tmp), check_data)
+                run_reference(loaded, checked_on), run_tflite(str(tmp), checked_on)
             )
             verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
             if not verdict.passed:

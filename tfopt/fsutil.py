@@ -27,9 +27,18 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
+    _probe_writable(folder)
     return p
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file: the only test that holds for root and odd filesystems too."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tfopt-probe-", dir=folder)
+    except OSError:
+        raise OutputError(f"output folder is not writable: {folder}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_dir(path: str | os.PathLike[str], names: list[str], overwrite: bool) -> Path:
@@ -41,14 +50,12 @@ def check_output_dir(path: str | os.PathLike[str], names: list[str], overwrite: 
         clash = [n for n in names if (p / n).exists()]
         if clash and not overwrite:
             raise OutputError(f"{p / clash[0]} already exists (use --overwrite to replace it)")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise OutputError(f"output folder is not writable: {p}")
+        _probe_writable(p)
     else:
         parent = p.parent
         while not parent.exists():
             parent = parent.parent
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"output folder is not writable: {parent}")
+        _probe_writable(parent)
     return p
 
 

@@ -115,8 +115,13 @@ def _load_tflite(path: Path) -> LoadedModel:
         inputs, _ = harness.io_details(interpreter)
     except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
         raise ModelLoadError(f"{path} is a broken .tflite file: {_first_line(exc)}") from exc
+    # A quantized (int8 I/O) input takes real values: the harness quantizes them.
     specs = tuple(
-        TensorSpec(n, tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
+        TensorSpec(
+            n,
+            tuple(int(s) for s in d["shape"]),
+            "float32" if d["quantization"][0] else np.dtype(d["dtype"]).name,
+        )
         for n, d in inputs.items()
     )
     return LoadedModel(SourceKind.TFLITE, None, specs, path)

@@ -1,0 +1,116 @@
+"""Tiny real models and real data, built once per session. No mocks, no downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tfopt import keras_worlds
+from tfopt.cli import cli
+
+SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tf_keras() -> Any:
+    return keras_worlds.module(keras_worlds.World.TF_KERAS)
+
+
+@pytest.fixture(scope="session")
+def keras3() -> Any:
+    return keras_worlds.module(keras_worlds.World.KERAS3)
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, np.ndarray]:
+    """Real scikit-learn digits, 8x8x1 in [0, 1]: 1,437 train / 360 test."""
+    from tfopt.demo import digits_split
+
+    x_train, y_train, x_test, y_test = digits_split()
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+@pytest.fixture(scope="session")
+def cnn(tf_keras: Any, digits: dict[str, np.ndarray]) -> Any:
+    """A tiny tf_keras CNN trained for a few epochs on the real digits."""
+    tf_keras.utils.set_random_seed(SEED)
+    inputs = tf_keras.Input((8, 8, 1), name="image")
+    h = tf_keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    h = tf_keras.layers.Flatten()(h)
+    outputs = tf_keras.layers.Dense(10, activation="softmax", name="probs")(h)
+    model = tf_keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(digits["x_train"], digits["y_train"], epochs=8, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory: pytest.TempPathFactory, cnn: Any, digits: dict[str, np.ndarray]) -> dict[str, Path]:
+    """The CNN as .keras and .h5, plus calibration and test data files."""
+    d = tmp_path_factory.mktemp("files")
+    paths = {
+        "keras": d / "cnn.keras",
+        "h5": d / "cnn.h5",
+        "calib": d / "calib.npz",
+        "test": d / "test.npz",
+        "npy": d / "calib.npy",
+    }
+    cnn.save(paths["keras"])
+    cnn.save(paths["h5"])
+    np.savez(paths["calib"], x=digits["x_train"][:50])
+    np.save(paths["npy"], digits["x_train"][:50])
+    np.savez(paths["test"], x=digits["x_test"], y=digits["y_test"])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tflite(tmp_path_factory: pytest.TempPathFactory, cnn: Any, files: dict[str, Path]) -> dict[str, Path]:
+    """The CNN converted to float32 and int8 (float I/O and int8 I/O), once per session."""
+    from tfopt.convert import convert
+
+    d = tmp_path_factory.mktemp("tflite")
+    out = {"float32": d / "cnn_float32.tflite", "int8": d / "cnn_int8.tflite", "int8io": d / "cnn_int8io.tflite"}
+    convert(cnn, out["float32"], "float32")
+    convert(cnn, out["int8"], "int8", calibration=files["calib"])
+    convert(cnn, out["int8io"], "int8", calibration=files["calib"], int8_io=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bert() -> Any:
+    """A tiny keras-hub BERT backbone (random weights; fine for conversion, not accuracy)."""
+    hub = keras_worlds.keras_hub()
+    keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(SEED)
+    return hub.models.BertBackbone(
+        vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64,
+        intermediate_dim=128, max_sequence_length=64,
+    )
+
+
+@pytest.fixture(scope="session")
+def bert_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(SEED)
+    path = tmp_path_factory.mktemp("bert") / "tokens.npz"
+    mask = np.ones((16, 32), np.int32)
+    mask[:, 24:] = 0
+    np.savez(
+        path,
+        token_ids=rng.integers(1, 1000, (16, 32)).astype(np.int32) * mask,
+        segment_ids=np.zeros((16, 32), np.int32),
+        padding_mask=mask,
+    )
+    return path
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: Any) -> Any:
+    """Run the CLI in-process; return click's Result."""
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)

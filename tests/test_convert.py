@@ -1,0 +1,152 @@
+"""Real conversions of every source kind to every precision, checked through the interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tfopt.convert import convert
+from tfopt.errors import ConversionError, DataError, ValidationError
+from tfopt.inspection import inspect_tflite
+from tfopt.load import SourceKind, load
+from tfopt.validate import compare_files
+
+# precision -> a tensor dtype the converted graph must contain
+PRECISION_MARKERS = {
+    "float32": "float32",
+    "float16": "float16",
+    "dynamic": "int8",
+    "int8": "int8",
+    "int16x8": "int16",
+}
+
+
+@pytest.mark.parametrize("precision", list(PRECISION_MARKERS), ids=list(PRECISION_MARKERS))
+def test_every_precision_on_tf_keras_cnn(precision: str, cnn: Any, files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / f"{precision}.tflite"
+    result = convert(cnn, out, precision, calibration=files["calib"])
+    info = inspect_tflite(out)
+    assert result.source == "tf_keras"
+    assert PRECISION_MARKERS[precision] in info["tensor_dtypes"]
+    assert result.check is not None and result.check["passed"]
+    # The real digits classifier keeps its accuracy through the interpreter.
+    cmp = compare_files(str(files["keras"]), str(out), str(files["test"]))
+    assert cmp.accuracy is not None
+    assert cmp.accuracy["candidate"] >= cmp.accuracy["reference"] - 0.02
+    assert cmp.top1_agreement is not None and cmp.top1_agreement >= 0.97
+
+
+def test_int8_is_a_quarter_of_float32(tflite: dict[str, Path]) -> None:
+    f32, i8 = tflite["float32"].stat().st_size, tflite["int8"].stat().st_size
+    assert i8 < 0.45 * f32  # the tiny CNN carries fixed flatbuffer overhead
+    info = inspect_tflite(tflite["int8"])
+    assert info["inputs"][0]["dtype"] == "float32"
+    assert "QUANTIZE" in info["ops"] and "DEQUANTIZE" in info["ops"]
+    assert info["float_compute_ops"] == {}
+
+
+def test_int8_io_has_quantized_inputs_and_outputs(tflite: dict[str, Path], files: dict[str, Path]) -> None:
+    info = inspect_tflite(tflite["int8io"])
+    for tensor in info["inputs"] + info["outputs"]:
+        assert tensor["dtype"] == "int8"
+        assert tensor["quantization"]["scale"] > 0
+    # Compare dequantizes the int8 outputs: agreement with the float Keras model stays high.
+    cmp = compare_files(str(files["keras"]), str(tflite["int8io"]), str(files["test"]))
+    assert cmp.top1_agreement is not None and cmp.top1_agreement >= 0.97
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"], ids=["dot-keras", "h5"])
+def test_files_load_in_their_own_world(fmt: str, files: dict[str, Path], tmp_path: Path) -> None:
+    loaded = load(files[fmt])
+    assert loaded.kind is SourceKind.TF_KERAS
+    result = convert(files[fmt], tmp_path / "m.tflite", "dynamic")
+    assert result.source == "tf_keras"
+
+
+def test_keras3_file_and_saved_model(keras3: Any, digits: dict[str, np.ndarray], tmp_path: Path) -> None:
+    inputs = keras3.Input((8, 8, 1), name="image")
+    h = keras3.layers.Conv2D(4, 3, activation="relu")(inputs)
+    outputs = keras3.layers.Dense(10, activation="softmax")(keras3.layers.Flatten()(h))
+    model = keras3.Model(inputs, outputs)
+    model.save(tmp_path / "k3.keras")
+    assert load(tmp_path / "k3.keras").kind is SourceKind.KERAS3
+    result = convert(tmp_path / "k3.keras", tmp_path / "k3.tflite", "float16")
+    assert result.source == "keras3" and result.check["passed"]
+
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    assert load(tmp_path / "sm").kind is SourceKind.SAVED_MODEL
+    np.savez(tmp_path / "cal.npz", image=digits["x_train"][:20])
+    result = convert(tmp_path / "sm", tmp_path / "sm.tflite", "int8", calibration=tmp_path / "cal.npz")
+    assert result.source == "saved_model" and result.check["passed"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "dynamic", "int8"])
+def test_keras_hub_bert(precision: str, bert: Any, bert_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bert.tflite"
+    result = convert(bert, out, precision, calibration=bert_data, seq_len=32)
+    assert result.source == "keras3"
+    info = inspect_tflite(out)
+    assert {t["name"] for t in info["inputs"]} == {"token_ids", "segment_ids", "padding_mask"}
+    assert all(t["shape"] == [1, 32] for t in info["inputs"])
+    assert {t["name"] for t in info["outputs"]} == {"pooled_output", "sequence_output"}
+    assert result.check["passed"]
+
+
+def test_keras_nlp_alias_converts(bert_data: Path, tmp_path: Path) -> None:
+    import keras_nlp
+
+    model = keras_nlp.models.BertBackbone(
+        vocabulary_size=1000, num_layers=1, num_heads=2, hidden_dim=32,
+        intermediate_dim=64, max_sequence_length=64,
+    )
+    assert convert(model, tmp_path / "nlp.tflite", "float32", seq_len=32).check["passed"]
+
+
+def test_bert_needs_seq_len(bert: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="--seq-len"):
+        convert(bert, tmp_path / "b.tflite", "float32")
+    assert not (tmp_path / "b.tflite").exists()
+
+
+def test_int16x8_on_integer_inputs_names_them(bert: Any, bert_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="token_ids.*int8 or dynamic"):
+        convert(bert, tmp_path / "b.tflite", "int16x8", calibration=bert_data, seq_len=32)
+
+
+def test_int8_needs_calibration(cnn: Any, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--calibration"):
+        convert(cnn, tmp_path / "m.tflite", "int8")
+
+
+def test_calibration_from_npy_and_image_folder(cnn: Any, files: dict[str, Path], digits: dict[str, np.ndarray], tmp_path: Path) -> None:
+    assert convert(cnn, tmp_path / "a.tflite", "int8", calibration=files["npy"]).check["passed"]
+    import tensorflow as tf
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(digits["x_train"][:12]):
+        png = tf.io.encode_png(tf.cast(img * 255, tf.uint8)).numpy()
+        (folder / f"{i}.png").write_bytes(png)
+    result = convert(cnn, tmp_path / "b.tflite", "int8", calibration=folder, num_calibration=10)
+    assert result.check["passed"] and result.check["samples"] == 10
+
+
+def test_failed_check_leaves_nothing(tf_keras: Any, tmp_path: Path) -> None:
+    """A model whose int8 output range the calibration data does not cover fails its check."""
+    inputs = tf_keras.Input((4,), name="x")
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, kernel_initializer="ones")(inputs))
+    np.savez(tmp_path / "narrow.npz", x=np.full((8, 4), 1e-3, np.float32))
+    np.savez(tmp_path / "wide.npz", x=np.linspace(-50, 50, 32, dtype=np.float32).reshape(8, 4))
+    out = tmp_path / "m.tflite"
+    with pytest.raises(ValidationError, match="numeric check"):
+        convert(model, out, "int8", calibration=tmp_path / "narrow.npz", check_data=tmp_path / "wide.npz")
+    assert not out.exists() and list(tmp_path.glob("*.part")) == []
+
+
+def test_inputs_are_never_modified(files: dict[str, Path], tmp_path: Path) -> None:
+    before = {k: p.read_bytes() for k, p in files.items()}
+    convert(files["keras"], tmp_path / "x.tflite", "int8", calibration=files["calib"])
+    assert {k: p.read_bytes() for k, p in files.items()} == before

@@ -1,0 +1,5 @@
+"""`python -m tfopt` runs the CLI."""
+
+from tfopt.cli import main
+
+main()
