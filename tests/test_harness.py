@@ -38,7 +38,7 @@ def test_cli_help_does_not_import_tensorflow() -> None:
         "from click.testing import CliRunner\n"
         "from tfopt.cli import cli\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
-        "import tfopt.bench, tfopt.inspection\n"
+        "import tfopt, tfopt.bench, tfopt.inspection, tfopt.convert\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

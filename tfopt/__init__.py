@@ -1,32 +1,28 @@
 """tfopt: a Keras model in, a verified and timed `.tflite` out.
 
-The pipeline is load -> convert -> validate -> time -> report, one module per stage. Names are
-imported lazily so that `import tfopt` (and `tfopt --help`) never loads TensorFlow.
+The pipeline is load -> convert -> validate -> time -> report, one module per stage. None of
+these modules imports TensorFlow at import time (it is loaded inside the functions that need it),
+so `import tfopt` and `tfopt --help` stay fast.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from tfopt.bench import BenchSettings, bench
+from tfopt.convert import convert
+from tfopt.data import load_data
+from tfopt.errors import TfoptError
+from tfopt.inspection import inspect_tflite
+from tfopt.load import load
+from tfopt.validate import compare, compare_files
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load": "tfopt.load",
-    "convert": "tfopt.convert",
-    "compare": "tfopt.validate",
-    "compare_files": "tfopt.validate",
-    "inspect_tflite": "tfopt.inspection",
-    "bench": "tfopt.bench",
-    "BenchSettings": "tfopt.bench",
-    "load_data": "tfopt.data",
-    "TfoptError": "tfopt.errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tfopt' has no attribute {name!r}")
+__all__ = [
+    "BenchSettings",
+    "TfoptError",
+    "bench",
+    "compare",
+    "compare_files",
+    "convert",
+    "inspect_tflite",
+    "load",
+    "load_data",
+]

@@ -1,0 +1,33 @@
+"""Every script in examples/ runs (small settings) and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expect"),
+    [
+        ("int8_from_files.py", ["--epochs", "5"], "top-1 agreement"),
+        ("keras_hub_bert.py", ["--seq-len", "16", "--layers", "1"], "dynamic vs float32"),
+    ],
+    ids=["int8_from_files", "keras_hub_bert"],
+)
+def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--out", str(tmp_path / "out"), *args],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert expect in proc.stdout
+
+
+def test_every_example_has_a_test() -> None:
+    tested = {"int8_from_files.py", "keras_hub_bert.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
