@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## Train a digits CNN, convert to every precision, check, time, report.
 	$(BIN)/tfopt demo --out demo-out --overwrite
 
-test: $(STAMP)  ## The whole test suite.
+test: $(STAMP)  ## Lint, then the whole test suite.
+	$(BIN)/ruff check tfopt converters tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -66,8 +64,12 @@ def build_models(folder: Path) -> dict[str, Path]:
 
     hub = keras_worlds.keras_hub()
     bert = hub.models.BertBackbone(
-        vocabulary_size=30522, num_layers=4, num_heads=4, hidden_dim=256,
-        intermediate_dim=1024, max_sequence_length=128,
+        vocabulary_size=30522,
+        num_layers=4,
+        num_heads=4,
+        hidden_dim=256,
+        intermediate_dim=1024,
+        max_sequence_length=128,
     )
     a = keras.Input((1,), name="a")
     one_op = keras.Model(a, keras.layers.Add()([a, a]))
@@ -86,10 +88,24 @@ def build_models(folder: Path) -> dict[str, Path]:
 def litert_median_ms(model: Path, threads: int, runs: int) -> float:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         subprocess.run(
-            [sys.executable, "-c", LITERT_RUNNER, "--model", str(model), "--num_threads",
-             str(threads), "--num_runs", str(runs), "--warmup_runs", "5",
-             "--result_json", out.name],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-c",
+                LITERT_RUNNER,
+                "--model",
+                str(model),
+                "--num_threads",
+                str(threads),
+                "--num_runs",
+                str(runs),
+                "--warmup_runs",
+                "5",
+                "--result_json",
+                out.name,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return json.loads(Path(out.name).read_text())["latency"]["median_ms"]
 
@@ -113,7 +129,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "harness_vs_litert.json"))
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "harness_vs_litert.json")
+    )
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
 
@@ -132,22 +150,44 @@ def main() -> None:
                 a, b = statistics.median(ours), statistics.median(theirs)
                 ratio = a / b
                 rows.append([name, t, round(a, 4), round(b, 4), round(ratio, 3)])
-                records.append({"model": name, "threads": t, "tfopt_p50_ms": ours,
-                                "litert_median_ms": theirs, "ratio": ratio})
-                print(f"{name} t={t}: tfopt {a:.4f} ms, LiteRT {b:.4f} ms, ratio {ratio:.3f}",
-                      file=sys.stderr)
+                records.append(
+                    {
+                        "model": name,
+                        "threads": t,
+                        "tfopt_p50_ms": ours,
+                        "litert_median_ms": theirs,
+                        "ratio": ratio,
+                    }
+                )
+                print(
+                    f"{name} t={t}: tfopt {a:.4f} ms, LiteRT {b:.4f} ms, ratio {ratio:.3f}",
+                    file=sys.stderr,
+                )
     timer = timer_overhead_us()
-    doc = {"machine": machine, "rounds": args.rounds, "runs": args.runs,
-           "timer_overhead_us": timer, "one_op_invoke_p50_us": overhead, "rows": records}
+    doc = {
+        "machine": machine,
+        "rounds": args.rounds,
+        "runs": args.runs,
+        "timer_overhead_us": timer,
+        "one_op_invoke_p50_us": overhead,
+        "rows": records,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"Machine: {machine['cpu']}, {machine['cores']} cores, ai-edge-litert "
-          f"{machine['ai_edge_litert']}, numpy {machine['numpy']}\n")
-    print(markdown_table(
-        ["model", "threads", "tfopt bench p50 (ms)", "LiteRT tool median (ms)", "ratio"], rows))
+    print(
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, ai-edge-litert "
+        f"{machine['ai_edge_litert']}, numpy {machine['numpy']}\n"
+    )
+    print(
+        markdown_table(
+            ["model", "threads", "tfopt bench p50 (ms)", "LiteRT tool median (ms)", "ratio"], rows
+        )
+    )
     print(f"\nperf_counter_ns pair (timer) overhead: {timer:.3f} us per invoke")
     for t, us in overhead.items():
-        print(f"one-op model, {t} thread(s): p50 {us:.2f} us per invoke (upper bound on harness cost)")
+        print(
+            f"one-op model, {t} thread(s): p50 {us:.2f} us per invoke (upper bound on harness cost)"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from there.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from converters.base import Prepared, fixed_shape, register
 from converters.saved_model import from_folder
@@ -21,10 +22,10 @@ def prepare(loaded: LoadedModel, seq_len: int | None, workdir: Path) -> Prepared
     tf = keras_worlds.tf()
     model = loaded.model
     specs = {
-        s.name: tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name)
-        for s in loaded.inputs
+        s.name: tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs
     }
     structure = model.input
+    signature: list[Any]
     if isinstance(structure, dict):
         signature = [{key: specs[t.name] for key, t in structure.items()}]
     elif isinstance(structure, (list, tuple)):

@@ -16,9 +16,7 @@ def prepare(loaded: LoadedModel, seq_len: int | None, workdir: Path) -> Prepared
     if not has_free_dims(loaded.inputs) or seq_len is None:
         return Prepared(tf.lite.TFLiteConverter.from_keras_model(loaded.model), order)
     # Free non-batch dimensions: trace a concrete function at the fixed shape instead.
-    specs = [
-        tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs
-    ]
+    specs = [tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs]
     model = loaded.model
     fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
     concrete = fn.get_concrete_function(*specs)

@@ -32,16 +32,27 @@ def main() -> None:
     np.savez(out / "test.npz", x=x_test, y=y_test)
 
     tflite = out / "digits_int8.tflite"
-    tfopt.convert(out / "digits.keras", tflite, "int8", calibration=out / "calib.npz",
-                  int8_io=True, check_data=out / "test.npz", overwrite=True)
+    tfopt.convert(
+        out / "digits.keras",
+        tflite,
+        "int8",
+        calibration=out / "calib.npz",
+        int8_io=True,
+        check_data=out / "test.npz",
+        overwrite=True,
+    )
     info = tfopt.inspect_tflite(tflite)
     q = info["inputs"][0]["quantization"]
     print(f"input {info['inputs'][0]['dtype']} scale={q['scale']:.5f} zero_point={q['zero_point']}")
     cmp = tfopt.compare_files(str(out / "digits.keras"), str(tflite), str(out / "test.npz"))
     acc = cmp.accuracy or {}
-    print(f"accuracy keras {100 * acc['reference']:.2f}% -> int8 {100 * acc['candidate']:.2f}%, "
-          f"top-1 agreement {100 * (cmp.top1_agreement or 0):.2f}%")
-    p50 = tfopt.bench(tflite, tfopt.BenchSettings(threads=(1,), min_seconds=0.3)).results[0]["latency_us"]["p50"]
+    print(
+        f"accuracy keras {100 * acc['reference']:.2f}% -> int8 {100 * acc['candidate']:.2f}%, "
+        f"top-1 agreement {100 * (cmp.top1_agreement or 0):.2f}%"
+    )
+    p50 = tfopt.bench(tflite, tfopt.BenchSettings(threads=(1,), min_seconds=0.3)).results[0][
+        "latency_us"
+    ]["p50"]
     print(f"{info['size_bytes'] / 1024:.1f} KB, p50 {p50:.1f} us at 1 thread")
 
 

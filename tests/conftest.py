@@ -49,7 +49,9 @@ def cnn(tf_keras: Any, digits: dict[str, np.ndarray]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def files(tmp_path_factory: pytest.TempPathFactory, cnn: Any, digits: dict[str, np.ndarray]) -> dict[str, Path]:
+def files(
+    tmp_path_factory: pytest.TempPathFactory, cnn: Any, digits: dict[str, np.ndarray]
+) -> dict[str, Path]:
     """The CNN as .keras and .h5, plus calibration and test data files."""
     d = tmp_path_factory.mktemp("files")
     paths = {
@@ -68,12 +70,18 @@ def files(tmp_path_factory: pytest.TempPathFactory, cnn: Any, digits: dict[str, 
 
 
 @pytest.fixture(scope="session")
-def tflite(tmp_path_factory: pytest.TempPathFactory, cnn: Any, files: dict[str, Path]) -> dict[str, Path]:
+def tflite(
+    tmp_path_factory: pytest.TempPathFactory, cnn: Any, files: dict[str, Path]
+) -> dict[str, Path]:
     """The CNN converted to float32 and int8 (float I/O and int8 I/O), once per session."""
     from tfopt.convert import convert
 
     d = tmp_path_factory.mktemp("tflite")
-    out = {"float32": d / "cnn_float32.tflite", "int8": d / "cnn_int8.tflite", "int8io": d / "cnn_int8io.tflite"}
+    out = {
+        "float32": d / "cnn_float32.tflite",
+        "int8": d / "cnn_int8.tflite",
+        "int8io": d / "cnn_int8io.tflite",
+    }
     convert(cnn, out["float32"], "float32")
     convert(cnn, out["int8"], "int8", calibration=files["calib"])
     convert(cnn, out["int8io"], "int8", calibration=files["calib"], int8_io=True)
@@ -86,8 +94,12 @@ def bert() -> Any:
     hub = keras_worlds.keras_hub()
     keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(SEED)
     return hub.models.BertBackbone(
-        vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64,
-        intermediate_dim=128, max_sequence_length=64,
+        vocabulary_size=1000,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        max_sequence_length=64,
     )
 
 

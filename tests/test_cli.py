@@ -22,8 +22,20 @@ def test_help_lists_commands(runner: CliRunner) -> None:
 
 def test_convert_json(runner: CliRunner, files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.tflite"
-    result = invoke(runner, "convert", files["keras"], "-o", out, "--precision", "int8",
-                    "--calibration", files["calib"], "--check-data", files["test"], "--json")
+    result = invoke(
+        runner,
+        "convert",
+        files["keras"],
+        "-o",
+        out,
+        "--precision",
+        "int8",
+        "--calibration",
+        files["calib"],
+        "--check-data",
+        files["test"],
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["precision"] == "int8" and doc["size_bytes"] == out.stat().st_size
@@ -31,7 +43,9 @@ def test_convert_json(runner: CliRunner, files: dict[str, Path], tmp_path: Path)
 
 
 def test_convert_human(runner: CliRunner, files: dict[str, Path], tmp_path: Path) -> None:
-    result = invoke(runner, "convert", files["h5"], "-o", tmp_path / "m.tflite", "--precision", "float16")
+    result = invoke(
+        runner, "convert", files["h5"], "-o", tmp_path / "m.tflite", "--precision", "float16"
+    )
     assert result.exit_code == 0
     assert "wrote" in result.stdout and "check passed" in result.stdout
 
@@ -40,7 +54,16 @@ def test_inspect_json_keys(runner: CliRunner, tflite: dict[str, Path]) -> None:
     result = invoke(runner, "inspect", tflite["int8io"], "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    for key in ("inputs", "outputs", "signatures", "ops", "tensor_dtypes", "size_bytes", "gzip_bytes", "custom_ops"):
+    for key in (
+        "inputs",
+        "outputs",
+        "signatures",
+        "ops",
+        "tensor_dtypes",
+        "size_bytes",
+        "gzip_bytes",
+        "custom_ops",
+    ):
         assert key in doc
     (inp,) = doc["inputs"]
     assert inp["name"] == "image" and inp["shape"] == [-1, 8, 8, 1] and inp["dtype"] == "int8"
@@ -50,14 +73,20 @@ def test_inspect_json_keys(runner: CliRunner, tflite: dict[str, Path]) -> None:
     assert doc["gzip_bytes"] < doc["size_bytes"]
 
 
-def test_inspect_float_model_has_null_quantization(runner: CliRunner, tflite: dict[str, Path]) -> None:
+def test_inspect_float_model_has_null_quantization(
+    runner: CliRunner, tflite: dict[str, Path]
+) -> None:
     doc = json.loads(invoke(runner, "inspect", tflite["float32"], "--json").stdout)
     assert doc["inputs"][0]["quantization"] is None
     assert "inspect" not in invoke(runner, "inspect", tflite["float32"]).stdout  # human form
 
 
-def test_compare_keras_vs_int8_with_labels(runner: CliRunner, files: dict[str, Path], tflite: dict[str, Path]) -> None:
-    result = invoke(runner, "compare", files["keras"], tflite["int8io"], "--data", files["test"], "--json")
+def test_compare_keras_vs_int8_with_labels(
+    runner: CliRunner, files: dict[str, Path], tflite: dict[str, Path]
+) -> None:
+    result = invoke(
+        runner, "compare", files["keras"], tflite["int8io"], "--data", files["test"], "--json"
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     (out,) = doc["outputs"]
@@ -68,18 +97,42 @@ def test_compare_keras_vs_int8_with_labels(runner: CliRunner, files: dict[str, P
     assert doc["accuracy"]["reference"] > 0.85
 
 
-def test_compare_tflite_vs_tflite_and_threshold_failure(runner: CliRunner, files: dict[str, Path], tflite: dict[str, Path]) -> None:
-    ok = invoke(runner, "compare", tflite["float32"], tflite["int8"], "--data", files["test"], "--max-samples", "50")
+def test_compare_tflite_vs_tflite_and_threshold_failure(
+    runner: CliRunner, files: dict[str, Path], tflite: dict[str, Path]
+) -> None:
+    ok = invoke(
+        runner,
+        "compare",
+        tflite["float32"],
+        tflite["int8"],
+        "--data",
+        files["test"],
+        "--max-samples",
+        "50",
+    )
     assert ok.exit_code == 0 and "top-1 agreement" in ok.stdout
-    bad = invoke(runner, "compare", tflite["float32"], tflite["int8"], "--data", files["test"],
-                 "--max-samples", "50", "--min-sqnr", "90", "--json")
+    bad = invoke(
+        runner,
+        "compare",
+        tflite["float32"],
+        tflite["int8"],
+        "--data",
+        files["test"],
+        "--max-samples",
+        "50",
+        "--min-sqnr",
+        "90",
+        "--json",
+    )
     assert bad.exit_code == 1
     doc = json.loads(bad.stdout)  # still exactly one JSON document
     assert doc["passed"] is False and "SQNR" in doc["failures"][0]
     assert "check failed" in bad.stderr
 
 
-def test_compare_non_classifier_has_null_top1(runner: CliRunner, bert: object, bert_data: Path, tmp_path: Path) -> None:
+def test_compare_non_classifier_has_null_top1(
+    runner: CliRunner, bert: object, bert_data: Path, tmp_path: Path
+) -> None:
     from tfopt.convert import convert
 
     a, b = tmp_path / "a.tflite", tmp_path / "b.tflite"
@@ -105,9 +158,24 @@ def test_bench_json(runner: CliRunner, tflite: dict[str, Path]) -> None:
         assert r["load_ms"] > 0 and r["first_ms"] > 0 and r["peak_rss_mb"] > 10
 
 
-def test_bench_no_xnnpack_repeat_and_data(runner: CliRunner, tflite: dict[str, Path], files: dict[str, Path]) -> None:
-    result = invoke(runner, "bench", tflite["float32"], "--threads", "1", "--min-seconds", "0.05",
-                    "--no-xnnpack", "--repeat", "2", "--data", files["calib"], "--json")
+def test_bench_no_xnnpack_repeat_and_data(
+    runner: CliRunner, tflite: dict[str, Path], files: dict[str, Path]
+) -> None:
+    result = invoke(
+        runner,
+        "bench",
+        tflite["float32"],
+        "--threads",
+        "1",
+        "--min-seconds",
+        "0.05",
+        "--no-xnnpack",
+        "--repeat",
+        "2",
+        "--data",
+        files["calib"],
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     (r,) = json.loads(result.stdout)["results"]
     assert r["xnnpack"] is False and r["repeats"] == 2 and len(r["repeat_p50_us"]) == 2
@@ -122,7 +190,9 @@ def test_bench_human(runner: CliRunner, tflite: dict[str, Path]) -> None:
 @pytest.mark.slow
 def test_demo_end_to_end(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = invoke(runner, "demo", "--out", out, "--threads", "1", "--min-seconds", "0.05", "--json")
+    result = invoke(
+        runner, "demo", "--out", out, "--threads", "1", "--min-seconds", "0.05", "--json"
+    )
     assert result.exit_code == 0, result.output
     rows = {r["precision"]: r for r in json.loads(result.stdout)["rows"]}
     assert set(rows) == {"float32", "float16", "dynamic", "int8", "int16x8"}
@@ -132,10 +202,20 @@ def test_demo_end_to_end(runner: CliRunner, tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["rows"] == list(rows.values())
     assert "| precision |" in (out / "report.md").read_text()
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The demo's files work with the CLI: rerun the compare step by hand.
-    again = invoke(runner, "compare", out / "digits_cnn.keras", out / "digits_int8.tflite",
-                   "--data", out / "digits_test.npz", "--json")
-    assert json.loads(again.stdout)["accuracy"]["candidate"] * 100 == pytest.approx(rows["int8"]["accuracy"], abs=0.01)
+    again = invoke(
+        runner,
+        "compare",
+        out / "digits_cnn.keras",
+        out / "digits_int8.tflite",
+        "--data",
+        out / "digits_test.npz",
+        "--json",
+    )
+    assert json.loads(again.stdout)["accuracy"]["candidate"] * 100 == pytest.approx(
+        rows["int8"]["accuracy"], abs=0.01
+    )
     # A second run without --overwrite refuses to touch the earlier results.
     refused = invoke(runner, "demo", "--out", out)
     assert refused.exit_code == 1 and "--overwrite" in refused.stderr
@@ -145,9 +225,23 @@ def test_subprocess_json_stdout_is_clean(files: dict[str, Path], tmp_path: Path)
     """A real process: TensorFlow and the converter print nothing on stdout in --json mode."""
     out = tmp_path / "m.tflite"
     proc = subprocess.run(
-        [sys.executable, "-m", "tfopt", "convert", str(files["keras"]), "-o", str(out),
-         "--precision", "int8", "--calibration", str(files["calib"]), "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tfopt",
+            "convert",
+            str(files["keras"]),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--calibration",
+            str(files["calib"]),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["precision"] == "int8"

@@ -25,7 +25,9 @@ PRECISION_MARKERS = {
 
 
 @pytest.mark.parametrize("precision", list(PRECISION_MARKERS), ids=list(PRECISION_MARKERS))
-def test_every_precision_on_tf_keras_cnn(precision: str, cnn: Any, files: dict[str, Path], tmp_path: Path) -> None:
+def test_every_precision_on_tf_keras_cnn(
+    precision: str, cnn: Any, files: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / f"{precision}.tflite"
     result = convert(cnn, out, precision, calibration=files["calib"])
     info = inspect_tflite(out)
@@ -48,7 +50,9 @@ def test_int8_is_a_quarter_of_float32(tflite: dict[str, Path]) -> None:
     assert info["float_compute_ops"] == {}
 
 
-def test_int8_io_has_quantized_inputs_and_outputs(tflite: dict[str, Path], files: dict[str, Path]) -> None:
+def test_int8_io_has_quantized_inputs_and_outputs(
+    tflite: dict[str, Path], files: dict[str, Path]
+) -> None:
     info = inspect_tflite(tflite["int8io"])
     for tensor in info["inputs"] + info["outputs"]:
         assert tensor["dtype"] == "int8"
@@ -66,7 +70,9 @@ def test_files_load_in_their_own_world(fmt: str, files: dict[str, Path], tmp_pat
     assert result.source == "tf_keras"
 
 
-def test_keras3_file_and_saved_model(keras3: Any, digits: dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_keras3_file_and_saved_model(
+    keras3: Any, digits: dict[str, np.ndarray], tmp_path: Path
+) -> None:
     inputs = keras3.Input((8, 8, 1), name="image")
     h = keras3.layers.Conv2D(4, 3, activation="relu")(inputs)
     outputs = keras3.layers.Dense(10, activation="softmax")(keras3.layers.Flatten()(h))
@@ -79,7 +85,9 @@ def test_keras3_file_and_saved_model(keras3: Any, digits: dict[str, np.ndarray],
     model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
     assert load(tmp_path / "sm").kind is SourceKind.SAVED_MODEL
     np.savez(tmp_path / "cal.npz", image=digits["x_train"][:20])
-    result = convert(tmp_path / "sm", tmp_path / "sm.tflite", "int8", calibration=tmp_path / "cal.npz")
+    result = convert(
+        tmp_path / "sm", tmp_path / "sm.tflite", "int8", calibration=tmp_path / "cal.npz"
+    )
     assert result.source == "saved_model" and result.check["passed"]
 
 
@@ -99,8 +107,12 @@ def test_keras_nlp_alias_converts(bert_data: Path, tmp_path: Path) -> None:
     import keras_nlp
 
     model = keras_nlp.models.BertBackbone(
-        vocabulary_size=1000, num_layers=1, num_heads=2, hidden_dim=32,
-        intermediate_dim=64, max_sequence_length=64,
+        vocabulary_size=1000,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=64,
     )
     assert convert(model, tmp_path / "nlp.tflite", "float32", seq_len=32).check["passed"]
 
@@ -121,7 +133,9 @@ def test_int8_needs_calibration(cnn: Any, tmp_path: Path) -> None:
         convert(cnn, tmp_path / "m.tflite", "int8")
 
 
-def test_calibration_from_npy_and_image_folder(cnn: Any, files: dict[str, Path], digits: dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_calibration_from_npy_and_image_folder(
+    cnn: Any, files: dict[str, Path], digits: dict[str, np.ndarray], tmp_path: Path
+) -> None:
     assert convert(cnn, tmp_path / "a.tflite", "int8", calibration=files["npy"]).check["passed"]
     import tensorflow as tf
 
@@ -142,7 +156,13 @@ def test_failed_check_leaves_nothing(tf_keras: Any, tmp_path: Path) -> None:
     np.savez(tmp_path / "wide.npz", x=np.linspace(-50, 50, 32, dtype=np.float32).reshape(8, 4))
     out = tmp_path / "m.tflite"
     with pytest.raises(ValidationError, match="numeric check"):
-        convert(model, out, "int8", calibration=tmp_path / "narrow.npz", check_data=tmp_path / "wide.npz")
+        convert(
+            model,
+            out,
+            "int8",
+            calibration=tmp_path / "narrow.npz",
+            check_data=tmp_path / "wide.npz",
+        )
     assert not out.exists() and list(tmp_path.glob("*.part")) == []
 
 
@@ -150,3 +170,17 @@ def test_inputs_are_never_modified(files: dict[str, Path], tmp_path: Path) -> No
     before = {k: p.read_bytes() for k, p in files.items()}
     convert(files["keras"], tmp_path / "x.tflite", "int8", calibration=files["calib"])
     assert {k: p.read_bytes() for k, p in files.items()} == before
+
+
+def test_unsupported_ops_are_named(tf_keras: Any, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Determinant(tf_keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            return tf.linalg.det(tf.reshape(x, (-1, 2, 2)))[:, None] * x
+
+    inputs = tf_keras.Input((4,), name="x")
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(2)(Determinant()(inputs)))
+    with pytest.raises(ConversionError, match="no TFLite builtin kernel: MatrixDeterminant"):
+        convert(model, tmp_path / "m.tflite", "float32")
+    assert not (tmp_path / "m.tflite").exists()

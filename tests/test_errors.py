@@ -66,22 +66,36 @@ def test_missing_file(runner: CliRunner, tmp_path: Path, command: list[str], fra
         ("random.tflite", "not a TFLite flatbuffer"),
     ],
 )
-def test_convert_rejects_non_models(runner: CliRunner, bad_files: dict[str, Path], tmp_path: Path, name: str, fragment: str) -> None:
+def test_convert_rejects_non_models(
+    runner: CliRunner, bad_files: dict[str, Path], tmp_path: Path, name: str, fragment: str
+) -> None:
     out = tmp_path / "out.tflite"
     assert_one_line_error(invoke(runner, "convert", bad_files[name], "-o", out), fragment)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name", ["random.tflite", "truncated.tflite", "header_only.tflite", "text.keras"])
+@pytest.mark.parametrize(
+    "name", ["random.tflite", "truncated.tflite", "header_only.tflite", "text.keras"]
+)
 @pytest.mark.parametrize("command", ["inspect", "bench"])
-def test_broken_tflite(runner: CliRunner, bad_files: dict[str, Path], command: str, name: str) -> None:
-    result = invoke(runner, command, bad_files[name], "--runs", "5") if command == "bench" else invoke(runner, command, bad_files[name])
+def test_broken_tflite(
+    runner: CliRunner, bad_files: dict[str, Path], command: str, name: str
+) -> None:
+    result = (
+        invoke(runner, command, bad_files[name], "--runs", "5")
+        if command == "bench"
+        else invoke(runner, command, bad_files[name])
+    )
     assert_one_line_error(result)
     assert any(k in result.stderr for k in ("TFLite", "broken", "crashed", "failed"))
 
 
-def test_compare_broken_candidate(runner: CliRunner, bad_files: dict[str, Path], files: dict[str, Path]) -> None:
-    result = invoke(runner, "compare", files["keras"], bad_files["truncated.tflite"], "--data", files["test"])
+def test_compare_broken_candidate(
+    runner: CliRunner, bad_files: dict[str, Path], files: dict[str, Path]
+) -> None:
+    result = invoke(
+        runner, "compare", files["keras"], bad_files["truncated.tflite"], "--data", files["test"]
+    )
     assert_one_line_error(result, "broken")
 
 
@@ -91,77 +105,155 @@ def test_compare_broken_candidate(runner: CliRunner, bad_files: dict[str, Path],
         (lambda d: {"x": d[:10, :4]}, "shape"),
         (lambda d: {"x": d[:10, :, :, 0]}, "shape"),
         (lambda d: {"x": (d[:10] * 255).astype(np.int64)}, "dtype int64"),
-        (lambda d: {"x": np.where(np.arange(d[:10].size).reshape(d[:10].shape) == 3, np.nan, d[:10])}, "NaN"),
+        (
+            lambda d: {
+                "x": np.where(np.arange(d[:10].size).reshape(d[:10].shape) == 3, np.nan, d[:10])
+            },
+            "NaN",
+        ),
         (lambda d: {"pixels": d[:10]}, "no array for input 'image'"),
         (lambda d: {"x": d[:0]}, "non-zero"),
     ],
     ids=["wrong-shape", "wrong-rank", "wrong-dtype", "nan", "wrong-name", "empty"],
 )
-def test_bad_calibration_data(runner: CliRunner, files: dict[str, Path], digits: dict[str, np.ndarray], tmp_path: Path, make: Any, fragment: str) -> None:
+def test_bad_calibration_data(
+    runner: CliRunner,
+    files: dict[str, Path],
+    digits: dict[str, np.ndarray],
+    tmp_path: Path,
+    make: Any,
+    fragment: str,
+) -> None:
     np.savez(tmp_path / "bad.npz", **make(digits["x_train"]))
     out = tmp_path / "m.tflite"
-    result = invoke(runner, "convert", files["keras"], "-o", out, "--precision", "int8", "--calibration", tmp_path / "bad.npz")
+    result = invoke(
+        runner,
+        "convert",
+        files["keras"],
+        "-o",
+        out,
+        "--precision",
+        "int8",
+        "--calibration",
+        tmp_path / "bad.npz",
+    )
     assert_one_line_error(result, fragment)
     assert not out.exists()
 
 
-def test_calibration_not_numpy(runner: CliRunner, files: dict[str, Path], bad_files: dict[str, Path], tmp_path: Path) -> None:
+def test_calibration_not_numpy(
+    runner: CliRunner, files: dict[str, Path], bad_files: dict[str, Path], tmp_path: Path
+) -> None:
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    result = invoke(runner, "convert", files["keras"], "-o", tmp_path / "m.tflite", "--precision", "int8", "--calibration", tmp_path / "junk.npz")
+    result = invoke(
+        runner,
+        "convert",
+        files["keras"],
+        "-o",
+        tmp_path / "m.tflite",
+        "--precision",
+        "int8",
+        "--calibration",
+        tmp_path / "junk.npz",
+    )
     assert_one_line_error(result, "cannot read")
 
 
-def test_output_exists_without_overwrite(runner: CliRunner, files: dict[str, Path], tmp_path: Path) -> None:
+def test_output_exists_without_overwrite(
+    runner: CliRunner, files: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "m.tflite"
     out.write_bytes(b"precious")
-    assert_one_line_error(invoke(runner, "convert", files["keras"], "-o", out), "already exists", "--overwrite")
+    assert_one_line_error(
+        invoke(runner, "convert", files["keras"], "-o", out), "already exists", "--overwrite"
+    )
     assert out.read_bytes() == b"precious"
     assert invoke(runner, "convert", files["keras"], "-o", out, "--overwrite").exit_code == 0
     assert out.read_bytes()[4:8] == b"TFL3"
 
 
-def test_output_folder_missing_or_not_writable(runner: CliRunner, files: dict[str, Path], tmp_path: Path) -> None:
-    assert_one_line_error(invoke(runner, "convert", files["keras"], "-o", tmp_path / "no" / "m.tflite"), "does not exist")
+def test_output_folder_missing_or_not_writable(
+    runner: CliRunner, files: dict[str, Path], tmp_path: Path
+) -> None:
+    assert_one_line_error(
+        invoke(runner, "convert", files["keras"], "-o", tmp_path / "no" / "m.tflite"),
+        "does not exist",
+    )
     # /proc refuses new files even for root, so this holds whoever runs the tests.
-    assert_one_line_error(invoke(runner, "convert", files["keras"], "-o", "/proc/m.tflite"), "not writable")
+    assert_one_line_error(
+        invoke(runner, "convert", files["keras"], "-o", "/proc/m.tflite"), "not writable"
+    )
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        assert_one_line_error(invoke(runner, "convert", files["keras"], "-o", locked / "m.tflite"), "not writable")
+        assert_one_line_error(
+            invoke(runner, "convert", files["keras"], "-o", locked / "m.tflite"), "not writable"
+        )
 
 
-def test_lambda_layer_refused_in_safe_mode(runner: CliRunner, keras3: Any, tf_keras: Any, tmp_path: Path) -> None:
+def test_lambda_layer_refused_in_safe_mode(
+    runner: CliRunner, keras3: Any, tf_keras: Any, tmp_path: Path
+) -> None:
     for world, name in ((keras3, "k3.keras"), (tf_keras, "k2.h5")):
         inputs = world.Input((4,), name="x")
         model = world.Model(inputs, world.layers.Lambda(lambda t: t * 2.0)(inputs))
         model.save(tmp_path / name)
         out = tmp_path / f"{name}.tflite"
         before = (tmp_path / name).read_bytes()
-        assert_one_line_error(invoke(runner, "convert", tmp_path / name, "-o", out), "Lambda", "--unsafe")
+        assert_one_line_error(
+            invoke(runner, "convert", tmp_path / name, "-o", out), "Lambda", "--unsafe"
+        )
         assert not out.exists()
         result = invoke(runner, "convert", tmp_path / name, "-o", out, "--unsafe")
         assert result.exit_code == 0, result.output
         assert (tmp_path / name).read_bytes() == before
 
 
-def test_int16x8_integer_inputs_cli(runner: CliRunner, bert: Any, bert_data: Path, tmp_path: Path) -> None:
+def test_int16x8_integer_inputs_cli(
+    runner: CliRunner, bert: Any, bert_data: Path, tmp_path: Path
+) -> None:
     bert.save(tmp_path / "bert.keras")
-    result = invoke(runner, "convert", tmp_path / "bert.keras", "-o", tmp_path / "b.tflite",
-                    "--precision", "int16x8", "--calibration", bert_data, "--seq-len", "32")
+    result = invoke(
+        runner,
+        "convert",
+        tmp_path / "bert.keras",
+        "-o",
+        tmp_path / "b.tflite",
+        "--precision",
+        "int16x8",
+        "--calibration",
+        bert_data,
+        "--seq-len",
+        "32",
+    )
     assert_one_line_error(result, "int16x8", "token_ids")
 
 
 def test_bad_options(runner: CliRunner, tflite: dict[str, Path]) -> None:
-    assert_one_line_error(invoke(runner, "bench", tflite["float32"], "--threads", "one"), "--threads")
+    assert_one_line_error(
+        invoke(runner, "bench", tflite["float32"], "--threads", "one"), "--threads"
+    )
     assert_one_line_error(invoke(runner, "bench", tflite["float32"], "--threads", "0"), "threads")
     assert_one_line_error(invoke(runner, "bench", tflite["float32"], "--repeat", "0"), "repeat")
     usage = invoke(runner, "convert", "x.keras", "-o", "y.tflite", "--precision", "int3")
     assert usage.exit_code == 2
 
 
-def test_bench_data_that_does_not_fit(runner: CliRunner, tflite: dict[str, Path], tmp_path: Path) -> None:
+def test_bench_data_that_does_not_fit(
+    runner: CliRunner, tflite: dict[str, Path], tmp_path: Path
+) -> None:
     np.savez(tmp_path / "d.npz", other=np.zeros((1, 8, 8, 1), np.float32))
-    result = invoke(runner, "bench", tflite["float32"], "--threads", "1", "--runs", "5", "--data", tmp_path / "d.npz")
+    result = invoke(
+        runner,
+        "bench",
+        tflite["float32"],
+        "--threads",
+        "1",
+        "--runs",
+        "5",
+        "--data",
+        tmp_path / "d.npz",
+    )
     assert_one_line_error(result, "timing failed", "image")
 
 

@@ -22,7 +22,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--out", str(tmp_path / "out"), *args],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert expect in proc.stdout

@@ -39,7 +39,8 @@ def test_cli_help_does_not_import_tensorflow() -> None:
         "from tfopt.cli import cli\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
         "import tfopt, tfopt.bench, tfopt.inspection, tfopt.convert\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))\n"
+        "heavy = ('tensorflow', 'keras', 'tf_keras')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -66,9 +67,15 @@ def test_quantize_round_trip() -> None:
 def test_synthetic_inputs_are_valid_indices() -> None:
     rng = np.random.default_rng(0)
     q = (0.0, 0)
-    ids = harness.synthetic_input("token_ids", {"shape": [1, 64], "dtype": np.int32, "quantization": q}, rng)
-    mask = harness.synthetic_input("padding_mask", {"shape": [1, 64], "dtype": np.int32, "quantization": q}, rng)
-    floats = harness.synthetic_input("image", {"shape": [1, 4], "dtype": np.float32, "quantization": q}, rng)
+    ids = harness.synthetic_input(
+        "token_ids", {"shape": [1, 64], "dtype": np.int32, "quantization": q}, rng
+    )
+    mask = harness.synthetic_input(
+        "padding_mask", {"shape": [1, 64], "dtype": np.int32, "quantization": q}, rng
+    )
+    floats = harness.synthetic_input(
+        "image", {"shape": [1, 4], "dtype": np.float32, "quantization": q}, rng
+    )
     assert ids.min() >= 0 and ids.max() < 100 and ids.dtype == np.int32
     assert set(np.unique(mask)) <= {0, 1}
     assert floats.dtype == np.float32 and 0 <= floats.min() and floats.max() < 1

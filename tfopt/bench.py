@@ -114,7 +114,8 @@ def bench(model: str | os.PathLike[str], settings: BenchSettings | None = None) 
     data = read_tflite(path)
     if s.data and not Path(s.data).is_file():
         raise InputError(f"data not found: {s.data}")
-    results, machine = [], {}
+    results: list[dict[str, Any]] = []
+    machine: dict[str, Any] = {}
     for threads in s.threads:
         runs = [_child(path, threads, s) for _ in range(s.repeat)]
         machine = runs[0].get("machine", machine)

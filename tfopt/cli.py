@@ -116,12 +116,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help=".npz (arrays named after the model inputs, or x), .npy, or a folder of images.",
 )
 @click.option("--num-calibration", default=100, show_default=True, help="Calibration samples used.")
-@click.option("--int8-io", is_flag=True, help="With int8: int8 inputs and outputs instead of float.")
+@click.option(
+    "--int8-io", is_flag=True, help="With int8: int8 inputs and outputs instead of float."
+)
 @click.option("--seq-len", type=int, help="Fix free (sequence) dimensions to this length.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
 @click.option("--no-check", is_flag=True, help="Skip the numeric check against the source model.")
-@click.option("--check-data", type=click.Path(), help="Held-out data for the numeric check (default: calibration data).")
+@click.option(
+    "--check-data",
+    type=click.Path(),
+    help="Held-out data for the numeric check (default: calibration data).",
+)
 @command
 def convert_cmd(
     model: str,
@@ -211,8 +217,15 @@ def inspect_cmd(model: str) -> tuple[Any, Callable[[Any], str]]:
 @cli.command("compare")
 @click.argument("reference", type=click.Path())
 @click.argument("candidate", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help=".npz (inputs, optional y), .npy or image folder.")
-@click.option("--max-samples", default=1000, show_default=True, help="Compare at most this many samples.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(),
+    help=".npz (inputs, optional y), .npy or image folder.",
+)
+@click.option(
+    "--max-samples", default=1000, show_default=True, help="Compare at most this many samples."
+)
 @click.option("--min-sqnr", type=float, help="Fail (exit 1) if any output's SQNR (dB) is below.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1) if any output's cosine is below.")
 @click.option("--min-top1", type=float, help="Fail (exit 1) if top-1 agreement (0-1) is below.")
@@ -247,13 +260,17 @@ def compare_cmd(
             [o["name"], o["max_abs"], o["mean_abs"], o["sqnr_db"], o["cosine"]]
             for o in r["outputs"]
         ]
-        lines = [f"{r['samples']} samples", text_table(["output", "max_abs", "mean_abs", "sqnr_db", "cosine"], rows)]
+        lines = [
+            f"{r['samples']} samples",
+            text_table(["output", "max_abs", "mean_abs", "sqnr_db", "cosine"], rows),
+        ]
         if r["top1_agreement"] is not None:
             lines.append(f"top-1 agreement: {100 * r['top1_agreement']:.2f}%")
         if r["accuracy"]:
             a = r["accuracy"]
             lines.append(
-                f"accuracy: reference {100 * a['reference']:.2f}%, candidate {100 * a['candidate']:.2f}%"
+                f"accuracy: reference {100 * a['reference']:.2f}%, "
+                f"candidate {100 * a['candidate']:.2f}%"
             )
         return "\n".join(lines)
 
@@ -264,7 +281,9 @@ def compare_cmd(
 @click.argument("model", type=click.Path())
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option("--runs", type=int, help="Timed invocations per setting (default: --min-seconds).")
-@click.option("--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long.")
+@click.option(
+    "--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long."
+)
 @click.option("--warmup", default=5, show_default=True, help="Untimed invocations first.")
 @click.option("--no-xnnpack", is_flag=True, help="Use the built-in kernels only.")
 @click.option("--repeat", default=1, show_default=True, help="Independent processes per setting.")
@@ -292,9 +311,7 @@ def bench_cmd(
         thread_list = tuple(int(t) for t in threads.split(","))
     except ValueError:
         raise InputError(f"--threads must be comma-separated integers, got '{threads}'") from None
-    settings = BenchSettings(
-        thread_list, runs, min_seconds, warmup, not no_xnnpack, repeat, data
-    )
+    settings = BenchSettings(thread_list, runs, min_seconds, warmup, not no_xnnpack, repeat, data)
     doc = bench(model, settings).to_dict()
 
     def human(r: dict[str, Any]) -> str:
@@ -316,10 +333,22 @@ def bench_cmd(
             ]
             for e in r["results"]
         ]
-        headers = ["threads", "xnnpack", "runs", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "rss_mb", "spread"]
+        headers = [
+            "threads",
+            "xnnpack",
+            "runs",
+            "load_ms",
+            "first_ms",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "rss_mb",
+            "spread",
+        ]
         return "\n".join(
             [
-                f"{r['model']} (sha256 {r['sha256'][:12]}) on {m.get('cpu')}, {m.get('cores')} cores, "
+                f"{r['model']} (sha256 {r['sha256'][:12]}) on {m.get('cpu')}, "
+                f"{m.get('cores')} cores, "
                 f"ai-edge-litert {m.get('ai_edge_litert')}",
                 text_table(headers, rows),
             ]
@@ -329,18 +358,29 @@ def bench_cmd(
 
 
 @cli.command("demo")
-@click.option("-o", "--out", default="demo-out", show_default=True, type=click.Path(), help="Output folder.")
+@click.option(
+    "-o", "--out", default="demo-out", show_default=True, type=click.Path(), help="Output folder."
+)
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option("--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long.")
+@click.option(
+    "--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long."
+)
 @click.option("--overwrite", is_flag=True, help="Replace files from an earlier demo run.")
 @command
-def demo_cmd(out: str, threads: str, min_seconds: float, overwrite: bool) -> tuple[Any, Callable[[Any], str]]:
+def demo_cmd(
+    out: str, threads: str, min_seconds: float, overwrite: bool
+) -> tuple[Any, Callable[[Any], str]]:
     """Train a CNN on real digits, convert to every precision, check, time, report."""
     from tfopt.demo import run_demo
 
     report = run_demo(out, tuple(int(t) for t in threads.split(",")), min_seconds, overwrite)
     doc = {"out_dir": report.out_dir, "rows": report.rows}
-    return doc, lambda _: f"{report.table}\n\nreport: {report.out_dir}/report.json, {report.out_dir}/report.md"
+    return (
+        doc,
+        lambda _: (
+            f"{report.table}\n\nreport: {report.out_dir}/report.json, {report.out_dir}/report.md"
+        ),
+    )
 
 
 def main() -> None:

@@ -52,7 +52,9 @@ def fixed_specs(inputs: tuple[TensorSpec, ...], seq_len: int | None) -> tuple[Te
     if seq_len is None:
         return inputs
     return tuple(
-        TensorSpec(s.name, (s.shape[0], *(seq_len if d is None else d for d in s.shape[1:])), s.dtype)
+        TensorSpec(
+            s.name, (s.shape[0], *(seq_len if d is None else d for d in s.shape[1:])), s.dtype
+        )
         for s in inputs
     )
 
@@ -65,7 +67,11 @@ def synthetic_data(inputs: tuple[TensorSpec, ...], n: int, seed: int = 0) -> Dat
         for s in inputs:
             if any(d is None for d in s.shape[1:]):
                 raise ConversionError(f"input '{s.name}' has a free dimension; pass --seq-len N")
-            detail = {"shape": [1, *s.shape[1:]], "dtype": np.dtype(s.dtype), "quantization": (0, 0)}
+            detail = {
+                "shape": [1, *s.shape[1:]],
+                "dtype": np.dtype(s.dtype),
+                "quantization": (0, 0),
+            }
             x[s.name].append(harness.synthetic_input(s.name, detail, rng))
     return Dataset({k: np.concatenate(v) for k, v in x.items()})
 
@@ -89,18 +95,24 @@ _OP_PATTERNS = (
 
 
 def _conversion_error(precision: Precision, exc: BaseException) -> ConversionError:
+    """One line naming the ops at fault and what to try."""
     text = str(exc)
     ops = sorted({m for p in _OP_PATTERNS for m in p.findall(text)})
-    first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), "")
-    first = first or (text.strip().splitlines() or [type(exc).__name__])[0]
+    if ops and "neither a custom op nor a flex op" in text:
+        return ConversionError(
+            f"cannot convert to {precision}: TensorFlow ops with no TFLite builtin kernel: "
+            f"{', '.join(ops)}; replace them in the model (ai-edge-litert ships no Flex delegate)"
+        )
+    errors = [ln.rsplit("error: ", 1)[-1].strip() for ln in text.splitlines() if "error" in ln]
+    reason = (errors or text.strip().splitlines() or [type(exc).__name__])[0][:240]
     hint = {
-        Precision.INT8: "try --precision dynamic, or float16",
-        Precision.INT16X8: "try --precision int8 or dynamic",
-    }.get(precision, "try --precision float32")
+        Precision.INT8: "; try --precision dynamic or float16",
+        Precision.INT16X8: "; try --precision int8 or dynamic",
+        Precision.DYNAMIC: "; try --precision float16 or float32",
+        Precision.FLOAT16: "; try --precision float32",
+    }.get(precision, "")
     at_fault = f" (ops at fault: {', '.join(ops)})" if ops else ""
-    return ConversionError(
-        f"cannot convert to {precision}{at_fault}: {first[:240]}; {hint}"
-    )
+    return ConversionError(f"cannot convert to {precision}{at_fault}: {reason}{hint}")
 
 
 def convert(

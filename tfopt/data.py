@@ -77,7 +77,8 @@ def _read_images(folder: Path, spec: TensorSpec) -> dict[str, np.ndarray]:
 def _check(name: str, arr: np.ndarray, spec: TensorSpec, source: Path) -> np.ndarray:
     want = spec.shape[1:]
     got = arr.shape[1:]
-    if arr.ndim != len(spec.shape) or any(w is not None and w != g for w, g in zip(want, got)):
+    mismatch = any(w is not None and w != g for w, g in zip(want, got, strict=False))
+    if arr.ndim != len(spec.shape) or mismatch:
         shown = tuple("?" if d is None else d for d in want)
         raise DataError(
             f"{source}: array '{name}' has samples of shape {got}, "

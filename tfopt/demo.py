@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,11 +21,18 @@ from tfopt.convert import convert
 from tfopt.data import Dataset
 from tfopt.fsutil import check_output_dir, write_text
 from tfopt.load import from_keras
-from tfopt.report import markdown_table, text_table, write_json
+from tfopt.report import bar_chart, markdown_table, text_table, write_json
 from tfopt.validate import compare_outputs, run_reference, run_tflite
 
 SEED = 0
-OUTPUT_NAMES = ["report.json", "report.md", "digits_cnn.keras", "digits_test.npz", "digits_calibration.npz"]
+OUTPUT_NAMES = [
+    "report.json",
+    "report.png",
+    "report.md",
+    "digits_cnn.keras",
+    "digits_test.npz",
+    "digits_calibration.npz",
+]
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,8 @@ def run_demo(
             "",
             markdown_table(headers, values),
             "",
+            "![latency, size and accuracy per precision](report.png)",
+            "",
         ]
     )
     doc = {
@@ -145,6 +153,23 @@ def run_demo(
         "machine": machine,
         "rows": rows,
     }
+    labels = [r["precision"] for r in rows]
+    bar_chart(
+        out / "report.png",
+        labels,
+        [
+            (
+                "p50 latency (ms), batch 1",
+                {f"{t} thread(s)": [r[f"p50_ms_{t}t"] for r in rows] for t in threads},
+            ),
+            (
+                "size (KB)",
+                {"file": [r["size_kb"] for r in rows], "gzip": [r["gzip_kb"] for r in rows]},
+            ),
+            ("accuracy on held-out digits (%)", {".tflite": [r["accuracy"] for r in rows]}),
+        ],
+        f"digits CNN in every precision ({machine.get('cpu')}, {machine.get('cores')} cores)",
+    )
     write_json(out / "report.json", doc)
     write_text(out / "report.md", markdown)
     return DemoReport(str(out), rows, table, markdown)

@@ -30,9 +30,7 @@ def make_interpreter(model_path: str, threads: int = 1, xnnpack: bool = True) ->
     """Build a LiteRT Interpreter with threads and XNNPACK set explicitly."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    resolver = (
-        OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = Interpreter(
         model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
     )
@@ -49,7 +47,7 @@ def _short_name(tensor_name: str) -> str:
 
 
 def io_details(interpreter: Any) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Inputs and outputs keyed by user-facing name (signature names when there is one signature)."""
+    """Inputs and outputs keyed by user-facing name (signature names if there is one signature)."""
     signatures = interpreter.get_signature_list()
     if len(signatures) == 1:
         runner = interpreter.get_signature_runner(next(iter(signatures)))

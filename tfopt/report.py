@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tfopt.fsutil import write_text
+from tfopt.fsutil import atomic_path, write_text
 
 Cell = str | int | float | None
 
@@ -24,11 +24,15 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
     """A fixed-width table for the terminal; numbers right-aligned."""
     cells = [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(headers))]
+    numeric = [
+        all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+        for i in range(len(headers))
+    ]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -48,3 +52,36 @@ def to_json(doc: Any) -> str:
 
 def write_json(path: str | Path, doc: Any) -> None:
     write_text(path, to_json(doc) + "\n")
+
+
+def bar_chart(
+    path: str | Path,
+    labels: Sequence[str],
+    panels: Sequence[tuple[str, dict[str, Sequence[float]]]],
+    title: str,
+) -> None:
+    """Grouped bar charts side by side (one panel per (y-label, {series: values})), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (ylabel, series) in zip(axes[0], panels, strict=True):
+        width = 0.8 / max(1, len(series))
+        for k, (name, values) in enumerate(series.items()):
+            xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(labels))]
+            bars = ax.bar(xs, values, width, label=name)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        flat = [v for values in series.values() for v in values if v > 0]
+        if flat and max(flat) / min(flat) > 20:  # one slow bar would flatten the rest
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

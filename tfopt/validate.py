@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from tfopt import harness
-from tfopt.data import Dataset
-from tfopt.data import load_data
+from tfopt.data import Dataset, load_data
 from tfopt.errors import InputError, ValidationError
 from tfopt.load import LoadedModel, SourceKind, load
 
@@ -180,7 +179,9 @@ def compare_outputs(
     for r, c in pair_outputs(ref, cand):
         a, b = ref[r], cand[c]
         if a.shape != b.shape:
-            raise ValidationError(f"output '{r}' has shape {a.shape}, candidate {b.shape}")
+            raise ValidationError(
+                f"output '{r}': the reference gives shape {a.shape}, the .tflite {b.shape}"
+            )
         values = {k: fn(a, b) for k, fn in METRICS.items()}
         diffs.append(OutputDiff(r, c, list(a.shape), **values))
     top1 = accuracy = None
@@ -229,9 +230,7 @@ def compare(
     """Run both models on `data` and compare; thresholds turn misses into `failures`."""
     ref = run_reference(reference, data)
     cand = run_tflite(candidate_path, data)
-    return with_thresholds(
-        compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1
-    )
+    return with_thresholds(compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1)
 
 
 def compare_files(
