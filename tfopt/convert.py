@@ -76,6 +76,14 @@ def synthetic_data(inputs: tuple[TensorSpec, ...], n: int, seed: int = 0) -> Dat
     return Dataset({k: np.concatenate(v) for k, v in x.items()})
 
 
+def _dataset(
+    source: str | os.PathLike[str] | Dataset | None, specs: tuple[TensorSpec, ...], limit: int
+) -> Dataset | None:
+    if source is None or isinstance(source, Dataset):
+        return source.take(limit) if source is not None else None
+    return load_data(source, specs, limit=limit)
+
+
 def _representative(data: Dataset, order: list[str] | None) -> Any:
     from tqdm import tqdm
 
@@ -119,14 +127,14 @@ def convert(
     model: str | os.PathLike[str] | Any,
     output: str | os.PathLike[str],
     precision: str = "float32",
-    calibration: str | os.PathLike[str] | None = None,
+    calibration: str | os.PathLike[str] | Dataset | None = None,
     num_calibration: int = 100,
     int8_io: bool = False,
     seq_len: int | None = None,
     overwrite: bool = False,
     unsafe: bool = False,
     check: bool = True,
-    check_data: str | os.PathLike[str] | None = None,
+    check_data: str | os.PathLike[str] | Dataset | None = None,
 ) -> ConvertResult:
     """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
 
@@ -159,8 +167,8 @@ def convert(
                 f"int16x8 cannot calibrate integer inputs {', '.join(ints)}: TF 2.21 records no "
                 "range for them; use --precision int8 or dynamic"
             )
-    data = load_data(calibration, specs, limit=num_calibration) if calibration else None
-    held_out = load_data(check_data, specs, limit=CHECK_SAMPLES) if check_data else None
+    data = _dataset(calibration, specs, num_calibration)
+    held_out = _dataset(check_data, specs, CHECK_SAMPLES)
     if spec.needs_calibration and data is None:
         raise DataError(
             f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"

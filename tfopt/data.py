@@ -74,7 +74,7 @@ def _read_images(folder: Path, spec: TensorSpec) -> dict[str, np.ndarray]:
     return {"x": np.stack(images).astype(np.float32)}
 
 
-def _check(name: str, arr: np.ndarray, spec: TensorSpec, source: Path) -> np.ndarray:
+def check_array(name: str, arr: np.ndarray, spec: TensorSpec, source: Path) -> np.ndarray:
     want = spec.shape[1:]
     got = arr.shape[1:]
     mismatch = any(w is not None and w != g for w, g in zip(want, got, strict=False))
@@ -133,7 +133,7 @@ def load_data(
                 f"{source}: no array for input '{spec.name}' (arrays: {have}; "
                 f"name arrays after the model's inputs{', or x' if len(inputs) == 1 else ''})"
             )
-        x[spec.name] = _check(key, np.asarray(arrays[key]), spec, source)
+        x[spec.name] = check_array(key, np.asarray(arrays[key]), spec, source)
     counts = {len(a) for a in x.values()}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{source}: input arrays must hold the same, non-zero number of samples")

@@ -122,3 +122,38 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
         "signatures": signatures,
         **summary,
     }
+
+
+def weight_stats(path: str | os.PathLike[str], min_size: int = 64) -> dict[str, dict[str, Any]]:
+    """Per constant weight tensor (main subgraph): dtype, zeros, unique values (total, per channel).
+
+    Per channel means along axis 0, the output channels of TFLite's FULLY_CONNECTED and CONV
+    kernels: with per-channel int8 scales, a clustered kernel keeps K values per channel.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = read_tflite(path)
+    model = schema.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    interpreter = harness.make_interpreter(str(path), xnnpack=False)
+    out: dict[str, dict[str, Any]] = {}
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() > 0 else None
+        if buffer is None or (buffer.DataLength() == 0 and buffer.Size() == 0):
+            continue
+        try:
+            value = interpreter.get_tensor(t)
+        except ValueError:
+            continue
+        if value.ndim < 2 or value.size < min_size or not np.issubdtype(value.dtype, np.number):
+            continue
+        per_channel = max(int(np.unique(c).size) for c in value.reshape(value.shape[0], -1))
+        out[(tensor.Name() or b"").decode()[:80]] = {
+            "dtype": value.dtype.name,
+            "shape": list(value.shape),
+            "sparsity": round(float(np.mean(value == 0)), 4),
+            "unique": int(np.unique(value).size),
+            "unique_per_channel_max": per_channel,
+        }
+    return out

@@ -1,0 +1,183 @@
+"""tf_keras stages through tensorflow-model-optimization: prune (incl. M:N), cluster, QAT.
+
+Every stage strips its wrappers when it ends, as tfmot's collaborative-optimization guides do, so
+the next stage starts from a plain model; QAT then picks the scheme that preserves what earlier
+stages made: PQAT after pruning, CQAT after clustering, PCQAT after both.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tfopt.optimize.context import Context, StageError, kernel_stats, matches
+from tfopt.optimize.training import class_loss, fine_tune
+from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule, Unit
+
+
+def tfmot() -> Any:
+    return importlib.import_module("tensorflow_model_optimization")
+
+
+def _prunable(layer: Any) -> bool:
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
+        PruneRegistry,
+    )
+
+    return bool(layer.weights) and hasattr(layer, "kernel") and PruneRegistry.supports(layer)
+
+
+def input_size(layer: Any) -> int:
+    """The size of the axis M:N blocks run along: the kernel's input channels."""
+    return int(layer.kernel.shape[-2])
+
+
+def select_layers(layers: list[Any], stage: PruneStage) -> tuple[list[Any], list[str]]:
+    """Layers to prune, and notes on the ones left dense. Raises if a named layer cannot be M:N."""
+    chosen, notes = [], []
+    for layer in layers:
+        if stage.layers and not matches(stage.layers, layer.name):
+            continue
+        if matches(stage.skip, layer.name):
+            continue
+        mn = stage.m_n
+        if mn and input_size(layer) % mn[1]:
+            why = f"input size {input_size(layer)} is not a multiple of {mn[1]}"
+            if stage.layers:
+                raise StageError(f"prune {stage.m_by_n}: layer '{layer.name}': {why}")
+            notes.append(f"{layer.name} left dense ({why})")
+            continue
+        chosen.append(layer)
+    if not chosen:
+        raise StageError("prune: no layer to prune (check 'layers' and 'skip')")
+    return chosen, notes
+
+
+def schedule_steps(ctx: Context, stage: PruneStage) -> tuple[int, int, int]:
+    """(begin, end, frequency) in steps; frequency ~20 mask updates, so short fine-tunes prune."""
+    spe, total = ctx.steps_per_epoch, ctx.steps_per_epoch * ctx.epochs_for(stage)
+    scale = spe if stage.unit is Unit.EPOCHS else 1
+    begin = int(stage.start * scale)
+    end = int(stage.end * scale) if stage.end is not None else max(begin + 1, int(0.7 * total))
+    if total and end > total:
+        raise StageError(f"prune: end step {end} is past the fine-tune's last step {total}")
+    return begin, end, max(1, (end - begin) // 20)
+
+
+def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
+    t = tfmot()
+    keras = importlib.import_module("tf_keras")
+    chosen, notes = select_layers([l for l in ctx.model.layers if _prunable(l)], stage)
+    begin, end, freq = schedule_steps(ctx, stage)
+    if stage.schedule is Schedule.POLYNOMIAL:
+        sched = t.sparsity.keras.PolynomialDecay(0.0, stage.sparsity, begin, end, frequency=freq)
+    else:
+        sched = t.sparsity.keras.ConstantSparsity(stage.sparsity, begin, end, frequency=freq)
+    names = {l.name for l in chosen}
+
+    def wrap(layer: Any) -> Any:
+        if layer.name not in names:
+            return layer
+        return t.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=sched, block_size=stage.block_size, sparsity_m_by_n=stage.m_n
+        )
+
+    wrapped = keras.models.clone_model(ctx.model, clone_function=wrap)
+    fine_tune(
+        wrapped,
+        ctx.world,
+        ctx.data,
+        ctx.epochs_for(stage),
+        ctx.batch_size,
+        stage.learning_rate,
+        class_loss(ctx.world, ctx.from_logits),
+        "prune",
+        callbacks=[t.sparsity.keras.UpdatePruningStep()],
+    )
+    ctx.model = t.sparsity.keras.strip_pruning(wrapped)
+    ctx.pruned = True
+    return {
+        "pruned_layers": sorted(names),
+        "schedule": {"begin_step": begin, "end_step": end, "frequency": freq},
+        "notes": notes,
+    }
+
+
+def cluster(ctx: Context, stage: ClusterStage) -> dict[str, Any]:
+    t = tfmot()
+    keras = importlib.import_module("tf_keras")
+    cl = t.clustering.keras
+    init = getattr(cl.CentroidInitialization, stage.init.value.upper())
+    names = set()
+
+    def wrap(layer: Any) -> Any:
+        if not _prunable(layer) or matches(stage.skip, layer.name):
+            return layer
+        names.add(layer.name)
+        kwargs: dict[str, Any] = {
+            "number_of_clusters": stage.clusters,
+            "cluster_centroids_init": init,
+            "preserve_sparsity": stage.preserve_sparsity and ctx.pruned,
+        }
+        if stage.per_channel and type(layer).__name__ == "Conv2D":
+            kwargs["cluster_per_channel"] = True
+        return cl.cluster_weights(layer, **kwargs)
+
+    wrapped = keras.models.clone_model(ctx.model, clone_function=wrap)
+    if not names:
+        raise StageError("cluster: no clusterable layer (Dense, Conv) in the model")
+    fine_tune(
+        wrapped,
+        ctx.world,
+        ctx.data,
+        ctx.epochs_for(stage),
+        ctx.batch_size,
+        stage.learning_rate,
+        class_loss(ctx.world, ctx.from_logits),
+        "cluster",
+    )
+    ctx.model = cl.strip_clustering(wrapped)
+    ctx.clustered = True
+    return {
+        "clustered_layers": sorted(names),
+        "sparsity_preserved": stage.preserve_sparsity and ctx.pruned,
+    }
+
+
+def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
+    t = tfmot()
+    q = t.quantization.keras
+    combine = importlib.import_module(
+        "tensorflow_model_optimization.python.core.api.experimental.combine"
+    )
+    if ctx.clustered:
+        scheme, mode = (
+            combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=ctx.pruned),
+            ("PCQAT" if ctx.pruned else "CQAT"),
+        )
+    elif ctx.pruned:
+        scheme, mode = combine.Default8BitPrunePreserveQuantizeScheme(), "PQAT"
+    else:
+        scheme, mode = None, "QAT"
+    try:
+        annotated = q.quantize_annotate_model(ctx.model)
+        with q.quantize_scope():
+            model = q.quantize_apply(annotated, scheme) if scheme else q.quantize_apply(annotated)
+    except (ValueError, RuntimeError) as exc:
+        kinds = sorted({type(l).__name__ for l in ctx.model.layers})
+        raise StageError(
+            f"qat: tfmot cannot quantize this model ({str(exc).splitlines()[0]}); layer types: {', '.join(kinds)}"
+        ) from None
+    fine_tune(
+        model,
+        ctx.world,
+        ctx.data,
+        ctx.epochs_for(stage),
+        ctx.batch_size,
+        stage.learning_rate,
+        class_loss(ctx.world, ctx.from_logits),
+        mode.lower(),
+    )
+    # CQAT trains centroids next to the original weights; put the clustered weights back.
+    ctx.model = combine.strip_clustering_cqat(model) if ctx.clustered else model
+    return {"mode": mode, "kernels": len(kernel_stats(model))}
