@@ -88,7 +88,9 @@ def _representative(data: Dataset, order: list[str] | None) -> Any:
     from tqdm import tqdm
 
     def gen() -> Iterator[Any]:
-        for i in tqdm(range(len(data)), desc="calibrating", unit="sample", leave=False):
+        for i in tqdm(
+            range(len(data)), desc="calibrating", unit="sample", leave=False, disable=None
+        ):
             sample = data.sample(i)
             yield [sample[n] for n in order] if order is not None else sample
 

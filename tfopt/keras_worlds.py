@@ -109,6 +109,10 @@ def load_file(path: Path, world: World, config_json: str, unsafe: bool) -> Any:
     if world is World.KERAS3 and ("keras_hub" in config_json or "keras_nlp" in config_json):
         keras_hub()
     keras = module(world)
+    if world is World.TF_KERAS and "Quantize" in config_json:  # a QAT model from tfmot
+        tfmot = importlib.import_module("tensorflow_model_optimization")
+        with tfmot.quantization.keras.quantize_scope():
+            return keras.models.load_model(str(path), compile=False, safe_mode=not unsafe)
     return keras.models.load_model(str(path), compile=False, safe_mode=not unsafe)
 
 

@@ -155,7 +155,8 @@ class LowRankStage(Stage):
 
     kind: ClassVar[StageKind] = StageKind.LOWRANK
     rank: int | None = None
-    energy: float | None = 0.9  # kept fraction of squared singular values, when rank is None
+    rank_fraction: float | None = None  # rank = fraction x min(in, out), when rank is None
+    energy: float | None = 0.9  # kept fraction of squared singular values, when neither is set
     min_saving: float = 0.1  # factorize only when parameters shrink by at least this fraction
     skip: str | None = None
 
@@ -163,7 +164,15 @@ class LowRankStage(Stage):
         super().__post_init__()
         if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
             raise _fail(self.kind, "rank", self.rank, "expected an integer >= 1")
-        if self.rank is None and (self.energy is None or not 0 < self.energy <= 1):
+        if self.rank_fraction is not None and not 0 < self.rank_fraction < 1:
+            raise _fail(
+                self.kind, "rank_fraction", self.rank_fraction, "expected 0 < rank_fraction < 1"
+            )
+        if (
+            self.rank is None
+            and self.rank_fraction is None
+            and (self.energy is None or not 0 < self.energy <= 1)
+        ):
             raise _fail(self.kind, "energy", self.energy, "expected 0 < energy <= 1 (or set rank)")
         if not 0 <= self.min_saving < 1:
             raise _fail(self.kind, "min_saving", self.min_saving, "expected 0 <= min_saving < 1")

@@ -35,7 +35,7 @@ from tfopt.optimize.context import (
     overall_sparsity,
 )
 from tfopt.optimize.rebuild import to_tf_keras
-from tfopt.optimize.training import evaluate, load_train_data, outputs_are_probabilities
+from tfopt.optimize.training import evaluate, load_train_data, model_args, outputs_are_probabilities
 from tfopt.recipes import ConvertStage, Recipe, StageKind, load_recipe
 from tfopt.report import markdown_table, write_json
 from tfopt.validate import run_tflite
@@ -90,6 +90,27 @@ def _snapshot(ctx: Context, name: str, did: dict[str, Any], seconds: float) -> d
         "max_unique_per_kernel": max((s["unique"] for s in stats.values()), default=0),
         "val_accuracy": round(evaluate(ctx.model, ctx.data.val), 4),
     }
+
+
+def _save_keras(model: Any, path: Path, probe: Dataset) -> str | None:
+    """Save `model` only if the file reloads (safe mode) to the same outputs; else say why."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_file = Path(tmp) / "optimized.keras"
+            model.save(tmp_file)
+            again = load(tmp_file).model
+            a = np.asarray(model(model_args(model, probe.x), training=False))
+            b = np.asarray(again(model_args(again, probe.x), training=False))
+            if not np.allclose(a, b, atol=1e-4):
+                return (
+                    "the saved file does not reload to the same model "
+                    "(factorized layers inside keras-hub blocks do not survive get_config)"
+                )
+            with atomic_path(path) as final_path:
+                final_path.write_bytes(tmp_file.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - report it; the .tflite is the product
+        return str(exc).splitlines()[0][:200]
+    return None
 
 
 def _seq_len(specs: Any, data: Dataset) -> int | None:
@@ -229,13 +250,9 @@ def optimize(
     val_acc = float(np.mean(next(iter(outputs.values())).argmax(-1) == train.val.y))
     timing = bench(tflite_path, BenchSettings(threads=(1,), min_seconds=0.5))
     notes = list(ctx.notes) + [n for s in stages for n in s["did"].get("notes", [])]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            ctx.model.save(Path(tmp) / "optimized.keras")
-            with atomic_path(out / "optimized.keras") as final_path:
-                final_path.write_bytes((Path(tmp) / "optimized.keras").read_bytes())
-    except Exception as exc:  # noqa: BLE001 - report, the .tflite is the product
-        notes.append(f"optimized.keras not written: {str(exc).splitlines()[0][:200]}")
+    saved = _save_keras(ctx.plain_model or ctx.model, out / "optimized.keras", train.val.take(8))
+    if saved:
+        notes.append(f"optimized.keras not written: {saved}")
     report = OptimizeReport(
         recipe=rec.to_dict(),
         model=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,

@@ -34,6 +34,7 @@ class Context:
     pruned: bool = False
     clustered: bool = False
     notes: list[str] = field(default_factory=list)
+    plain_model: Any = None  # what optimized.keras holds when `model` carries QAT wrappers
 
     def epochs_for(self, stage: Any) -> int:
         return self.epochs if stage.epochs is None else int(stage.epochs)

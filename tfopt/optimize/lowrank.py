@@ -23,6 +23,8 @@ from tfopt.recipes import LowRankStage
 def choose_rank(s: np.ndarray, stage: LowRankStage) -> int:
     if stage.rank is not None:
         return min(stage.rank, len(s))
+    if stage.rank_fraction is not None:
+        return max(1, int(round(stage.rank_fraction * len(s))))
     energy = np.cumsum(s**2) / np.sum(s**2)
     return int(np.searchsorted(energy, stage.energy - 1e-9) + 1)
 
@@ -130,6 +132,7 @@ def _lowrank_layer_class() -> type:
                     shape=bias.shape, initializer=keras.initializers.Constant(bias), name="bias"
                 )
             )
+            self.built = True
 
         def call(self, x: Any) -> Any:
             h = keras.ops.matmul(x, self.u)
@@ -155,10 +158,8 @@ def _swap_nested(ctx: Context, stage: LowRankStage) -> list[dict[str, Any]]:
     LowRank = _lowrank_layer_class()  # noqa: N806
     done = []
     for parent in ctx.model._flatten_layers(include_self=True):  # noqa: SLF001 - Keras 3 API
-        if type(parent).__name__ in ("Functional", "Sequential") or hasattr(
-            parent, "_nodes_by_depth"
-        ):
-            continue
+        if any(c.__name__ in ("Functional", "Sequential") for c in type(parent).__mro__):
+            continue  # a graph model calls its nodes, not its attributes
         for attr, layer in list(vars(parent).items()):
             kind = type(layer).__name__
             if (
@@ -184,8 +185,13 @@ def _swap_nested(ctx: Context, stage: LowRankStage) -> list[dict[str, Any]]:
                 keras.activations.serialize(layer.activation),
                 name=f"{layer.name}_lowrank",
             )
-            parent._tracker.untrack(layer)  # noqa: SLF001 - drop the old kernel from the model
+            tracker = parent._tracker  # noqa: SLF001 - Keras 3 locks state once a layer is built
+            locked, message = tracker.locked, tracker._lock_violation_msg  # noqa: SLF001
+            tracker.unlock()
+            tracker.untrack(layer)  # drop the old kernel from the model's weights
             setattr(parent, attr, new)
+            if locked:
+                tracker.lock(message)
             done.append(
                 {
                     "layer": str(layer.kernel.path).removesuffix("/kernel"),

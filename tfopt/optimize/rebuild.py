@@ -34,7 +34,13 @@ def _translate(value: Any) -> Any:
 def _layer(tfk: Any, layer: Any) -> Any:
     cls = getattr(tfk.layers, type(layer).__name__)
     allowed = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
-    config = {k: _translate(v) for k, v in layer.get_config().items() if k in allowed}
+    # Initializers are dropped: the weights are copied over, and Keras 3 initializer configs
+    # carry fields tf_keras does not know.
+    config = {
+        k: _translate(v)
+        for k, v in layer.get_config().items()
+        if k in allowed and not k.endswith("_initializer")
+    }
     return cls.from_config(config)
 
 

@@ -159,6 +159,7 @@ def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
         scheme, mode = combine.Default8BitPrunePreserveQuantizeScheme(), "PQAT"
     else:
         scheme, mode = None, "QAT"
+    before = ctx.model
     try:
         annotated = q.quantize_annotate_model(ctx.model)
         with q.quantize_scope():
@@ -180,4 +181,27 @@ def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
     )
     # CQAT trains centroids next to the original weights; put the clustered weights back.
     ctx.model = combine.strip_clustering_cqat(model) if ctx.clustered else model
+    ctx.plain_model = _unwrapped(ctx.model, before)
+    ctx.notes.append(
+        "optimized.keras holds the QAT-trained weights without quantization wrappers (tfmot's "
+        "wrappers do not reload from .keras); model.tflite is the quantized model"
+    )
     return {"mode": mode, "kernels": len(kernel_stats(model))}
+
+
+def _unwrapped(qat_model: Any, plain: Any) -> Any:
+    """A copy of the pre-QAT model carrying the QAT-trained kernels and biases, matched by name."""
+    keras = importlib.import_module("tf_keras")
+    copy = keras.models.clone_model(plain)
+    copy.set_weights(plain.get_weights())
+
+    def key(name: str) -> str:
+        parts = name.split(":")[0].split("/")
+        return f"{parts[-2].removeprefix('quant_')}/{parts[-1]}" if len(parts) > 1 else name
+
+    trained = {key(w.name): w for w in qat_model.weights if "/" in w.name}
+    for w in copy.weights:
+        source = trained.get(key(w.name))
+        if source is not None and tuple(source.shape) == tuple(w.shape):
+            w.assign(source.numpy())
+    return copy

@@ -147,7 +147,13 @@ def progress_callback(world: keras_worlds.World, desc: str, steps: int) -> Any:
 
     class Progress(callback_base(world)):  # type: ignore[misc]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.bar = tqdm(total=steps, desc=f"{desc} epoch {epoch + 1}", unit="step", leave=False)
+            self.bar = tqdm(
+                total=steps,
+                desc=f"{desc} epoch {epoch + 1}",
+                unit="step",
+                leave=False,
+                disable=None,
+            )
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             self.bar.update(1)
@@ -176,7 +182,9 @@ def fine_tune(
     if epochs == 0:
         return
     keras = keras_worlds.module(world)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    # metrics=[]: keras-hub tasks otherwise add an accuracy metric that distillation's packed
+    # targets would break.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[])
     steps = math.ceil(len(data.train) / batch_size)
     model.fit(
         model_args(model, data.train.x),
