@@ -47,13 +47,13 @@ def _layer(tfk: Any, layer: Any) -> Any:
 def to_tf_keras(model: Any, sample: Dataset, stage: str) -> Any:
     """The same network as a tf_keras model, or StageError naming the layer types at fault."""
     tfk = keras_worlds.module(World.TF_KERAS)
-    layers = [l for l in model.layers if type(l).__name__ != "InputLayer"]
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     odd = sorted(
         {
-            type(l).__name__
-            for l in layers
-            if type(l).__module__.split(".")[0] != "keras"
-            or not hasattr(tfk.layers, type(l).__name__)
+            type(layer).__name__
+            for layer in layers
+            if type(layer).__module__.split(".")[0] != "keras"
+            or not hasattr(tfk.layers, type(layer).__name__)
         }
     )
     if type(model).__name__ not in ("Functional", "Sequential") or odd or len(model.inputs) != 1:

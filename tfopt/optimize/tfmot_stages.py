@@ -67,13 +67,13 @@ def schedule_steps(ctx: Context, stage: PruneStage) -> tuple[int, int, int]:
 def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     t = tfmot()
     keras = importlib.import_module("tf_keras")
-    chosen, notes = select_layers([l for l in ctx.model.layers if _prunable(l)], stage)
+    chosen, notes = select_layers([layer for layer in ctx.model.layers if _prunable(layer)], stage)
     begin, end, freq = schedule_steps(ctx, stage)
     if stage.schedule is Schedule.POLYNOMIAL:
         sched = t.sparsity.keras.PolynomialDecay(0.0, stage.sparsity, begin, end, frequency=freq)
     else:
         sched = t.sparsity.keras.ConstantSparsity(stage.sparsity, begin, end, frequency=freq)
-    names = {l.name for l in chosen}
+    names = {layer.name for layer in chosen}
 
     def wrap(layer: Any) -> Any:
         if layer.name not in names:
@@ -165,7 +165,7 @@ def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
         with q.quantize_scope():
             model = q.quantize_apply(annotated, scheme) if scheme else q.quantize_apply(annotated)
     except (ValueError, RuntimeError) as exc:
-        kinds = sorted({type(l).__name__ for l in ctx.model.layers})
+        kinds = sorted({type(layer).__name__ for layer in ctx.model.layers})
         raise StageError(
             f"qat: tfmot cannot quantize this model ({str(exc).splitlines()[0]}); layer types: {', '.join(kinds)}"
         ) from None
