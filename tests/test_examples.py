@@ -16,8 +16,29 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     [
         ("int8_from_files.py", ["--epochs", "5"], "top-1 agreement"),
         ("keras_hub_bert.py", ["--seq-len", "16", "--layers", "1"], "dynamic vs float32"),
+        (
+            "fashion_mnist/run.py",
+            [
+                "--limit-train",
+                "600",
+                "--epochs",
+                "1",
+                "--base-epochs",
+                "1",
+                "--recipes",
+                "int8,lowrank-dynamic",
+                "--threads",
+                "1",
+            ],
+            "lowrank-dynamic smaller than dynamic",
+        ),
+        (
+            "bert_fortunes/run.py",
+            ["--limit", "40", "--base-epochs", "1", "--recipes", "prune2of4-int8"],
+            "prune2of4-int8",
+        ),
     ],
-    ids=["int8_from_files", "keras_hub_bert"],
+    ids=["int8_from_files", "keras_hub_bert", "fashion_mnist", "bert_fortunes"],
 )
 def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path) -> None:
     proc = subprocess.run(
@@ -31,5 +52,10 @@ def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path)
 
 
 def test_every_example_has_a_test() -> None:
-    tested = {"int8_from_files.py", "keras_hub_bert.py"}
-    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+    tested = {
+        "int8_from_files.py",
+        "keras_hub_bert.py",
+        "fashion_mnist/run.py",
+        "bert_fortunes/run.py",
+    }
+    assert {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.py")} == tested

@@ -305,3 +305,12 @@ def test_optimize_bad_data(
         tmp_path / "o",
     )
     assert result.exit_code == 1 and "x_val" in result.stderr
+
+
+def test_no_check_keeps_the_tflite_and_reports_the_difference(
+    small_cnn: Path, opt_data: Path, tmp_path: Path
+) -> None:
+    report = optimize(small_cnn, "int8", str(opt_data), tmp_path, epochs=0, check=False)
+    assert (tmp_path / "model.tflite").exists()
+    assert report.tflite["check"]["outputs"][0]["sqnr_db"] > 8
+    assert any("not enforced" in n for n in report.notes)

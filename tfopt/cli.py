@@ -377,6 +377,9 @@ def bench_cmd(
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace files from an earlier run in OUT.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
+@click.option(
+    "--no-check", is_flag=True, help="Keep the .tflite even if it misses its numeric tolerance."
+)
 @command
 def optimize_cmd(
     model: str,
@@ -387,6 +390,7 @@ def optimize_cmd(
     batch_size: int,
     overwrite: bool,
     unsafe: bool,
+    no_check: bool,
 ) -> tuple[Any, Callable[[Any], str]]:
     """Optimize MODEL with a recipe (prune, 2:4, cluster, QAT, low-rank, distill), fine-tuned on DATA.
 
@@ -396,7 +400,9 @@ def optimize_cmd(
     """
     from tfopt.optimize import optimize
 
-    report = optimize(model, recipe, data, out, epochs, batch_size, overwrite, unsafe).to_dict()
+    report = optimize(
+        model, recipe, data, out, epochs, batch_size, overwrite, unsafe, not no_check
+    ).to_dict()
 
     def human(r: dict[str, Any]) -> str:
         from tfopt.report import text_table

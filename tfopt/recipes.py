@@ -158,6 +158,7 @@ class LowRankStage(Stage):
     rank_fraction: float | None = None  # rank = fraction x min(in, out), when rank is None
     energy: float | None = 0.9  # kept fraction of squared singular values, when neither is set
     min_saving: float = 0.1  # factorize only when parameters shrink by at least this fraction
+    min_dim: int = 32  # leave kernels whose smaller side is below this (e.g. a 10-class head)
     skip: str | None = None
 
     def __post_init__(self) -> None:
@@ -174,6 +175,8 @@ class LowRankStage(Stage):
             and (self.energy is None or not 0 < self.energy <= 1)
         ):
             raise _fail(self.kind, "energy", self.energy, "expected 0 < energy <= 1 (or set rank)")
+        if not isinstance(self.min_dim, int) or self.min_dim < 1:
+            raise _fail(self.kind, "min_dim", self.min_dim, "expected an integer >= 1")
         if not 0 <= self.min_saving < 1:
             raise _fail(self.kind, "min_saving", self.min_saving, "expected 0 <= min_saving < 1")
         _check_regex(self.kind, "skip", self.skip)

@@ -39,7 +39,7 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in cells)])
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table."""
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]

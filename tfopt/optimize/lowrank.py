@@ -26,12 +26,15 @@ def choose_rank(s: np.ndarray, stage: LowRankStage) -> int:
     if stage.rank_fraction is not None:
         return max(1, int(round(stage.rank_fraction * len(s))))
     energy = np.cumsum(s**2) / np.sum(s**2)
+    assert stage.energy is not None
     return int(np.searchsorted(energy, stage.energy - 1e-9) + 1)
 
 
 def factor(w2d: np.ndarray, stage: LowRankStage) -> tuple[np.ndarray, np.ndarray] | None:
     """(U, V) with U @ V ~= w2d, or None when the factorization would not save enough."""
     n_in, n_out = w2d.shape
+    if min(n_in, n_out) < stage.min_dim:
+        return None
     u, s, vt = np.linalg.svd(w2d.astype(np.float64), full_matrices=False)
     r = choose_rank(s, stage)
     if r * (n_in + n_out) > (1 - stage.min_saving) * n_in * n_out:
@@ -111,7 +114,7 @@ def _clone_factorized(ctx: Context, stage: LowRankStage) -> tuple[Any, list[dict
 def _lowrank_layer_class() -> type:
     keras = keras_worlds.module(World.KERAS3)
 
-    class LowRank(keras.layers.Layer):
+    class LowRank(keras.layers.Layer):  # type: ignore[name-defined]
         """act(einsum(equation, x @ U, V) + bias): a factorized Dense / EinsumDense."""
 
         def __init__(

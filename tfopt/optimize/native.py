@@ -168,6 +168,7 @@ def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
         chunks.append(np.asarray(teacher(model_args(teacher, x), training=False), dtype=np.float32))
     t_out = np.concatenate(chunks)
     t_logits = t_out if ctx.from_logits else np.log(np.clip(t_out, 1e-8, 1.0))
+    assert data.y is not None
     packed = np.concatenate([data.y[:, None].astype(np.float32), t_logits], axis=1)
     temp, alpha, from_logits = float(stage.temperature), float(stage.alpha), ctx.from_logits
 
