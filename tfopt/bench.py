@@ -37,6 +37,9 @@ class BenchSettings:
     repeat: int = 1
     data: str | None = None
     timeout_s: float = 600.0
+    lm: bool = False  # time prefill/decode of an exported LM
+    prompt_len: int = 16
+    new_tokens: int = 32
 
     def __post_init__(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):
@@ -49,6 +52,8 @@ class BenchSettings:
             raise InputError("warmup cannot be negative")
         if self.repeat < 1:
             raise InputError("repeat must be at least 1")
+        if self.lm and (self.prompt_len < 1 or self.new_tokens < 1):
+            raise InputError("--prompt-len and --new-tokens must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ def _child(model: Path, threads: int, s: BenchSettings) -> dict[str, Any]:
         cmd.append("--no-xnnpack")
     if s.data:
         cmd += ["--data", s.data]
+    if s.lm:
+        cmd += ["--lm", "--prompt-len", str(s.prompt_len), "--new-tokens", str(s.new_tokens)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=s.timeout_s)
     except subprocess.TimeoutExpired:

@@ -128,6 +128,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.Path(),
     help="Held-out data for the numeric check (default: calibration data).",
 )
+@click.option(
+    "--lm",
+    is_flag=True,
+    help="A keras-hub causal LM: export prefill and decode signatures with a KV cache.",
+)
+@click.option(
+    "--max-length", default=128, show_default=True, help="With --lm: prompt + generated tokens."
+)
 @command
 def convert_cmd(
     model: str,
@@ -141,6 +149,8 @@ def convert_cmd(
     unsafe: bool,
     no_check: bool,
     check_data: str | None,
+    lm: bool,
+    max_length: int,
 ) -> tuple[Any, Callable[[Any], str]]:
     """Convert MODEL (.keras, .h5, SavedModel folder) to a .tflite file.
 
@@ -161,6 +171,8 @@ def convert_cmd(
         unsafe=unsafe,
         check=not no_check,
         check_data=check_data,
+        lm=lm,
+        max_length=max_length,
     ).to_dict()
 
     def human(r: dict[str, Any]) -> str:
@@ -288,6 +300,13 @@ def compare_cmd(
 @click.option("--no-xnnpack", is_flag=True, help="Use the built-in kernels only.")
 @click.option("--repeat", default=1, show_default=True, help="Independent processes per setting.")
 @click.option("--data", type=click.Path(), help="Use the first sample of this .npz/.npy as input.")
+@click.option(
+    "--lm", is_flag=True, help="An LM from `convert --lm`: time to first token, decode tokens/s."
+)
+@click.option("--prompt-len", default=16, show_default=True, help="With --lm: prompt tokens.")
+@click.option(
+    "--new-tokens", default=32, show_default=True, help="With --lm: tokens generated per run."
+)
 @command
 def bench_cmd(
     model: str,
@@ -298,6 +317,9 @@ def bench_cmd(
     no_xnnpack: bool,
     repeat: int,
     data: str | None,
+    lm: bool,
+    prompt_len: int,
+    new_tokens: int,
 ) -> tuple[Any, Callable[[Any], str]]:
     """Time MODEL (.tflite) with the LiteRT interpreter, one fresh process per measurement.
 
@@ -311,10 +333,23 @@ def bench_cmd(
         thread_list = tuple(int(t) for t in threads.split(","))
     except ValueError:
         raise InputError(f"--threads must be comma-separated integers, got '{threads}'") from None
-    settings = BenchSettings(thread_list, runs, min_seconds, warmup, not no_xnnpack, repeat, data)
+    settings = BenchSettings(
+        thread_list,
+        runs,
+        min_seconds,
+        warmup,
+        not no_xnnpack,
+        repeat,
+        data,
+        lm=lm,
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+    )
     doc = bench(model, settings).to_dict()
 
     def human(r: dict[str, Any]) -> str:
+        if lm:
+            return _lm_table(r)
         from tfopt.report import text_table
 
         m = r["machine"]
@@ -448,6 +483,70 @@ def recipes_cmd(name: str | None) -> tuple[Any, Callable[[Any], str]]:
         return doc, lambda d: yaml.safe_dump(d, sort_keys=False).rstrip()
     doc = {n: load_recipe(n).description for n in shipped()}
     return doc, lambda d: "\n".join(f"{k:22s} {v}" for k, v in d.items())
+
+
+def _lm_table(r: dict[str, Any]) -> str:
+    from tfopt.report import text_table
+
+    rows = [
+        [
+            e["threads"],
+            e["prompt_len"],
+            e["new_tokens"],
+            e["prefill_ms"],
+            e["ttft_ms"],
+            e["decode_step_us"]["p50"] / 1000,
+            e["decode_tokens_per_s"]["p50"],
+            e["decode_tokens_per_s"]["mean"],
+            e["peak_rss_mb"],
+        ]
+        for e in r["results"]
+    ]
+    headers = [
+        "threads",
+        "prompt",
+        "new",
+        "prefill_ms",
+        "ttft_ms",
+        "step_ms_p50",
+        "tok/s_p50",
+        "tok/s_mean",
+        "rss_mb",
+    ]
+    return f"{r['model']} (sha256 {r['sha256'][:12]})\n" + text_table(headers, rows)
+
+
+@cli.command("generate")
+@click.argument("model", type=click.Path())
+@click.option("--prompt", help="Text, tokenized as UTF-8 bytes (the byte-level tokenizer).")
+@click.option("--token-ids", help="Comma-separated token ids instead of --prompt (any tokenizer).")
+@click.option("--max-new-tokens", default=32, show_default=True)
+@click.option("--top-k", type=int, help="Sample from the top K tokens (default: greedy).")
+@click.option("--seed", default=0, show_default=True, help="Seed for --top-k sampling.")
+@click.option("--threads", default=1, show_default=True)
+@command
+def generate_cmd(
+    model: str,
+    prompt: str | None,
+    token_ids: str | None,
+    max_new_tokens: int,
+    top_k: int | None,
+    seed: int,
+    threads: int,
+) -> tuple[Any, Callable[[Any], str]]:
+    """Generate text with an LM exported by `convert --lm`, through the TFLite signatures."""
+    from tfopt.generate import generate
+
+    doc = generate(model, prompt, token_ids, max_new_tokens, top_k, seed, threads)
+
+    def human(r: dict[str, Any]) -> str:
+        text = r["text"] if r["text"] is not None else " ".join(map(str, r["tokens"]))
+        return (
+            f"{text}\n\n{len(r['tokens'])} tokens; prefill {r['prefill_ms']:.2f} ms, "
+            f"time to first token {r['ttft_ms']:.2f} ms, decode {r['decode_tokens_per_s']:.1f} tokens/s"
+        )
+
+    return doc, human
 
 
 @cli.command("demo")

@@ -137,6 +137,8 @@ def convert(
     unsafe: bool = False,
     check: bool = True,
     check_data: str | os.PathLike[str] | Dataset | None = None,
+    lm: bool = False,
+    max_length: int = 128,
 ) -> ConvertResult:
     """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
 
@@ -161,6 +163,8 @@ def convert(
     loaded: LoadedModel = load(model, unsafe=unsafe)
     if loaded.kind is SourceKind.TFLITE:
         raise InputError(f"{model} is already a .tflite file; convert its source model instead")
+    if lm:
+        return _convert_lm(loaded, out, prec, max_length, check)
     specs = fixed_specs(loaded.inputs, seq_len)
     if prec is Precision.INT16X8:
         ints = [f"{s.name} ({s.dtype})" for s in specs if not s.is_float]
@@ -212,3 +216,67 @@ def convert(
         float_compute_ops=graph_summary(flatbuffer)["float_compute_ops"],
         check=result,
     )
+
+
+def _convert_lm(
+    loaded: LoadedModel, out: Path, prec: Precision, max_length: int, check: bool
+) -> ConvertResult:
+    """A causal LM with prefill/decode signatures; checked on the prefill logits of a prompt."""
+    from converters.lm import lm_converter
+
+    if prec in (Precision.INT8, Precision.INT16X8):
+        raise ConversionError(
+            f"--lm supports float32, float16 and dynamic; {prec} needs per-signature calibration "
+            "(use --precision dynamic)"
+        )
+    if loaded.kind is not SourceKind.KERAS3:
+        raise ConversionError("--lm needs a keras-hub CausalLM (a Keras 3 model)")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
+        converter = lm_converter(loaded.model, Path(work), max_length)
+        PRECISIONS[prec].configure(converter, None, False)
+        try:
+            flatbuffer = converter.convert()
+        except Exception as exc:  # noqa: BLE001 - ConverterError and friends
+            raise _conversion_error(prec, exc) from exc
+    seconds = time.perf_counter() - started
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(flatbuffer)
+        result = _check_lm(loaded.model, str(tmp), max_length, prec) if check else None
+    return ConvertResult(
+        output=str(out),
+        precision=prec.value,
+        source="keras3-lm",
+        size_bytes=len(flatbuffer),
+        gzip_bytes=gzip_size(flatbuffer),
+        seconds=round(seconds, 2),
+        float_compute_ops={},
+        check=result,
+    )
+
+
+def _check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[str, Any]:
+    """Prefill logits of a realistic prompt, .tflite against Keras, within the tolerance."""
+    from converters.lm import cache_spec
+    from tfopt import keras_worlds
+
+    tf = keras_worlds.tf()
+    runner = harness.LmRunner(path)
+    prompt_len = min(16, max_length - 1)
+    tokens = np.zeros((1, max_length), np.int32)
+    tokens[0, :prompt_len] = np.random.default_rng(0).integers(
+        0, min(runner.vocab, 100), prompt_len
+    )
+    shape, dtype = cache_spec(model, max_length)
+    ref, _, _ = model.call_with_cache(tf.constant(tokens), tf.zeros(shape, dtype), 0)
+    cand = runner._prefill(token_ids=tokens)["logits"]  # noqa: SLF001
+    diff = compare_outputs(
+        {"logits": np.asarray(ref)[:, :prompt_len]}, {"logits": cand[:, :prompt_len]}
+    )
+    spec = PRECISIONS[prec]
+    verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
+    if not verdict.passed:
+        raise ValidationError(
+            f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass --no-check to keep it)"
+        )
+    return verdict.to_dict()

@@ -254,12 +254,11 @@ def optimize(
         check_data=held_out,
     )
     outputs = run_tflite(str(tflite_path), train.val)
+    conv_check: dict[str, Any] | None = conv.check
     if not check:
         reference = run_reference(from_keras(ctx.model), held_out)
         conv_check = compare_outputs(reference, run_tflite(str(tflite_path), held_out)).to_dict()
         ctx.notes.append("numeric check not enforced (--no-check); see tflite.check")
-    else:
-        conv_check = conv.check
     val_acc = float(np.mean(next(iter(outputs.values())).argmax(-1) == train.val.y))
     timing = bench(tflite_path, BenchSettings(threads=(1,), min_seconds=0.5))
     notes = list(ctx.notes) + [n for s in stages for n in s["did"].get("notes", [])]

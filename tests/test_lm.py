@@ -1,0 +1,133 @@
+"""Causal LMs with a KV cache: export, greedy equivalence with keras-hub, generate, LM timing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import invoke
+from tfopt import harness
+from tfopt.convert import convert
+from tfopt.errors import ConversionError
+from tfopt.inspection import inspect_tflite
+
+MAX_LEN = 40
+
+
+@pytest.fixture(scope="session")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """A tiny keras-hub GPT-2 causal LM (random weights; 2 layers, hidden 64), and its file."""
+    from tfopt import keras_worlds
+
+    hub = keras_worlds.keras_hub()
+    keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
+    backbone = hub.models.GPT2Backbone(vocabulary_size=260, num_layers=2, num_heads=2, hidden_dim=64,
+                                       intermediate_dim=128, max_sequence_length=64)
+    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    path = tmp_path_factory.mktemp("gpt2") / "gpt2.keras"
+    model.save(path)
+    return model, path
+
+
+@pytest.fixture(scope="session")
+def gpt2_tflite(gpt2: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("gpt2_tflite")
+    out = {}
+    for precision in ("float32", "dynamic"):
+        out[precision] = folder / f"gpt2_{precision}.tflite"
+        convert(gpt2[1], out[precision], precision, lm=True, max_length=MAX_LEN)
+    return out
+
+
+def keras_greedy(model: Any, prompt: list[int], new_tokens: int) -> list[int]:
+    model.compile(sampler="greedy")
+    tokens = np.zeros((1, MAX_LEN), np.int32)
+    mask = np.zeros((1, MAX_LEN), bool)
+    tokens[0, : len(prompt)] = prompt
+    mask[0, : len(prompt)] = True
+    out = model.generate({"token_ids": tokens, "padding_mask": mask}, stop_token_ids=None)
+    return [int(t) for t in out["token_ids"][0, len(prompt) : len(prompt) + new_tokens]]
+
+
+def test_two_signatures(gpt2_tflite: dict[str, Path]) -> None:
+    info = inspect_tflite(gpt2_tflite["float32"])
+    assert set(info["signatures"]) == {"prefill", "decode"}
+    assert info["signatures"]["decode"]["inputs"] == ["cache", "cache_update_index", "token_ids"]
+    assert info["subgraphs"] == 2
+
+
+@pytest.mark.parametrize("prompt", [[5, 17, 42], [200, 3, 3, 3, 9, 120, 1, 77]], ids=["short", "longer"])
+def test_greedy_tokens_equal_keras_hub(gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path], prompt: list[int]) -> None:
+    lm = harness.LmRunner(str(gpt2_tflite["float32"]))
+    tokens, timing = lm.generate(prompt, 12)
+    assert tokens == keras_greedy(gpt2[0], prompt, 12)
+    assert len(timing["decode_us"]) == 11 and timing["prefill_ms"] > 0
+
+
+def test_dynamic_lm_is_smaller_and_close(gpt2_tflite: dict[str, Path]) -> None:
+    assert gpt2_tflite["dynamic"].stat().st_size < 0.6 * gpt2_tflite["float32"].stat().st_size
+    f32 = harness.LmRunner(str(gpt2_tflite["float32"]))
+    dyn = harness.LmRunner(str(gpt2_tflite["dynamic"]))
+    a, _ = f32.prefill([5, 17, 42])
+    b, _ = dyn.prefill([5, 17, 42])
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_top_k_is_seeded(gpt2_tflite: dict[str, Path]) -> None:
+    lm = harness.LmRunner(str(gpt2_tflite["float32"]))
+    a, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=7)
+    b, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=7)
+    c, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=8)
+    assert a == b and a != c
+
+
+def test_bench_lm_json(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
+    result = invoke(runner, "bench", gpt2_tflite["dynamic"], "--lm", "--prompt-len", "8",
+                    "--new-tokens", "12", "--threads", "1", "--runs", "3", "--json")
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.stdout)["results"]
+    assert r["ttft_ms"] >= r["prefill_ms"] > 0
+    assert set(r["decode_tokens_per_s"]) == {"p50", "mean"} and r["decode_tokens_per_s"]["p50"] > 10
+    assert r["peak_rss_mb"] > 10 and r["prompt_len"] == 8 and r["new_tokens"] == 12
+
+
+def test_generate_cli(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
+    result = invoke(runner, "generate", gpt2_tflite["float32"], "--prompt", "Hi", "--max-new-tokens", "5", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert len(doc["tokens"]) == 5 and doc["prompt_tokens"] == 2 and doc["ttft_ms"] > 0
+    human = invoke(runner, "generate", gpt2_tflite["float32"], "--token-ids", "5,17,42", "--max-new-tokens", "4")
+    assert human.exit_code == 0 and "tokens/s" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--prompt", ""], "empty"),
+        (["--token-ids", "1.5,2"], "integers"),
+        (["--token-ids", "1,2,999"], "[0, 260)"),
+        (["--prompt", "x" * 30, "--max-new-tokens", "20"], "exceed the exported length 40"),
+        (["--prompt", "a", "--token-ids", "1"], "exactly one"),
+    ],
+    ids=["empty", "wrong-dtype", "out-of-vocab", "too-long", "both"],
+)
+def test_generate_bad_inputs(runner: CliRunner, gpt2_tflite: dict[str, Path], args: list[str], fragment: str) -> None:
+    result = invoke(runner, "generate", gpt2_tflite["float32"], *args)
+    assert result.exit_code == 1
+    assert fragment in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_lm_errors(runner: CliRunner, gpt2: tuple[Any, Path], files: dict[str, Path], tflite: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="dynamic"):
+        convert(gpt2[1], tmp_path / "x.tflite", "int8", lm=True, max_length=MAX_LEN)
+    with pytest.raises(ConversionError, match="position limit"):
+        convert(gpt2[1], tmp_path / "x.tflite", "float32", lm=True, max_length=500)
+    not_lm = invoke(runner, "convert", files["keras"], "-o", tmp_path / "y.tflite", "--lm")
+    assert not_lm.exit_code == 1 and "CausalLM" in not_lm.stderr
+    plain = invoke(runner, "generate", tflite["float32"], "--prompt", "hi")
+    assert plain.exit_code == 1 and "prefill and decode" in plain.stderr
