@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tfopt import keras_worlds  # noqa: E402
-from tfopt.bench import BenchSettings, bench  # noqa: E402
-from tfopt.convert import convert  # noqa: E402
+from tfopt.conversion import convert  # noqa: E402
 from tfopt.report import markdown_table  # noqa: E402
+from tfopt.timing import BenchSettings, bench  # noqa: E402
 
 LITERT_RUNNER = r"""
 import sys, json, numpy as np

@@ -1,6 +1,6 @@
 """Conversion backends: one module per source format, each producing a configured TFLiteConverter.
 
-`backend_for(kind)` returns the backend registered for a `tfopt.load.SourceKind`; `PRECISIONS`
+`backend_for(kind)` returns the backend registered for a `tfopt.loading.SourceKind`; `PRECISIONS`
 maps each `Precision` to the converter settings that reach it.
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt.errors import ConversionError
-from tfopt.load import LoadedModel, SourceKind, TensorSpec
+from tfopt.loading import LoadedModel, SourceKind, TensorSpec
 
 
 @dataclass(frozen=True)

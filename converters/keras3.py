@@ -14,7 +14,7 @@ from converters.base import Prepared, fixed_shape, register
 from converters.saved_model import from_folder
 from tfopt import keras_worlds
 from tfopt.errors import ConversionError
-from tfopt.load import LoadedModel, SourceKind
+from tfopt.loading import LoadedModel, SourceKind
 
 
 @register(SourceKind.KERAS3)

@@ -35,7 +35,9 @@ def check_lm(model: Any, max_length: int) -> None:
         )
     limit = getattr(getattr(model, "backbone", None), "max_sequence_length", None)
     if limit is not None and max_length > limit:
-        raise ConversionError(f"--max-length {max_length} exceeds the model's position limit {limit}")
+        raise ConversionError(
+            f"--max-length {max_length} exceeds the model's position limit {limit}"
+        )
     if max_length < 2:
         raise ConversionError("--max-length must be at least 2")
 
@@ -58,7 +60,9 @@ def export_lm_saved_model(model: Any, folder: Path, max_length: int) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        "prefill", prefill, input_signature=[tf.TensorSpec([1, max_length], tf.int32, name="token_ids")]
+        "prefill",
+        prefill,
+        input_signature=[tf.TensorSpec([1, max_length], tf.int32, name="token_ids")],
     )
     archive.add_endpoint(
         "decode",

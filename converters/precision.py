@@ -20,6 +20,8 @@ class Precision(StrEnum):
     DYNAMIC = "dynamic"
     INT8 = "int8"
     INT16X8 = "int16x8"
+    W8 = "w8"  # weight-only int8 (LiteRT quantizer)
+    W4 = "w4"  # weight-only int4, blockwise (LiteRT quantizer)
 
 
 Configure = Callable[[Any, Callable[[], Iterator[Any]] | None, bool], None]
@@ -97,3 +99,23 @@ def _int16x8(converter: Any, representative: Any, int8_io: bool) -> None:
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
     ]
+
+
+@_precision(Precision.W8, False, min_sqnr_db=25.0, min_cosine=0.999)
+def _w8(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Weight-only int8 (LiteRT quantizer): int8 storage, float compute."""
+
+
+@_precision(Precision.W4, False, min_sqnr_db=10.0, min_cosine=0.98)
+def _w4(converter: Any, representative: Any, int8_io: bool) -> None:
+    """Weight-only int4, blocks of 32 (LiteRT quantizer): an eighth of the size, float compute."""
+
+
+#: What TFLiteConverter reaches by itself (w8 and w4 come from the LiteRT quantizer).
+CONVERTER_PRECISIONS = (
+    Precision.FLOAT32,
+    Precision.FLOAT16,
+    Precision.DYNAMIC,
+    Precision.INT8,
+    Precision.INT16X8,
+)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from converters.base import Prepared, fixed_shape, has_free_dims, register
 from tfopt import keras_worlds
-from tfopt.load import LoadedModel, SourceKind
+from tfopt.loading import LoadedModel, SourceKind
 
 
 @register(SourceKind.TF_KERAS)

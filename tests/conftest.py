@@ -74,7 +74,7 @@ def tflite(
     tmp_path_factory: pytest.TempPathFactory, cnn: Any, files: dict[str, Path]
 ) -> dict[str, Path]:
     """The CNN converted to float32 and int8 (float I/O and int8 I/O), once per session."""
-    from tfopt.convert import convert
+    from tfopt.conversion import convert
 
     d = tmp_path_factory.mktemp("tflite")
     out = {

@@ -133,7 +133,7 @@ def test_compare_tflite_vs_tflite_and_threshold_failure(
 def test_compare_non_classifier_has_null_top1(
     runner: CliRunner, bert: object, bert_data: Path, tmp_path: Path
 ) -> None:
-    from tfopt.convert import convert
+    from tfopt.conversion import convert
 
     a, b = tmp_path / "a.tflite", tmp_path / "b.tflite"
     convert(bert, a, "float32", seq_len=32)

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tfopt.convert import convert
+from tfopt.conversion import convert
 from tfopt.errors import ConversionError, DataError, ValidationError
 from tfopt.inspection import inspect_tflite
-from tfopt.load import SourceKind, load
+from tfopt.loading import SourceKind, load
 from tfopt.validate import compare_files
 
 # precision -> a tensor dtype the converted graph must contain

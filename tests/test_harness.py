@@ -38,7 +38,7 @@ def test_cli_help_does_not_import_tensorflow() -> None:
         "from click.testing import CliRunner\n"
         "from tfopt.cli import cli\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
-        "import tfopt, tfopt.bench, tfopt.inspection, tfopt.convert\n"
+        "import tfopt, tfopt.timing, tfopt.inspection, tfopt.conversion, converters\n"
         "heavy = ('tensorflow', 'keras', 'tf_keras')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )

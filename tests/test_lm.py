@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.conftest import invoke
 from tfopt import harness
-from tfopt.convert import convert
+from tfopt.conversion import convert
 from tfopt.errors import ConversionError
 from tfopt.inspection import inspect_tflite
 
@@ -26,8 +26,14 @@ def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
     hub = keras_worlds.keras_hub()
     keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
-    backbone = hub.models.GPT2Backbone(vocabulary_size=260, num_layers=2, num_heads=2, hidden_dim=64,
-                                       intermediate_dim=128, max_sequence_length=64)
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=260,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        max_sequence_length=64,
+    )
     model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     path = tmp_path_factory.mktemp("gpt2") / "gpt2.keras"
     model.save(path)
@@ -35,7 +41,9 @@ def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 @pytest.fixture(scope="session")
-def gpt2_tflite(gpt2: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def gpt2_tflite(
+    gpt2: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("gpt2_tflite")
     out = {}
     for precision in ("float32", "dynamic"):
@@ -61,8 +69,12 @@ def test_two_signatures(gpt2_tflite: dict[str, Path]) -> None:
     assert info["subgraphs"] == 2
 
 
-@pytest.mark.parametrize("prompt", [[5, 17, 42], [200, 3, 3, 3, 9, 120, 1, 77]], ids=["short", "longer"])
-def test_greedy_tokens_equal_keras_hub(gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path], prompt: list[int]) -> None:
+@pytest.mark.parametrize(
+    "prompt", [[5, 17, 42], [200, 3, 3, 3, 9, 120, 1, 77]], ids=["short", "longer"]
+)
+def test_greedy_tokens_equal_keras_hub(
+    gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path], prompt: list[int]
+) -> None:
     lm = harness.LmRunner(str(gpt2_tflite["float32"]))
     tokens, timing = lm.generate(prompt, 12)
     assert tokens == keras_greedy(gpt2[0], prompt, 12)
@@ -87,8 +99,21 @@ def test_top_k_is_seeded(gpt2_tflite: dict[str, Path]) -> None:
 
 
 def test_bench_lm_json(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
-    result = invoke(runner, "bench", gpt2_tflite["dynamic"], "--lm", "--prompt-len", "8",
-                    "--new-tokens", "12", "--threads", "1", "--runs", "3", "--json")
+    result = invoke(
+        runner,
+        "bench",
+        gpt2_tflite["dynamic"],
+        "--lm",
+        "--prompt-len",
+        "8",
+        "--new-tokens",
+        "12",
+        "--threads",
+        "1",
+        "--runs",
+        "3",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     (r,) = json.loads(result.stdout)["results"]
     assert r["ttft_ms"] >= r["prefill_ms"] > 0
@@ -97,11 +122,28 @@ def test_bench_lm_json(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
 
 
 def test_generate_cli(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
-    result = invoke(runner, "generate", gpt2_tflite["float32"], "--prompt", "Hi", "--max-new-tokens", "5", "--json")
+    result = invoke(
+        runner,
+        "generate",
+        gpt2_tflite["float32"],
+        "--prompt",
+        "Hi",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert len(doc["tokens"]) == 5 and doc["prompt_tokens"] == 2 and doc["ttft_ms"] > 0
-    human = invoke(runner, "generate", gpt2_tflite["float32"], "--token-ids", "5,17,42", "--max-new-tokens", "4")
+    human = invoke(
+        runner,
+        "generate",
+        gpt2_tflite["float32"],
+        "--token-ids",
+        "5,17,42",
+        "--max-new-tokens",
+        "4",
+    )
     assert human.exit_code == 0 and "tokens/s" in human.stdout
 
 
@@ -116,13 +158,21 @@ def test_generate_cli(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
     ],
     ids=["empty", "wrong-dtype", "out-of-vocab", "too-long", "both"],
 )
-def test_generate_bad_inputs(runner: CliRunner, gpt2_tflite: dict[str, Path], args: list[str], fragment: str) -> None:
+def test_generate_bad_inputs(
+    runner: CliRunner, gpt2_tflite: dict[str, Path], args: list[str], fragment: str
+) -> None:
     result = invoke(runner, "generate", gpt2_tflite["float32"], *args)
     assert result.exit_code == 1
     assert fragment in result.stderr and result.stderr.strip().count("\n") == 0
 
 
-def test_lm_errors(runner: CliRunner, gpt2: tuple[Any, Path], files: dict[str, Path], tflite: dict[str, Path], tmp_path: Path) -> None:
+def test_lm_errors(
+    runner: CliRunner,
+    gpt2: tuple[Any, Path],
+    files: dict[str, Path],
+    tflite: dict[str, Path],
+    tmp_path: Path,
+) -> None:
     with pytest.raises(ConversionError, match="dynamic"):
         convert(gpt2[1], tmp_path / "x.tflite", "int8", lm=True, max_length=MAX_LEN)
     with pytest.raises(ConversionError, match="position limit"):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.conftest import invoke
 from tfopt.inspection import inspect_tflite, weight_stats
-from tfopt.optimize import StageError, optimize
+from tfopt.optimization import StageError, optimize
 from tfopt.recipes import parse
 
 
@@ -55,7 +55,7 @@ def run(model: Any, text: str, data: Path, out: Path, epochs: int = 2) -> Any:
 
 
 def kernels(path: Path) -> dict[str, np.ndarray]:
-    from tfopt.load import load
+    from tfopt.loading import load
 
     model = load(path).model
     return {w.name.split(":")[0]: w.numpy() for w in model.weights if "kernel" in w.name}

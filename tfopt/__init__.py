@@ -1,28 +1,37 @@
 """tfopt: a Keras model in, a verified and timed `.tflite` out.
 
-The pipeline is load -> convert -> validate -> time -> report, one module per stage. None of
-these modules imports TensorFlow at import time (it is loaded inside the functions that need it),
-so `import tfopt` and `tfopt --help` stay fast.
+The pipeline is load -> convert -> validate -> time -> report, one module per stage. The names
+below are imported on first use, so `import tfopt` (and `tfopt --help`) never loads TensorFlow
+and `import converters` works on its own.
 """
 
-from tfopt.bench import BenchSettings, bench
-from tfopt.convert import convert
-from tfopt.data import load_data
-from tfopt.errors import TfoptError
-from tfopt.inspection import inspect_tflite
-from tfopt.load import load
-from tfopt.validate import compare, compare_files
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BenchSettings",
-    "TfoptError",
-    "bench",
-    "compare",
-    "compare_files",
-    "convert",
-    "inspect_tflite",
-    "load",
-    "load_data",
-]
+_EXPORTS = {
+    "BenchSettings": "tfopt.timing",
+    "TfoptError": "tfopt.errors",
+    "bench": "tfopt.timing",
+    "compare": "tfopt.validate",
+    "compare_files": "tfopt.validate",
+    "convert": "tfopt.conversion",
+    "generate": "tfopt.generation",
+    "inspect_tflite": "tfopt.inspection",
+    "load": "tfopt.loading",
+    "load_data": "tfopt.data",
+    "optimize": "tfopt.optimization",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tfopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__; the function wins over a submodule
+    return value

@@ -21,7 +21,7 @@ import click
 
 from tfopt.errors import TfoptError
 
-PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8"]
+PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8", "w8", "w4"]
 
 
 @contextlib.contextmanager
@@ -136,6 +136,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--max-length", default=128, show_default=True, help="With --lm: prompt + generated tokens."
 )
+@click.option(
+    "--quantizer",
+    type=click.Choice(["converter", "aeq"]),
+    default="converter",
+    show_default=True,
+    help="converter: TFLiteConverter post-training quantization; aeq: the LiteRT quantizer "
+    "(ai-edge-quantizer) on the float model: dynamic, int8 (a8w8), int16x8 (a16w8), w8, w4.",
+)
+@click.option(
+    "--keep-float",
+    multiple=True,
+    metavar="REGEX",
+    help="With --quantizer aeq: leave layers whose op output tensor name matches in float.",
+)
 @command
 def convert_cmd(
     model: str,
@@ -151,13 +165,15 @@ def convert_cmd(
     check_data: str | None,
     lm: bool,
     max_length: int,
+    quantizer: str,
+    keep_float: tuple[str, ...],
 ) -> tuple[Any, Callable[[Any], str]]:
     """Convert MODEL (.keras, .h5, SavedModel folder) to a .tflite file.
 
     The result is checked against MODEL on the calibration data (or realistic random inputs)
     with a per-precision tolerance before it is written; a failed check writes nothing.
     """
-    from tfopt.convert import convert
+    from tfopt.conversion import convert
 
     result = convert(
         model,
@@ -173,6 +189,8 @@ def convert_cmd(
         check_data=check_data,
         lm=lm,
         max_length=max_length,
+        quantizer=quantizer,
+        keep_float=tuple(keep_float),
     ).to_dict()
 
     def human(r: dict[str, Any]) -> str:
@@ -326,8 +344,8 @@ def bench_cmd(
     Reports load time, first-invoke time, p50/p90/p99 latency and peak RSS per thread count,
     with the machine, library versions and the model's sha256.
     """
-    from tfopt.bench import BenchSettings, bench
     from tfopt.errors import InputError
+    from tfopt.timing import BenchSettings, bench
 
     try:
         thread_list = tuple(int(t) for t in threads.split(","))
@@ -433,7 +451,7 @@ def optimize_cmd(
     sparsity, unique weights, parameters and validation accuracy; for the .tflite its size, gzip
     size, accuracy through the interpreter and CPU p50 latency.
     """
-    from tfopt.optimize import optimize
+    from tfopt.optimization import optimize
 
     report = optimize(
         model, recipe, data, out, epochs, batch_size, overwrite, unsafe, not no_check
@@ -535,7 +553,7 @@ def generate_cmd(
     threads: int,
 ) -> tuple[Any, Callable[[Any], str]]:
     """Generate text with an LM exported by `convert --lm`, through the TFLite signatures."""
-    from tfopt.generate import generate
+    from tfopt.generation import generate
 
     doc = generate(model, prompt, token_ids, max_new_tokens, top_k, seed, threads)
 

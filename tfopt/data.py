@@ -15,7 +15,7 @@ import numpy as np
 
 from tfopt.errors import DataError
 from tfopt.fsutil import existing
-from tfopt.load import TensorSpec
+from tfopt.loading import TensorSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from converters import Precision
+from converters.precision import CONVERTER_PRECISIONS
 from tfopt import keras_worlds
-from tfopt.bench import BenchSettings, bench
-from tfopt.convert import convert
+from tfopt.conversion import convert
 from tfopt.data import Dataset
 from tfopt.fsutil import check_output_dir, write_text
-from tfopt.load import from_keras
+from tfopt.loading import from_keras
 from tfopt.report import bar_chart, markdown_table, text_table, write_json
+from tfopt.timing import BenchSettings, bench
 from tfopt.validate import compare_outputs, run_reference, run_tflite
 
 SEED = 0
@@ -84,7 +84,7 @@ def run_demo(
     """Train, convert to every precision, check, time and report. Returns the table."""
     from tqdm import tqdm
 
-    names = OUTPUT_NAMES + [f"digits_{p}.tflite" for p in Precision]
+    names = OUTPUT_NAMES + [f"digits_{p}.tflite" for p in CONVERTER_PRECISIONS]
     out = check_output_dir(out_dir, names, overwrite)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -103,7 +103,7 @@ def run_demo(
     reference = run_reference(from_keras(model), test)
     settings = BenchSettings(threads=threads, min_seconds=min_seconds, warmup=10)
     rows = []
-    for precision in tqdm(list(Precision), desc="precisions", unit="model", disable=None):
+    for precision in tqdm(list(CONVERTER_PRECISIONS), desc="precisions", unit="model", disable=None):
         path = out / f"digits_{precision}.tflite"
         conv = convert(model, path, precision, calibration=calib, overwrite=True)
         diff = compare_outputs(reference, run_tflite(str(path), test), y_test)

@@ -13,7 +13,7 @@ import numpy as np
 from tfopt import harness
 from tfopt.errors import InputError, ModelLoadError
 from tfopt.fsutil import existing
-from tfopt.load import TFLITE_MAGIC
+from tfopt.loading import TFLITE_MAGIC
 
 # Ops that move between float and integer domains; they do not count as "float compute".
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE", "CAST"}

@@ -17,7 +17,7 @@ import numpy as np
 from tfopt import harness
 from tfopt.data import Dataset, load_data
 from tfopt.errors import InputError, ValidationError
-from tfopt.load import LoadedModel, SourceKind, load
+from tfopt.loading import LoadedModel, SourceKind, load
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 METRICS: dict[str, Metric] = {}

@@ -26,7 +26,7 @@ import numpy as np
 
 import tfopt
 from tfopt import keras_worlds
-from tfopt.optimize import optimize
+from tfopt.optimization import optimize
 from tfopt.report import markdown_table
 
 FOLDER = Path("/usr/share/games/fortunes")

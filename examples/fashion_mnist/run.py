@@ -24,7 +24,7 @@ import numpy as np
 
 import tfopt
 from tfopt import keras_worlds
-from tfopt.optimize import optimize
+from tfopt.optimization import optimize
 from tfopt.recipes import shipped
 from tfopt.report import markdown_table
 

@@ -18,15 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from tfopt.bench import BenchSettings, bench
-from tfopt.convert import convert
+from tfopt.conversion import convert
 from tfopt.data import Dataset
 from tfopt.errors import InputError
 from tfopt.fsutil import atomic_path, check_output_dir, write_text
 from tfopt.inspection import weight_stats
-from tfopt.load import SourceKind, from_keras, load
-from tfopt.optimize import lowrank, native, tfmot_stages
-from tfopt.optimize.context import (
+from tfopt.loading import SourceKind, from_keras, load
+from tfopt.optimization import lowrank, native, tfmot_stages
+from tfopt.optimization.context import (
     Context,
     StageError,
     World,
@@ -34,10 +33,16 @@ from tfopt.optimize.context import (
     kernel_stats,
     overall_sparsity,
 )
-from tfopt.optimize.rebuild import to_tf_keras
-from tfopt.optimize.training import evaluate, load_train_data, model_args, outputs_are_probabilities
+from tfopt.optimization.rebuild import to_tf_keras
+from tfopt.optimization.training import (
+    evaluate,
+    load_train_data,
+    model_args,
+    outputs_are_probabilities,
+)
 from tfopt.recipes import ConvertStage, Recipe, StageKind, load_recipe
 from tfopt.report import markdown_table, write_json
+from tfopt.timing import BenchSettings, bench
 from tfopt.validate import compare_outputs, run_reference, run_tflite
 
 OUTPUTS = ["model.tflite", "optimized.keras", "report.json", "report.md"]

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from tfopt import keras_worlds
-from tfopt.optimize.context import Context, StageError, World, matches
-from tfopt.optimize.training import class_loss, fine_tune
+from tfopt.optimization.context import Context, StageError, World, matches
+from tfopt.optimization.training import class_loss, fine_tune
 from tfopt.recipes import LowRankStage
 
 

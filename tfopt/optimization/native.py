@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from tfopt import keras_worlds
-from tfopt.optimize.context import Context, StageError, World, matches
-from tfopt.optimize.training import callback_base, fine_tune, model_args
+from tfopt.optimization.context import Context, StageError, World, matches
+from tfopt.optimization.training import callback_base, fine_tune, model_args
 from tfopt.recipes import DistillStage, PruneStage, Schedule, Unit
 
 KERNEL_LAYERS = ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D")

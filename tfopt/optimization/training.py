@@ -18,7 +18,7 @@ import numpy as np
 from tfopt import keras_worlds
 from tfopt.data import Dataset, check_array
 from tfopt.errors import DataError, InputError
-from tfopt.load import TensorSpec
+from tfopt.loading import TensorSpec
 
 SPLITS = ("x_train", "y_train", "x_val", "y_val")
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.errors import TfoptError
-from tfopt.optimize.training import TrainData
+from tfopt.optimization.training import TrainData
 
 World = keras_worlds.World
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.data import Dataset
-from tfopt.optimize.context import StageError, World
-from tfopt.optimize.training import model_args
+from tfopt.optimization.context import StageError, World
+from tfopt.optimization.training import model_args
 
 
 def _translate(value: Any) -> Any:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tfopt.optimize.context import Context, StageError, kernel_stats, matches
-from tfopt.optimize.training import class_loss, fine_tune
+from tfopt.optimization.context import Context, StageError, kernel_stats, matches
+from tfopt.optimization.training import class_loss, fine_tune
 from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule, Unit
 
 

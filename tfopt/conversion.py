@@ -24,7 +24,7 @@ from tfopt.data import Dataset, load_data
 from tfopt.errors import ConversionError, DataError, InputError, ValidationError
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
-from tfopt.load import LoadedModel, SourceKind, TensorSpec, load
+from tfopt.loading import LoadedModel, SourceKind, TensorSpec, load
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 CHECK_SAMPLES = 32
@@ -139,6 +139,8 @@ def convert(
     check_data: str | os.PathLike[str] | Dataset | None = None,
     lm: bool = False,
     max_length: int = 128,
+    quantizer: str = "converter",
+    keep_float: tuple[str, ...] = (),
 ) -> ConvertResult:
     """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
 
@@ -163,10 +165,19 @@ def convert(
     loaded: LoadedModel = load(model, unsafe=unsafe)
     if loaded.kind is SourceKind.TFLITE:
         raise InputError(f"{model} is already a .tflite file; convert its source model instead")
+    if quantizer not in ("converter", "aeq"):
+        raise InputError(f"unknown quantizer '{quantizer}' (choose converter or aeq)")
+    use_aeq = quantizer == "aeq"
+    if use_aeq and prec in (Precision.FLOAT32, Precision.FLOAT16):
+        raise InputError("--quantizer aeq quantizes: choose dynamic, int8, int16x8, w8 or w4")
+    if not use_aeq and prec in (Precision.W8, Precision.W4):
+        raise InputError(f"{prec} (weight-only) needs --quantizer aeq")
+    if keep_float and not use_aeq:
+        raise InputError("--keep-float needs --quantizer aeq")
     if lm:
-        return _convert_lm(loaded, out, prec, max_length, check)
+        return _convert_lm(loaded, out, prec, max_length, check, use_aeq, keep_float)
     specs = fixed_specs(loaded.inputs, seq_len)
-    if prec is Precision.INT16X8:
+    if prec is Precision.INT16X8 and not use_aeq:
         ints = [f"{s.name} ({s.dtype})" for s in specs if not s.is_float]
         if ints:
             raise ConversionError(
@@ -183,12 +194,17 @@ def convert(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
         prepared = backend_for(loaded.kind)(loaded, seq_len, Path(work))
-        representative = _representative(data, prepared.calibration_order) if data else None
-        spec.configure(prepared.converter, representative, int8_io)
+        if use_aeq:
+            PRECISIONS[Precision.FLOAT32].configure(prepared.converter, None, False)
+        else:
+            representative = _representative(data, prepared.calibration_order) if data else None
+            spec.configure(prepared.converter, representative, int8_io)
         try:
             flatbuffer = prepared.converter.convert()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends
             raise _conversion_error(prec, exc) from exc
+    if use_aeq:
+        flatbuffer = _aeq(flatbuffer, prec, keep_float, data)
     seconds = time.perf_counter() - started
 
     with atomic_path(out) as tmp:
@@ -219,26 +235,34 @@ def convert(
 
 
 def _convert_lm(
-    loaded: LoadedModel, out: Path, prec: Precision, max_length: int, check: bool
+    loaded: LoadedModel,
+    out: Path,
+    prec: Precision,
+    max_length: int,
+    check: bool,
+    use_aeq: bool = False,
+    keep_float: tuple[str, ...] = (),
 ) -> ConvertResult:
     """A causal LM with prefill/decode signatures; checked on the prefill logits of a prompt."""
     from converters.lm import lm_converter
 
     if prec in (Precision.INT8, Precision.INT16X8):
         raise ConversionError(
-            f"--lm supports float32, float16 and dynamic; {prec} needs per-signature calibration "
-            "(use --precision dynamic)"
+            f"--lm supports float32, float16, dynamic (and w8/w4 with --quantizer aeq); {prec} needs "
+            "per-signature calibration (use --precision dynamic)"
         )
     if loaded.kind is not SourceKind.KERAS3:
         raise ConversionError("--lm needs a keras-hub CausalLM (a Keras 3 model)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
         converter = lm_converter(loaded.model, Path(work), max_length)
-        PRECISIONS[prec].configure(converter, None, False)
+        PRECISIONS[Precision.FLOAT32 if use_aeq else prec].configure(converter, None, False)
         try:
             flatbuffer = converter.convert()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends
             raise _conversion_error(prec, exc) from exc
+    if use_aeq:
+        flatbuffer = _aeq(flatbuffer, prec, keep_float, None)
     seconds = time.perf_counter() - started
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
@@ -246,7 +270,7 @@ def _convert_lm(
     return ConvertResult(
         output=str(out),
         precision=prec.value,
-        source="keras3-lm",
+        source="keras3-lm" + ("+aeq" if use_aeq else ""),
         size_bytes=len(flatbuffer),
         gzip_bytes=gzip_size(flatbuffer),
         seconds=round(seconds, 2),
@@ -280,3 +304,19 @@ def _check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[s
             f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass --no-check to keep it)"
         )
     return verdict.to_dict()
+
+
+def _aeq(
+    float_model: bytes, prec: Precision, keep_float: tuple[str, ...], data: Dataset | None
+) -> bytes:
+    """Quantize a float flatbuffer with the LiteRT quantizer; calibrate static schemes on `data`."""
+    from converters.aeq import AeqScheme, quantize
+
+    calibration = None
+    if data is not None:
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+            f.write(float_model)
+            f.flush()
+            key = next(iter(harness.make_interpreter(f.name).get_signature_list()))
+        calibration = {key: [data.sample(i) for i in range(len(data))]}
+    return quantize(float_model, AeqScheme(prec.value), keep_float, calibration)

@@ -1,0 +1,106 @@
+"""The LiteRT quantizer (PyPI `ai-edge-quantizer`) as a second quantization backend.
+
+Converter post-training quantization is deprecated upstream in favour of this quantizer, which
+works on a float `.tflite` file. A scheme is a recipe in the quantizer's own JSON format, built
+here as data; `keep_float` regexes append `no_quantize` entries (later entries win), so chosen
+layers (matched on their op's output tensor name) stay in float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from tfopt.errors import ConversionError
+
+
+class AeqScheme(StrEnum):
+    WEIGHT_INT8 = "w8"  # weight-only int8, channelwise; compute in float
+    WEIGHT_INT4 = "w4"  # weight-only int4, blockwise (32); compute in float
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
+    A8W8 = "int8"  # static: int8 activations (calibrated) and weights
+    A16W8 = "int16x8"  # static: int16 activations (calibrated), int8 weights
+
+
+def _weights(bits: int, granularity: str = "CHANNELWISE") -> dict[str, Any]:
+    return {"num_bits": bits, "symmetric": True, "granularity": granularity, "dtype": "INT"}
+
+
+def _activations(bits: int) -> dict[str, Any]:
+    return {"num_bits": bits, "symmetric": bits == 16, "granularity": "TENSORWISE", "dtype": "INT"}
+
+
+def _op_config(scheme: AeqScheme) -> dict[str, Any]:
+    if scheme is AeqScheme.WEIGHT_INT8:
+        return {
+            "weight_tensor_config": _weights(8),
+            "compute_precision": "FLOAT",
+            "explicit_dequantize": True,
+        }
+    if scheme is AeqScheme.WEIGHT_INT4:
+        return {
+            "weight_tensor_config": _weights(4, "BLOCKWISE_32"),
+            "compute_precision": "FLOAT",
+            "explicit_dequantize": True,
+        }
+    if scheme is AeqScheme.DYNAMIC:
+        return {
+            "weight_tensor_config": _weights(8),
+            "compute_precision": "INTEGER",
+            "explicit_dequantize": False,
+        }
+    bits = 8 if scheme is AeqScheme.A8W8 else 16
+    return {
+        "activation_tensor_config": _activations(bits),
+        "weight_tensor_config": _weights(8),
+        "compute_precision": "INTEGER",
+        "explicit_dequantize": False,
+    }
+
+
+def recipe(scheme: AeqScheme, keep_float: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The quantizer recipe for `scheme`, with `keep_float` layers left in float."""
+    entries: list[dict[str, Any]] = [
+        {
+            "regex": ".*",
+            "operation": "*",
+            "algorithm_key": "min_max_uniform_quantize",
+            "op_config": {**_op_config(scheme), "skip_checks": False, "min_weight_elements": 0},
+        }
+    ]
+    entries += [{"regex": r, "operation": "*", "algorithm_key": "no_quantize"} for r in keep_float]
+    return entries
+
+
+def needs_calibration(scheme: AeqScheme) -> bool:
+    return scheme in (AeqScheme.A8W8, AeqScheme.A16W8)
+
+
+def quantize(
+    float_model: bytes,
+    scheme: AeqScheme,
+    keep_float: Iterable[str] = (),
+    calibration: dict[str, list[dict[str, Any]]] | None = None,
+) -> bytes:
+    """Quantize a float `.tflite` flatbuffer; `calibration` maps signature key -> samples."""
+    from ai_edge_quantizer import quantizer
+
+    try:
+        qt = quantizer.Quantizer(bytearray(float_model), recipe(scheme, keep_float))
+        result = None
+        if qt.need_calibration:
+            if not calibration:
+                raise ConversionError(
+                    f"--quantizer aeq {scheme} needs calibration data (--calibration)"
+                )
+            result = qt.calibrate(calibration)
+        quantized = qt.quantize(result).quantized_model
+    except ConversionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:240]
+        raise ConversionError(f"the LiteRT quantizer failed ({scheme}): {first}") from exc
+    if quantized is None:
+        raise ConversionError(f"the LiteRT quantizer produced no model ({scheme})")
+    return bytes(quantized)
