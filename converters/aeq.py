@@ -17,7 +17,10 @@ from tfopt.errors import ConversionError
 
 class AeqScheme(StrEnum):
     WEIGHT_INT8 = "w8"  # weight-only int8, channelwise; compute in float
-    WEIGHT_INT4 = "w4"  # weight-only int4, blockwise (32); compute in float
+    WEIGHT_INT4 = "w4"  # weight-only int4, channelwise; compute in float
+    # int4 weights in blocks of 32, activations quantized on the fly: aeq 0.10 rejects blockwise
+    # int4 for weight-only FULLY_CONNECTED ("Unsupported op for FLOAT"), so blocks need this form.
+    INT4_BLOCK32 = "w4b32"
     DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
     A8W8 = "int8"  # static: int8 activations (calibrated) and weights
     A16W8 = "int16x8"  # static: int16 activations (calibrated), int8 weights
@@ -40,9 +43,15 @@ def _op_config(scheme: AeqScheme) -> dict[str, Any]:
         }
     if scheme is AeqScheme.WEIGHT_INT4:
         return {
-            "weight_tensor_config": _weights(4, "BLOCKWISE_32"),
+            "weight_tensor_config": _weights(4),
             "compute_precision": "FLOAT",
             "explicit_dequantize": True,
+        }
+    if scheme is AeqScheme.INT4_BLOCK32:
+        return {
+            "weight_tensor_config": _weights(4, "BLOCKWISE_32"),
+            "compute_precision": "INTEGER",
+            "explicit_dequantize": False,
         }
     if scheme is AeqScheme.DYNAMIC:
         return {

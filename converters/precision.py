@@ -21,7 +21,8 @@ class Precision(StrEnum):
     INT8 = "int8"
     INT16X8 = "int16x8"
     W8 = "w8"  # weight-only int8 (LiteRT quantizer)
-    W4 = "w4"  # weight-only int4, blockwise (LiteRT quantizer)
+    W4 = "w4"  # weight-only int4, channelwise (LiteRT quantizer)
+    W4B32 = "w4b32"  # int4 weights in blocks of 32, dynamic activations (LiteRT quantizer)
 
 
 Configure = Callable[[Any, Callable[[], Iterator[Any]] | None, bool], None]
@@ -108,7 +109,12 @@ def _w8(converter: Any, representative: Any, int8_io: bool) -> None:
 
 @_precision(Precision.W4, False, min_sqnr_db=10.0, min_cosine=0.98)
 def _w4(converter: Any, representative: Any, int8_io: bool) -> None:
-    """Weight-only int4, blocks of 32 (LiteRT quantizer): an eighth of the size, float compute."""
+    """Weight-only int4, channelwise (LiteRT quantizer): an eighth of the size, float compute."""
+
+
+@_precision(Precision.W4B32, False, min_sqnr_db=10.0, min_cosine=0.98)
+def _w4b32(converter: Any, representative: Any, int8_io: bool) -> None:
+    """int4 weights in blocks of 32, activations quantized on the fly (LiteRT quantizer)."""
 
 
 #: What TFLiteConverter reaches by itself (w8 and w4 come from the LiteRT quantizer).

@@ -21,7 +21,7 @@ import click
 
 from tfopt.errors import TfoptError
 
-PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8", "w8", "w4"]
+PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8", "w8", "w4", "w4b32"]
 
 
 @contextlib.contextmanager

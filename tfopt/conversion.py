@@ -169,8 +169,10 @@ def convert(
         raise InputError(f"unknown quantizer '{quantizer}' (choose converter or aeq)")
     use_aeq = quantizer == "aeq"
     if use_aeq and prec in (Precision.FLOAT32, Precision.FLOAT16):
-        raise InputError("--quantizer aeq quantizes: choose dynamic, int8, int16x8, w8 or w4")
-    if not use_aeq and prec in (Precision.W8, Precision.W4):
+        raise InputError(
+            "--quantizer aeq quantizes: choose dynamic, int8, int16x8, w8, w4 or w4b32"
+        )
+    if not use_aeq and prec in (Precision.W8, Precision.W4, Precision.W4B32):
         raise InputError(f"{prec} (weight-only) needs --quantizer aeq")
     if keep_float and not use_aeq:
         raise InputError("--keep-float needs --quantizer aeq")

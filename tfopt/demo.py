@@ -103,7 +103,9 @@ def run_demo(
     reference = run_reference(from_keras(model), test)
     settings = BenchSettings(threads=threads, min_seconds=min_seconds, warmup=10)
     rows = []
-    for precision in tqdm(list(CONVERTER_PRECISIONS), desc="precisions", unit="model", disable=None):
+    for precision in tqdm(
+        list(CONVERTER_PRECISIONS), desc="precisions", unit="model", disable=None
+    ):
         path = out / f"digits_{precision}.tflite"
         conv = convert(model, path, precision, calibration=calib, overwrite=True)
         diff = compare_outputs(reference, run_tflite(str(path), test), y_test)
