@@ -46,7 +46,9 @@ def test_w4_is_smallest(cnn: Any, tmp_path: Path) -> None:
         convert(cnn, tmp_path / f"{scheme}.tflite", scheme, quantizer="aeq")
         sizes[scheme] = (tmp_path / f"{scheme}.tflite").stat().st_size
     convert(cnn, tmp_path / "f.tflite", "float32")
-    assert sizes["w4"] < sizes["w8"] < 0.5 * (tmp_path / "f.tflite").stat().st_size  # tiny model: overhead
+    assert (
+        sizes["w4"] < sizes["w8"] < 0.5 * (tmp_path / "f.tflite").stat().st_size
+    )  # tiny model: overhead
 
 
 def test_keep_float_overrides_a_layer(cnn: Any, files: dict[str, Path], tmp_path: Path) -> None:

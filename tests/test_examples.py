@@ -37,8 +37,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
             ["--limit", "40", "--base-epochs", "1", "--recipes", "prune2of4-int8"],
             "prune2of4-int8",
         ),
+        (
+            "gpt2_fortunes/train.py",
+            ["--minutes", "0.05", "--layers", "1", "--hidden", "64", "--seq-len", "32"],
+            "greedy sample",
+        ),
     ],
-    ids=["int8_from_files", "keras_hub_bert", "fashion_mnist", "bert_fortunes"],
+    ids=["int8_from_files", "keras_hub_bert", "fashion_mnist", "bert_fortunes", "gpt2_fortunes"],
 )
 def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path) -> None:
     proc = subprocess.run(
@@ -57,5 +62,6 @@ def test_every_example_has_a_test() -> None:
         "keras_hub_bert.py",
         "fashion_mnist/run.py",
         "bert_fortunes/run.py",
+        "gpt2_fortunes/train.py",
     }
     assert {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.py")} == tested

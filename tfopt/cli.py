@@ -256,6 +256,18 @@ def inspect_cmd(model: str) -> tuple[Any, Callable[[Any], str]]:
 @click.option(
     "--max-samples", default=1000, show_default=True, help="Compare at most this many samples."
 )
+@click.option(
+    "--embedding",
+    is_flag=True,
+    help="Compare sentence embeddings (encoders): mean/worst cosine, nearest-neighbour agreement.",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(["mean", "cls", "pooled"]),
+    default="mean",
+    show_default=True,
+    help="With --embedding: mean over unmasked tokens (sentence-transformers), first token, or pooled_output.",
+)
 @click.option("--min-sqnr", type=float, help="Fail (exit 1) if any output's SQNR (dB) is below.")
 @click.option("--min-cosine", type=float, help="Fail (exit 1) if any output's cosine is below.")
 @click.option("--min-top1", type=float, help="Fail (exit 1) if top-1 agreement (0-1) is below.")
@@ -270,14 +282,25 @@ def compare_cmd(
     min_cosine: float | None,
     min_top1: float | None,
     unsafe: bool,
+    embedding: bool,
+    pooling: str,
 ) -> tuple[Any, Callable[[Any], str]]:
     """Compare CANDIDATE (.tflite) with REFERENCE (Keras model, SavedModel or .tflite) on DATA.
 
     Reports per output max/mean absolute error, SQNR and cosine; for classifiers the top-1
     agreement, and accuracy of both when DATA holds labels `y`.
     """
-    from tfopt.validate import compare_files
+    from tfopt.validate import compare_embeddings, compare_files
 
+    if embedding:
+        emb = compare_embeddings(reference, candidate, data, max_samples, pooling, unsafe)
+        return emb, lambda r: "\n".join(
+            [
+                f"{r['samples']} samples, {r['pooling']} pooling",
+                f"cosine to reference: mean {r['mean_cosine']:.5f}, worst {r['worst_cosine']:.5f}",
+                f"nearest-neighbour agreement: {100 * r.get('neighbour_agreement', 1.0):.2f}%",
+            ]
+        )
     result = compare_files(
         reference, candidate, data, max_samples, min_sqnr, min_cosine, min_top1, unsafe
     )

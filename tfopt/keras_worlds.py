@@ -119,3 +119,8 @@ def load_file(path: Path, world: World, config_json: str, unsafe: bool) -> Any:
 def export_saved_model(model: Any, folder: Path, signature: list[Any]) -> None:
     """Export a Keras 3 model (keras-hub included) as a SavedModel with a fixed signature."""
     model.export(str(folder), format="tf_saved_model", input_signature=signature, verbose=False)
+
+
+def load_preset(folder: Path) -> Any:
+    """A keras-hub backbone from a local preset folder (keras-hub or Hugging Face layout)."""
+    return keras_hub().models.Backbone.from_preset(str(folder))

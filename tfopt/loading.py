@@ -143,9 +143,16 @@ def load(source: str | os.PathLike[str] | Any, unsafe: bool = False) -> LoadedMo
         return from_keras(source)
     path = existing(source, "model")
     if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise InputError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
-        return _load_saved_model(path)
+        if (path / "saved_model.pb").exists():
+            return _load_saved_model(path)
+        if (path / "config.json").exists():  # a keras-hub / Hugging Face preset folder
+            try:
+                return from_keras(keras_worlds.load_preset(path), path)
+            except Exception as exc:  # noqa: BLE001 - keras-hub raises many types
+                raise ModelLoadError(f"cannot load preset {path}: {_first_line(exc)}") from exc
+        raise InputError(
+            f"{path} is a folder but neither a SavedModel (saved_model.pb) nor a preset (config.json)"
+        )
     if path.suffix == ".tflite":
         return _load_tflite(path)
     if path.suffix not in (".keras", ".h5", ".hdf5"):

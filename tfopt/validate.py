@@ -253,3 +253,64 @@ def compare_files(
     dataset = load_data(data, cand.inputs, limit=max_samples)
     assert cand.path is not None
     return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1)
+
+
+def sentence_embeddings(
+    outputs: dict[str, np.ndarray], mask: np.ndarray | None, pooling: str
+) -> np.ndarray:
+    """One L2-normalized vector per sample: mean over unmasked tokens, the first token, or a
+    model's own pooled output."""
+    if pooling == "pooled":
+        if "pooled_output" not in outputs:
+            raise ValidationError("--pooling pooled needs a 'pooled_output' output")
+        vectors = outputs["pooled_output"]
+    else:
+        seq = outputs.get("sequence_output")
+        if seq is None:
+            seq = next(v for v in outputs.values() if v.ndim == 3)
+        if pooling == "cls":
+            vectors = seq[:, 0]
+        else:
+            weights = (
+                np.ones(seq.shape[:2], np.float32) if mask is None else mask.astype(np.float32)
+            )
+            vectors = (seq * weights[..., None]).sum(1) / np.maximum(
+                weights.sum(1, keepdims=True), 1
+            )
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def embedding_agreement(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """Cosine of each candidate embedding to its reference, and nearest-neighbour agreement."""
+    cos = np.sum(ref * cand, axis=1)
+    out = {"mean_cosine": float(cos.mean()), "worst_cosine": float(cos.min())}
+    if len(ref) > 2:
+        sim_r, sim_c = ref @ ref.T, cand @ cand.T
+        np.fill_diagonal(sim_r, -np.inf)
+        np.fill_diagonal(sim_c, -np.inf)
+        out["neighbour_agreement"] = float(np.mean(sim_r.argmax(1) == sim_c.argmax(1)))
+    return out
+
+
+def compare_embeddings(
+    reference: str,
+    candidate: str,
+    data: str,
+    max_samples: int = 1000,
+    pooling: str = "mean",
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """Embedding mode of compare: sentence embeddings of both models on the same token data."""
+    cand = load(candidate)
+    if cand.kind is not SourceKind.TFLITE:
+        raise InputError(f"CANDIDATE must be a .tflite file: {candidate}")
+    dataset = load_data(data, cand.inputs, limit=max_samples)
+    mask = dataset.x.get("padding_mask")
+    ref_out = run_reference(load(reference, unsafe=unsafe), dataset)
+    assert cand.path is not None
+    cand_out = run_tflite(str(cand.path), dataset)
+    result = embedding_agreement(
+        sentence_embeddings(ref_out, mask, pooling), sentence_embeddings(cand_out, mask, pooling)
+    )
+    return {"samples": len(dataset), "pooling": pooling, **result}

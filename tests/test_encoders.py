@@ -1,0 +1,86 @@
+"""keras-hub encoders from preset folders, and compare's embedding mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import invoke
+from tfopt.validate import embedding_agreement, sentence_embeddings
+
+
+@pytest.fixture(scope="session")
+def bert_preset(tmp_path_factory: pytest.TempPathFactory, bert: Any) -> Path:
+    folder = tmp_path_factory.mktemp("preset") / "tiny_bert"
+    bert.save_to_preset(str(folder))
+    return folder
+
+
+def test_preset_folder_converts_and_compares(
+    runner: CliRunner, bert_preset: Path, bert_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "enc.tflite"
+    converted = invoke(
+        runner,
+        "convert",
+        bert_preset,
+        "-o",
+        out,
+        "--precision",
+        "dynamic",
+        "--seq-len",
+        "32",
+        "--json",
+    )
+    assert converted.exit_code == 0, converted.output
+    assert json.loads(converted.stdout)["source"] == "keras3"
+    result = invoke(
+        runner, "compare", bert_preset, out, "--data", bert_data, "--embedding", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["samples"] == 16 and doc["pooling"] == "mean"
+    assert 0.99 < doc["mean_cosine"] <= 1.0 + 1e-6 and doc["worst_cosine"] <= doc["mean_cosine"]
+    assert doc["neighbour_agreement"] >= 0.8
+    pooled = invoke(
+        runner,
+        "compare",
+        bert_preset,
+        out,
+        "--data",
+        bert_data,
+        "--embedding",
+        "--pooling",
+        "pooled",
+    )
+    assert pooled.exit_code == 0 and "nearest-neighbour agreement" in pooled.stdout
+
+
+def test_not_a_preset_folder(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke(runner, "convert", tmp_path / "empty", "-o", tmp_path / "x.tflite")
+    assert result.exit_code == 1 and "neither a SavedModel" in result.stderr
+
+
+def test_embedding_metrics_on_known_vectors() -> None:
+    rng = np.random.default_rng(0)
+    seq = rng.normal(size=(6, 5, 8)).astype(np.float32)
+    mask = np.ones((6, 5), np.int32)
+    mask[:, 3:] = 0
+    a = sentence_embeddings({"sequence_output": seq}, mask, "mean")
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    # Padding positions must not count: changing them changes nothing.
+    seq2 = seq.copy()
+    seq2[:, 3:] = 100.0
+    np.testing.assert_allclose(
+        sentence_embeddings({"sequence_output": seq2}, mask, "mean"), a, rtol=1e-5
+    )
+    same = embedding_agreement(a, a)
+    assert same["mean_cosine"] == pytest.approx(1.0) and same["neighbour_agreement"] == 1.0
+    flipped = embedding_agreement(a, -a)
+    assert flipped["worst_cosine"] == pytest.approx(-1.0)
