@@ -132,6 +132,7 @@ def main() -> None:
     new = min(32, args.max_length - args.prompt_len)
     runners = {label: harness.LmRunner(str(p)) for label, p in paths.items()}
     outputs = {label: [r.generate(p, new)[0] for p in test_prompts] for label, r in runners.items()}
+    model.compile(sampler="greedy")  # keras-hub samples top-k unless told otherwise
     keras_out = [keras_greedy(model, p, new) for p in test_prompts]
     same_as_keras = float(
         np.mean([a == b for a, b in zip(outputs["float32"], keras_out, strict=True)])
