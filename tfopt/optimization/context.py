@@ -11,7 +11,7 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.errors import TfoptError
-from tfopt.optimization.training import TrainData
+from tfopt.optimization.training import TrainData, class_loss, fine_tune
 
 World = keras_worlds.World
 
@@ -42,6 +42,29 @@ class Context:
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.data.train) / self.batch_size)
+
+    def fine_tune(
+        self,
+        model: Any,
+        stage: Any,
+        desc: str,
+        loss: Any = None,
+        callbacks: list[Any] | None = None,
+        y: np.ndarray | None = None,
+    ) -> None:
+        """Fit `model` for the stage's epochs and learning rate (class loss unless given)."""
+        fine_tune(
+            model,
+            self.world,
+            self.data,
+            self.epochs_for(stage),
+            self.batch_size,
+            stage.learning_rate,
+            class_loss(self.world, self.from_logits) if loss is None else loss,
+            desc,
+            callbacks=callbacks,
+            y=y,
+        )
 
 
 def _weight_name(w: Any) -> str:

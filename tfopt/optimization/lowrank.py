@@ -16,7 +16,6 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.optimization.context import Context, StageError, World, matches
-from tfopt.optimization.training import class_loss, fine_tune
 from tfopt.recipes import LowRankStage
 
 
@@ -222,14 +221,5 @@ def lowrank(ctx: Context, stage: LowRankStage) -> dict[str, Any]:
             "lowrank: no Dense, EinsumDense or 1x1 Conv kernel would shrink (lower rank/energy?)"
         )
     ctx.model = model
-    fine_tune(
-        model,
-        ctx.world,
-        ctx.data,
-        ctx.epochs_for(stage),
-        ctx.batch_size,
-        stage.learning_rate,
-        class_loss(ctx.world, ctx.from_logits),
-        "lowrank",
-    )
+    ctx.fine_tune(model, stage, "lowrank")
     return {"factorized": done}

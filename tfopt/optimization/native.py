@@ -14,7 +14,7 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.optimization.context import Context, StageError, World, matches
-from tfopt.optimization.training import callback_base, fine_tune, model_args
+from tfopt.optimization.training import callback_base, model_args
 from tfopt.recipes import DistillStage, PruneStage, Schedule, Unit
 
 KERNEL_LAYERS = ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D")
@@ -134,28 +134,13 @@ def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     else:
         keep = mask_callback(ctx.world, variables, update)
         keep.masks = [np.ones(v.shape, dtype=bool) for v in variables]
-        fine_tune(
-            ctx.model,
-            ctx.world,
-            ctx.data,
-            ctx.epochs_for(stage),
-            ctx.batch_size,
-            stage.learning_rate,
-            _loss(ctx),
-            "prune",
-            callbacks=[keep],
-        )
+        ctx.fine_tune(ctx.model, stage, "prune", callbacks=[keep])
     ctx.pruned = True
     return {
         "pruned_layers": [p for p, _ in chosen],
         "schedule": {"begin_step": begin, "end_step": end, "frequency": freq},
         "notes": notes,
     }
-
-
-def _loss(ctx: Context) -> Any:
-    keras = keras_worlds.module(ctx.world)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=ctx.from_logits)
 
 
 def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
@@ -191,18 +176,7 @@ def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
             and np.mean(np.asarray(w.numpy()) == 0) > 0.05
         ]
         callbacks.append(mask_callback(ctx.world, sparse))
-    fine_tune(
-        ctx.model,
-        ctx.world,
-        ctx.data,
-        ctx.epochs_for(stage),
-        ctx.batch_size,
-        stage.learning_rate,
-        loss,
-        "distill",
-        callbacks=callbacks,
-        y=packed,
-    )
+    ctx.fine_tune(ctx.model, stage, "distill", loss=loss, callbacks=callbacks, y=packed)
     return {
         "teacher": "the original model",
         "temperature": temp,

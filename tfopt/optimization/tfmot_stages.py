@@ -11,7 +11,6 @@ import importlib
 from typing import Any
 
 from tfopt.optimization.context import Context, StageError, kernel_stats, matches
-from tfopt.optimization.training import class_loss, fine_tune
 from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule, Unit
 
 
@@ -83,17 +82,7 @@ def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
         )
 
     wrapped = keras.models.clone_model(ctx.model, clone_function=wrap)
-    fine_tune(
-        wrapped,
-        ctx.world,
-        ctx.data,
-        ctx.epochs_for(stage),
-        ctx.batch_size,
-        stage.learning_rate,
-        class_loss(ctx.world, ctx.from_logits),
-        "prune",
-        callbacks=[t.sparsity.keras.UpdatePruningStep()],
-    )
+    ctx.fine_tune(wrapped, stage, "prune", callbacks=[t.sparsity.keras.UpdatePruningStep()])
     ctx.model = t.sparsity.keras.strip_pruning(wrapped)
     ctx.pruned = True
     return {
@@ -126,16 +115,7 @@ def cluster(ctx: Context, stage: ClusterStage) -> dict[str, Any]:
     wrapped = keras.models.clone_model(ctx.model, clone_function=wrap)
     if not names:
         raise StageError("cluster: no clusterable layer (Dense, Conv) in the model")
-    fine_tune(
-        wrapped,
-        ctx.world,
-        ctx.data,
-        ctx.epochs_for(stage),
-        ctx.batch_size,
-        stage.learning_rate,
-        class_loss(ctx.world, ctx.from_logits),
-        "cluster",
-    )
+    ctx.fine_tune(wrapped, stage, "cluster")
     ctx.model = cl.strip_clustering(wrapped)
     ctx.clustered = True
     return {
@@ -169,16 +149,7 @@ def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
         raise StageError(
             f"qat: tfmot cannot quantize this model ({str(exc).splitlines()[0]}); layer types: {', '.join(kinds)}"
         ) from None
-    fine_tune(
-        model,
-        ctx.world,
-        ctx.data,
-        ctx.epochs_for(stage),
-        ctx.batch_size,
-        stage.learning_rate,
-        class_loss(ctx.world, ctx.from_logits),
-        mode.lower(),
-    )
+    ctx.fine_tune(model, stage, mode.lower())
     # CQAT trains centroids next to the original weights; put the clustered weights back.
     ctx.model = combine.strip_clustering_cqat(model) if ctx.clustered else model
     ctx.plain_model = _unwrapped(ctx.model, before)
