@@ -20,8 +20,6 @@ from tfopt.data import Dataset, check_array
 from tfopt.errors import DataError, InputError
 from tfopt.loading import TensorSpec
 
-SPLITS = ("x_train", "y_train", "x_val", "y_val")
-
 
 @dataclass(frozen=True)
 class TrainData:
@@ -29,14 +27,6 @@ class TrainData:
 
     train: Dataset
     val: Dataset
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train)  # multiplied by 1/batch by the caller
-
-    def num_classes(self) -> int:
-        y = np.concatenate([self.train.y, self.val.y])  # type: ignore[list-item]
-        return int(y.max()) + 1
 
 
 def _split_arrays(
