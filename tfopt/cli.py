@@ -168,10 +168,11 @@ def convert_cmd(
     quantizer: str,
     keep_float: tuple[str, ...],
 ) -> tuple[Any, Callable[[Any], str]]:
-    """Convert MODEL (.keras, .h5, SavedModel folder) to a .tflite file.
+    """Convert MODEL (.keras, .h5, SavedModel or keras-hub preset folder) to a .tflite file.
 
     The result is checked against MODEL on the calibration data (or realistic random inputs)
-    with a per-precision tolerance before it is written; a failed check writes nothing.
+    with a per-precision tolerance before it is written; a failed check writes nothing. With
+    --lm, a keras-hub causal LM becomes one file with prefill and decode signatures.
     """
     from tfopt.conversion import convert
 
