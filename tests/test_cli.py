@@ -245,3 +245,37 @@ def test_subprocess_json_stdout_is_clean(files: dict[str, Path], tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["precision"] == "int8"
+
+
+def test_bench_matrix_report(runner: CliRunner, tflite: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = invoke(
+        runner,
+        "bench",
+        tflite["float32"],
+        tflite["int8"],
+        "--threads",
+        "1,2",
+        "--runs",
+        "20",
+        "--report",
+        out,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [Path(m["model"]).name for m in doc["models"]] == [
+        "cnn_float32.tflite",
+        "cnn_int8.tflite",
+    ]
+    saved = json.loads((out / "bench.json").read_text())
+    assert len(saved["models"]) == 2 and saved["machine"]["cores"] >= 1
+    table = (out / "bench.md").read_text()
+    assert "| cnn_int8.tflite |" in table and "p50 ms 2t" in table
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    human = invoke(
+        runner, "bench", tflite["float32"], tflite["int8"], "--threads", "1", "--runs", "10"
+    )
+    assert human.exit_code == 0 and human.stdout.count("sha256") == 2
+    again = invoke(runner, "bench", tflite["float32"], "--runs", "5", "--report", out)
+    assert again.exit_code == 1 and "--overwrite" in again.stderr

@@ -332,7 +332,7 @@ def compare_cmd(
 
 
 @cli.command("bench")
-@click.argument("model", type=click.Path())
+@click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option("--runs", type=int, help="Timed invocations per setting (default: --min-seconds).")
 @click.option(
@@ -349,9 +349,15 @@ def compare_cmd(
 @click.option(
     "--new-tokens", default=32, show_default=True, help="With --lm: tokens generated per run."
 )
+@click.option(
+    "--report",
+    type=click.Path(),
+    help="Also write the matrix to this folder: bench.json, bench.md, bench.png.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report in --report.")
 @command
 def bench_cmd(
-    model: str,
+    models: tuple[str, ...],
     threads: str,
     runs: int | None,
     min_seconds: float,
@@ -362,11 +368,14 @@ def bench_cmd(
     lm: bool,
     prompt_len: int,
     new_tokens: int,
+    report: str | None,
+    overwrite: bool,
 ) -> tuple[Any, Callable[[Any], str]]:
-    """Time MODEL (.tflite) with the LiteRT interpreter, one fresh process per measurement.
+    """Time MODELS (.tflite) with the LiteRT interpreter, one fresh process per measurement.
 
     Reports load time, first-invoke time, p50/p90/p99 latency and peak RSS per thread count,
-    with the machine, library versions and the model's sha256.
+    with the machine, library versions and the model's sha256. Several models give one matrix;
+    --report DIR also writes it as bench.json, bench.md and a bench.png bar chart.
     """
     from tfopt.errors import InputError
     from tfopt.timing import BenchSettings, bench
@@ -387,7 +396,14 @@ def bench_cmd(
         prompt_len=prompt_len,
         new_tokens=new_tokens,
     )
-    doc = bench(model, settings).to_dict()
+    from tfopt.fsutil import check_output_dir
+    from tfopt.report import BENCH_REPORT_FILES, write_bench_report
+
+    if report:
+        check_output_dir(report, BENCH_REPORT_FILES, overwrite)
+    docs = [bench(m, settings).to_dict() for m in models]
+    if report:
+        write_bench_report(report, docs)
 
     def human(r: dict[str, Any]) -> str:
         if lm:
@@ -431,7 +447,9 @@ def bench_cmd(
             ]
         )
 
-    return doc, human
+    if len(docs) > 1:
+        return {"models": docs}, lambda r: "\n\n".join(human(d) for d in r["models"])
+    return docs[0], human
 
 
 @cli.command("optimize")

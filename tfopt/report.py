@@ -85,3 +85,49 @@ def bar_chart(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+BENCH_REPORT_FILES = ["bench.json", "bench.md", "bench.png"]
+
+
+def write_bench_report(out_dir: str | Path, docs: list[dict[str, Any]]) -> None:
+    """One matrix for several timed models: JSON, a Markdown table and a p50 bar chart."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = sorted({e["threads"] for d in docs for e in d["results"]})
+    names = [Path(d["model"]).name for d in docs]
+    if len(set(names)) < len(names):  # same file name in different folders
+        names = [str(d["model"]) for d in docs]
+    p50 = {
+        name: {e["threads"]: e["latency_us"]["p50"] / 1000 for e in d["results"]}
+        for name, d in zip(names, docs, strict=True)
+    }
+    headers = ["model", "size KB", *(f"p50 ms {t}t" for t in threads), "sha256"]
+    rows = [
+        [
+            name,
+            round(d["size_bytes"] / 1024, 1),
+            *(p50[name].get(t) for t in threads),
+            d["sha256"][:12],
+        ]
+        for name, d in zip(names, docs, strict=True)
+    ]
+    machine = docs[0].get("machine", {})
+    write_json(folder / "bench.json", {"machine": machine, "models": docs})
+    write_text(
+        folder / "bench.md",
+        f"# tfopt bench\n\nMachine: {machine.get('cpu')}, {machine.get('cores')} cores, "
+        f"ai-edge-litert {machine.get('ai_edge_litert')}\n\n{markdown_table(headers, rows)}\n\n"
+        "![p50 latency per model and thread count](bench.png)\n",
+    )
+    bar_chart(
+        folder / "bench.png",
+        names,
+        [
+            (
+                "p50 latency (ms), batch 1",
+                {f"{t} thread(s)": [p50[n].get(t, 0.0) for n in names] for t in threads},
+            )
+        ],
+        f"tfopt bench on {machine.get('cpu')}",
+    )
