@@ -201,12 +201,7 @@ def convert(
         else:
             representative = _representative(data, prepared.calibration_order) if data else None
             spec.configure(prepared.converter, representative, int8_io)
-        try:
-            flatbuffer = prepared.converter.convert()
-        except Exception as exc:  # noqa: BLE001 - ConverterError and friends
-            raise _conversion_error(prec, exc) from exc
-    if use_aeq:
-        flatbuffer = _aeq(flatbuffer, prec, keep_float, data)
+        flatbuffer = _run(prepared.converter, prec, use_aeq, keep_float, data)
     seconds = time.perf_counter() - started
 
     with atomic_path(out) as tmp:
@@ -259,12 +254,7 @@ def _convert_lm(
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
         converter = lm_converter(loaded.model, Path(work), max_length)
         PRECISIONS[Precision.FLOAT32 if use_aeq else prec].configure(converter, None, False)
-        try:
-            flatbuffer = converter.convert()
-        except Exception as exc:  # noqa: BLE001 - ConverterError and friends
-            raise _conversion_error(prec, exc) from exc
-    if use_aeq:
-        flatbuffer = _aeq(flatbuffer, prec, keep_float, None)
+        flatbuffer = _run(converter, prec, use_aeq, keep_float, None)
     seconds = time.perf_counter() - started
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
@@ -306,6 +296,21 @@ def _check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[s
             f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass --no-check to keep it)"
         )
     return verdict.to_dict()
+
+
+def _run(
+    converter: Any,
+    prec: Precision,
+    use_aeq: bool,
+    keep_float: tuple[str, ...],
+    data: Dataset | None,
+) -> bytes:
+    """Convert (errors name the ops at fault), then quantize with the LiteRT quantizer if asked."""
+    try:
+        flatbuffer = converter.convert()
+    except Exception as exc:  # noqa: BLE001 - ConverterError and friends
+        raise _conversion_error(prec, exc) from exc
+    return _aeq(flatbuffer, prec, keep_float, data) if use_aeq else flatbuffer
 
 
 def _aeq(
