@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-fmnist bench-bert fashion-mnist fortunes clean
+.PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets fashion-mnist fortunes \
+	soft-gpu sshd adb clean
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -30,7 +31,38 @@ fortunes:
 	@test -d /usr/share/games/fortunes || $(SUDO) apt-get install -y -q fortunes \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q fortunes)
 
-test: $(STAMP) fashion-mnist fortunes  ## Lint, then the whole test suite.
+# A software GPU (shared/ENV.md): Mesa 25 lavapipe from bookworm-backports, unpacked into
+# $(SOFT_GPU) (about 64 MB; bookworm's own Mesa 22 is rejected by LiteRT's WebGPU/Dawn). tfopt
+# finds it there (or at $$TFOPT_SOFT_GPU) and points Vulkan at it for `--accelerator gpu`.
+SOFT_GPU := .soft-gpu
+SOFT_GPU_DEPS := libvulkan1 libllvm15 libelf1 libwayland-client0 libx11-xcb1 libxcb-dri3-0 \
+  libxcb-present0 libxcb-randr0 libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxshmfence1
+APT_BACKPORTS := -o Dir::Etc::SourceList=$(CURDIR)/$(SOFT_GPU)/apt/sources.list \
+  -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$(CURDIR)/$(SOFT_GPU)/apt/lists \
+  -o Dir::Cache=$(CURDIR)/$(SOFT_GPU)/apt/cache -o APT::Sandbox::User=root
+
+soft-gpu: $(SOFT_GPU)/.installed
+$(SOFT_GPU)/.installed:
+	@dpkg -s $(SOFT_GPU_DEPS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q $(SOFT_GPU_DEPS) \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SOFT_GPU_DEPS))
+	rm -rf $(SOFT_GPU) && mkdir -p $(SOFT_GPU)/apt/lists/partial $(SOFT_GPU)/apt/cache/archives/partial $(SOFT_GPU)/debs
+	echo "deb http://deb.debian.org/debian bookworm-backports main" > $(SOFT_GPU)/apt/sources.list
+	apt-get $(APT_BACKPORTS) update -q >/dev/null
+	cd $(SOFT_GPU)/debs && apt-get $(APT_BACKPORTS) download mesa-vulkan-drivers libdrm2 libdrm-amdgpu1
+	for f in $(SOFT_GPU)/debs/*.deb; do dpkg -x $$f $(SOFT_GPU)/root; done
+	rm -rf $(SOFT_GPU)/apt $(SOFT_GPU)/debs
+	touch $@
+
+# A real OpenSSH server for the ssh-target tests (they start their own on 127.0.0.1), and adb for
+# the Android target's "no device" path.
+sshd:
+	@test -x /usr/sbin/sshd || $(SUDO) apt-get install -y -q openssh-server \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q openssh-server)
+adb:
+	@command -v adb >/dev/null || $(SUDO) apt-get install -y -q adb \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q adb)
+
+test: $(STAMP) fashion-mnist fortunes soft-gpu sshd adb  ## Lint, then the whole test suite.
 	$(BIN)/ruff check tfopt converters tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
@@ -50,5 +82,8 @@ bench-fmnist: $(STAMP) fashion-mnist  ## Every recipe on a Fashion-MNIST CNN (ab
 bench-bert: $(STAMP) fortunes  ## BERT topic classifier through the transformer recipes.
 	$(BIN)/python examples/bert_fortunes/run.py --out bert-out
 
+bench-targets: $(STAMP) soft-gpu sshd  ## GPU placement + numerics, ssh vs local timing.
+	$(BIN)/python benchmarks/targets.py
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(SOFT_GPU) demo-out .pytest_cache

@@ -213,11 +213,39 @@ def convert_cmd(
     return result, human
 
 
+def _placement_lines(r: dict[str, Any]) -> list[str]:
+    """GPU verdict as text: fully accelerated or not, op counts per side, fallback reasons."""
+
+    def ops(side: dict[str, int]) -> str:
+        return ", ".join(f"{k} x{v}" for k, v in side.items()) or "none"
+
+    soft = " (software GPU: placement and numerics are real, timings are not)"
+    lines = [
+        f"GPU: {r.get('gpu_device')}{soft if r.get('software_gpu') else ''}",
+        f"fully accelerated: {'yes' if r['fully_accelerated'] else 'no'} - "
+        f"{r['gpu_op_count']} ops on GPU, {r['cpu_op_count']} on CPU"
+        + ("" if r["op_placement_exact"] else " (per-op split approximate)"),
+        f"  on GPU: {ops(r['op_placement']['gpu'])}",
+        f"  on CPU: {ops(r['op_placement']['cpu'])}",
+    ]
+    lines += [f"  fallback {op}: {why}" for op, why in r["fallback_reasons"].items()]
+    return lines
+
+
 @cli.command("inspect")
 @click.argument("model", type=click.Path())
+@click.option(
+    "--gpu",
+    is_flag=True,
+    help="Also ask LiteRT's GPU accelerator which ops it takes and which fall back to the CPU, "
+    "and why (needs a Vulkan device; `make soft-gpu` gives a software one).",
+)
 @command
-def inspect_cmd(model: str) -> tuple[Any, Callable[[Any], str]]:
-    """Show a .tflite file's inputs, outputs, signatures, ops, dtypes and sizes."""
+def inspect_cmd(model: str, gpu: bool) -> tuple[Any, Callable[[Any], str]]:
+    """Show a .tflite file's inputs, outputs, signatures, ops, dtypes and sizes.
+
+    --gpu adds the GPU op-placement verdict (no timing; `tfopt bench --accelerator gpu` times it).
+    """
     from tfopt.inspection import inspect_tflite
 
     def human(r: dict[str, Any]) -> str:
@@ -239,10 +267,16 @@ def inspect_cmd(model: str) -> tuple[Any, Callable[[Any], str]]:
                 f"ops: {ops}",
                 f"tensor dtypes: {dtypes}",
                 f"custom ops: {', '.join(r['custom_ops']) or 'none'}",
+                *(_placement_lines(r["gpu"]) if "gpu" in r else []),
             ]
         )
 
-    return inspect_tflite(model), human
+    doc = inspect_tflite(model)
+    if gpu:
+        from tfopt.timing import gpu_placement
+
+        doc["gpu"] = gpu_placement(model)
+    return doc, human
 
 
 @cli.command("compare")
@@ -350,6 +384,39 @@ def compare_cmd(
     "--new-tokens", default=32, show_default=True, help="With --lm: tokens generated per run."
 )
 @click.option(
+    "--accelerator",
+    default="cpu",
+    show_default=True,
+    help="Comma-separated: cpu (Interpreter + XNNPACK), gpu (LiteRT CompiledModel; reports op "
+    "placement, fallbacks and max |GPU - CPU|), nnapi (adb only).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="Where to run (repeatable): local (default), ssh://user@host[:port] (copies the model "
+    "and the harness, runs the device's python), adb or adb:SERIAL (LiteRT's benchmark_model).",
+)
+@click.option("--pin", help="Pin the timed process to these CPU ids, e.g. 0 or 4,5,6,7.")
+@click.option("--ssh-key", type=click.Path(), help="ssh targets: identity file.")
+@click.option(
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    help="ssh targets: extra -o KEY=VALUE (repeatable).",
+)
+@click.option(
+    "--remote-python",
+    default="python3",
+    show_default=True,
+    help="ssh targets: python with numpy and ai-edge-litert on the device.",
+)
+@click.option(
+    "--benchmark-binary",
+    type=click.Path(),
+    help="adb targets: LiteRT's benchmark_model built for the phone's ABI.",
+)
+@click.option(
     "--report",
     type=click.Path(),
     help="Also write the matrix to this folder: bench.json, bench.md, bench.png.",
@@ -368,16 +435,31 @@ def bench_cmd(
     lm: bool,
     prompt_len: int,
     new_tokens: int,
+    accelerator: str,
+    targets: tuple[str, ...],
+    pin: str | None,
+    ssh_key: str | None,
+    ssh_options: tuple[str, ...],
+    remote_python: str,
+    benchmark_binary: str | None,
     report: str | None,
     overwrite: bool,
 ) -> tuple[Any, Callable[[Any], str]]:
-    """Time MODELS (.tflite) with the LiteRT interpreter, one fresh process per measurement.
+    """Time MODELS (.tflite) with LiteRT, one fresh process per measurement.
 
-    Reports load time, first-invoke time, p50/p90/p99 latency and peak RSS per thread count,
-    with the machine, library versions and the model's sha256. Several models give one matrix;
-    --report DIR also writes it as bench.json, bench.md and a bench.png bar chart.
+    Reports load time, first-invoke time, p50/p90/p99 latency and peak RSS per accelerator and
+    thread count, with the machine, library versions and the model's sha256. On the GPU it also
+    reports which ops run there, which fall back to the CPU and why, and the largest difference
+    of the outputs against a CPU run. Several models and targets give one matrix; --report DIR
+    also writes it as bench.json, bench.md and a bench.png bar chart.
+
+    \b
+      tfopt bench m.tflite --accelerator cpu,gpu
+      tfopt bench m.tflite --target ssh://pi@raspberrypi.local --threads 1,4
+      tfopt bench m.tflite --target adb --benchmark-binary ./benchmark_model --pin 4,5,6,7
     """
     from tfopt.errors import InputError
+    from tfopt.targets import make_target
     from tfopt.timing import BenchSettings, bench
 
     try:
@@ -395,13 +477,21 @@ def bench_cmd(
         lm=lm,
         prompt_len=prompt_len,
         new_tokens=new_tokens,
+        accelerators=tuple(a.strip() for a in accelerator.split(",") if a.strip()),
+        pin=pin,
     )
     from tfopt.fsutil import check_output_dir
     from tfopt.report import BENCH_REPORT_FILES, write_bench_report
 
     if report:
         check_output_dir(report, BENCH_REPORT_FILES, overwrite)
-    docs = [bench(m, settings).to_dict() for m in models]
+    docs = []
+    for spec in targets or ("local",):
+        where = make_target(spec, ssh_key, ssh_options, remote_python, benchmark_binary)
+        try:
+            docs += [bench(m, settings, where).to_dict() for m in models]
+        finally:
+            where.close()
     if report:
         write_bench_report(report, docs)
 
@@ -410,40 +500,39 @@ def bench_cmd(
             return _lm_table(r)
         from tfopt.report import text_table
 
+        def ms(e: dict[str, Any], key: str) -> float | None:
+            value = e["latency_us"].get(key)
+            return None if value is None else round(value / 1000, 3)
+
         m = r["machine"]
         rows = [
             [
+                e["accelerator"] + (" (sw)" if e.get("software_gpu") else ""),
                 e["threads"],
-                "on" if e["xnnpack"] else "off",
                 e["runs"],
                 e["load_ms"],
                 e["first_ms"],
-                e["latency_us"]["p50"] / 1000,
-                e["latency_us"]["p90"] / 1000,
-                e["latency_us"]["p99"] / 1000,
-                e["peak_rss_mb"],
+                ms(e, "p50") if "p50" in e["latency_us"] else f"{ms(e, 'mean')} (avg)",
+                ms(e, "p90"),
+                ms(e, "p99"),
+                e.get("peak_rss_mb", e.get("peak_memory_mb")),
+                e.get("max_abs_vs_cpu"),
                 f"{e['p50_spread_pct']:.1f}%" + (" NOISY" if e["noisy"] else ""),
             ]
             for e in r["results"]
         ]
-        headers = [
-            "threads",
-            "xnnpack",
-            "runs",
-            "load_ms",
-            "first_ms",
-            "p50_ms",
-            "p90_ms",
-            "p99_ms",
-            "rss_mb",
-            "spread",
-        ]
+        headers = ["accel", "threads", "runs", "load_ms", "first_ms", "p50_ms", "p90_ms"]
+        headers += ["p99_ms", "mem_mb", "max|gpu-cpu|", "spread"]
+        where = m.get("cpu") or m.get("device")
+        pinned = r["results"][0].get("pinned_cpus") if r["results"] else None
+        gpu = next((e for e in r["results"] if "op_placement" in e), None)
         return "\n".join(
             [
-                f"{r['model']} (sha256 {r['sha256'][:12]}) on {m.get('cpu')}, "
-                f"{m.get('cores')} cores, "
-                f"ai-edge-litert {m.get('ai_edge_litert')}",
+                f"{r['model']} (sha256 {r['sha256'][:12]}) on {r['target']}: {where}, "
+                f"{m.get('cores', '?')} cores, ai-edge-litert {m.get('ai_edge_litert', '?')}"
+                + (f", pinned to CPUs {pinned}" if pinned else ""),
                 text_table(headers, rows),
+                *(_placement_lines(gpu) if gpu else []),
             ]
         )
 

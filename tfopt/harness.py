@@ -12,13 +12,17 @@ Run as a script it measures one model at one thread count and prints one JSON do
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -157,6 +161,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def pin(cpus: str) -> list[int]:
+    """Pin this process (and the runtime threads it starts) to the given CPU ids."""
+    wanted = sorted({int(c) for c in cpus.split(",") if c.strip()})
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("--pin needs Linux (sched_setaffinity)")
+    allowed = sorted(os.sched_getaffinity(0))
+    bad = [c for c in wanted if c not in allowed]
+    if not wanted or bad:
+        raise ValueError(f"--pin {cpus}: CPUs available here are {allowed}")
+    os.sched_setaffinity(0, wanted)
+    return wanted
+
+
 def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> dict[str, np.ndarray]:
     """First sample of a .npz/.npy file (by input name, or `x`), else synthetic values."""
     rng = np.random.default_rng(seed)
@@ -174,6 +191,29 @@ def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> di
             raise ValueError(f"data has no array named '{name}'")
         sample[name] = arrays[key][:1].reshape([int(s) for s in detail["shape"]])
     return sample
+
+
+def _time_loop(
+    invoke: Any, runs: int | None, min_seconds: float, min_runs: int, warmup: int
+) -> tuple[float, list[float]]:
+    """First-invoke ms, then `warmup` untimed invokes, then the timed latencies in us."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    invoke()
+    first_ms = (clock() - t0) / 1e6
+    for _ in range(warmup):
+        invoke()
+    latencies: list[float] = []
+    deadline = clock() + int(min_seconds * 1e9)
+    while True:
+        t0 = clock()
+        invoke()
+        latencies.append((clock() - t0) / 1e3)
+        n = len(latencies)
+        if (runs is not None and n >= runs) or (
+            runs is None and n >= min_runs and clock() >= deadline
+        ):
+            return first_ms, latencies
 
 
 def run(
@@ -197,27 +237,9 @@ def run(
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     inputs, _ = io_details(interpreter)
     feed(interpreter, inputs, load_sample(data_path, inputs, seed))
-
-    invoke = interpreter.invoke
-    clock = time.perf_counter_ns
-    t0 = clock()
-    invoke()
-    first_ms = (clock() - t0) / 1e6
-    for _ in range(warmup):
-        invoke()
-
-    latencies: list[float] = []
-    deadline = clock() + int(min_seconds * 1e9)
-    while True:
-        t0 = clock()
-        invoke()
-        latencies.append((clock() - t0) / 1e3)
-        n = len(latencies)
-        if (runs is not None and n >= runs) or (
-            runs is None and n >= min_runs and clock() >= deadline
-        ):
-            break
+    first_ms, latencies = _time_loop(interpreter.invoke, runs, min_seconds, min_runs, warmup)
     return {
+        "accelerator": "cpu",
         "threads": threads,
         "xnnpack": xnnpack,
         "load_ms": round(load_ms, 3),
@@ -227,6 +249,284 @@ def run(
         "latency_us": summarize(latencies),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+# --- GPU: LiteRT CompiledModel (the legacy Interpreter cannot reach the GPU accelerator) ---
+
+_GPU_COUNTS = re.compile(
+    r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU"
+)
+_GPU_UNSUPPORTED_HEADER = "Following operations are not supported by GPU delegate:"
+_GPU_ADAPTER = re.compile(r"Selected adapter: (.+)")
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to fd 2 (LiteRT logs its GPU verdict there, not to Python).
+
+    Yields a list that holds the captured text once the block ends.
+    """
+    captured: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def parse_gpu_log(text: str) -> dict[str, Any]:
+    """LiteRT's own GPU verdict from its log: unsupported ops with reasons, op counts, adapter."""
+    reasons: dict[str, str] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if _GPU_UNSUPPORTED_HEADER in line:
+            for follow in lines[i + 1 :]:
+                op, sep, reason = follow.partition(": ")
+                if not sep or not op.isupper() or " " in op:
+                    break
+                reasons.setdefault(op.strip(), reason.strip())
+    counts = [tuple(int(n) for n in m.groups()) for m in _GPU_COUNTS.finditer(text)]
+    adapter = next((m.group(1).strip() for m in _GPU_ADAPTER.finditer(text)), None)
+    return {
+        "fallback_reasons": reasons,
+        "gpu_ops": sum(c[0] for c in counts) if counts else None,
+        "cpu_ops": sum(c[1] for c in counts) if counts else None,
+        "adapter": adapter,
+        "software": bool(adapter and ("Software" in adapter or "llvmpipe" in adapter)),
+    }
+
+
+def model_graph(model_path: str) -> list[list[tuple[str, list[int], list[int]]]]:
+    """Per subgraph, in execution order: (op name, input tensors, output tensors)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int)}
+    with open(model_path, "rb") as f:
+        model = schema.Model.GetRootAs(f.read(), 0)
+    graphs = []
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        nodes = []
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "UNKNOWN")
+            if name == "CUSTOM":
+                name = (code.CustomCode() or b"?").decode()
+            ins = [op.Inputs(i) for i in range(op.InputsLength())]
+            outs = [op.Outputs(i) for i in range(op.OutputsLength())]
+            nodes.append((name, ins, outs))
+        graphs.append(nodes)
+    return graphs
+
+
+def _partitions(
+    nodes: list[tuple[str, list[int], list[int]]], unsupported: set[str]
+) -> list[tuple[bool, list[int]]]:
+    """TFLite's partitioning: alternate maximal sets of ready supported / unsupported nodes."""
+    producers = {t for _, _, outs in nodes for t in outs}
+    available = {-1} | {t for _, ins, _ in nodes for t in ins if t not in producers}
+    left = list(range(len(nodes)))
+    supported, stalled = True, 0
+    parts: list[tuple[bool, list[int]]] = []
+    while left:
+        part: list[int] = []
+        grew = True
+        while grew:
+            grew = False
+            for i in list(left):
+                name, ins, outs = nodes[i]
+                if (name not in unsupported) == supported and all(t in available for t in ins):
+                    part.append(i)
+                    left.remove(i)
+                    available.update(outs)
+                    grew = True
+        if part:
+            parts.append((supported, part))
+            stalled = 0
+        else:
+            stalled += 1
+            if stalled == 2:  # nothing is ready on either side: not a plain DAG, stop here
+                break
+        supported = not supported
+    return parts
+
+
+def op_placement(model_path: str, verdict: dict[str, Any], fully: bool) -> dict[str, Any]:
+    """Which ops run on the GPU and which on the CPU, per op type.
+
+    LiteRT logs only the unsupported op types and the two totals. The delegate then takes the
+    largest partition of supported ops; we replay that partitioning on the model's graph and keep
+    the per-op answer only labelled exact when it reproduces LiteRT's own totals.
+    """
+    unsupported = set(verdict["fallback_reasons"])
+    gpu: dict[str, int] = {}
+    cpu: dict[str, int] = {}
+    for nodes in model_graph(model_path):
+        if fully:
+            on_gpu = set(range(len(nodes)))
+        else:
+            parts = [p for ok, p in _partitions(nodes, unsupported) if ok]
+            on_gpu = set(max(parts, key=len)) if parts else set()
+        for i, (name, _, _) in enumerate(nodes):
+            side = gpu if i in on_gpu else cpu
+            side[name] = side.get(name, 0) + 1
+    n_gpu, n_cpu = sum(gpu.values()), sum(cpu.values())
+    if verdict["gpu_ops"] is None:
+        exact = fully
+    else:
+        exact = (n_gpu, n_cpu) == (verdict["gpu_ops"], verdict["cpu_ops"])
+    return {
+        "op_placement": {
+            "gpu": dict(sorted(gpu.items(), key=lambda kv: -kv[1])),
+            "cpu": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
+        },
+        "op_placement_exact": exact,
+        "gpu_op_count": verdict["gpu_ops"] if verdict["gpu_ops"] is not None else n_gpu,
+        "cpu_op_count": verdict["cpu_ops"] if verdict["cpu_ops"] is not None else n_cpu,
+    }
+
+
+class CompiledRunner:
+    """One model compiled by LiteRT for the CPU or the GPU (with CPU fallback), inputs bound."""
+
+    def __init__(self, model_path: str, accelerator: str, threads: int = 1) -> None:
+        from ai_edge_litert.compiled_model import (
+            CompiledModel,
+            CpuOptions,
+            GpuOptions,
+            HardwareAccelerator,
+            Options,
+        )
+
+        options = Options(
+            hardware_accelerators=HardwareAccelerator.CPU,
+            cpu_options=CpuOptions(num_threads=threads),
+        )
+        if accelerator == "gpu":
+            # CPU too, so unsupported ops fall back instead of failing; benchmark_mode makes a run
+            # wait for the GPU (otherwise run_by_index only submits the work).
+            options = Options(
+                hardware_accelerators=HardwareAccelerator.GPU | HardwareAccelerator.CPU,
+                cpu_options=CpuOptions(num_threads=threads),
+                gpu_options=GpuOptions(benchmark_mode=True),
+            )
+        failure = None
+        with native_stderr() as log:
+            try:
+                self.model = CompiledModel.from_file(model_path, options=options)
+            except RuntimeError as exc:
+                failure = str(exc)
+        if failure is not None:
+            raise RuntimeError(_gpu_failure(failure, log))
+        self.log = log[0] if log else ""
+        self.fully_accelerated = self.model.is_fully_accelerated()
+        key = next(iter(self.model.get_signature_list()))
+        self.signature = self.model.get_signature_index(key)
+        names = self.model.get_signature_list()[key]
+        # Quantization parameters come from the Interpreter's view of the same signature.
+        interpreter = make_interpreter(model_path, threads=1)
+        ins, outs = io_details(interpreter)
+        self.inputs = {n: ins[n] for n in names["inputs"]}
+        self.outputs = {n: outs[n] for n in names["outputs"]}
+        self.in_buffers = self.model.create_input_buffers(self.signature)
+        self.out_buffers = self.model.create_output_buffers(self.signature)
+        self._out_layout = [
+            (b, int(np.prod(d["shape"])), np.dtype(d["dtype"]))
+            for b, d in zip(self.out_buffers, self.outputs.values(), strict=True)
+        ]
+
+    def feed(self, sample: dict[str, np.ndarray]) -> None:
+        for buffer, (name, detail) in zip(self.in_buffers, self.inputs.items(), strict=True):
+            buffer.write(np.ascontiguousarray(quantize(np.asarray(sample[name]), detail)))
+
+    def invoke(self) -> None:
+        """Run and read every output back to the host: the latency an app actually waits for."""
+        self.model.run_by_index(self.signature, self.in_buffers, self.out_buffers)
+        for buffer, size, dtype in self._out_layout:
+            buffer.read(size, dtype)
+
+    def read(self) -> dict[str, np.ndarray]:
+        """Outputs as real values (dequantized)."""
+        out = {}
+        for buffer, (name, detail) in zip(self.out_buffers, self.outputs.items(), strict=True):
+            shape = [int(s) for s in detail["shape"]]
+            values = buffer.read(int(np.prod(shape)), np.dtype(detail["dtype"]))
+            out[name] = dequantize(values.reshape(shape), detail)
+        return out
+
+
+def _gpu_failure(message: str, log: list[str]) -> str:
+    """One line for a failed compile: no usable GPU, or LiteRT's own last words."""
+    text = (log[0] if log else "") + message
+    if "No adapters found" in text or "Failed to initialize WebGPU" in text:
+        return (
+            "LiteRT found no usable GPU (no Vulkan adapter); on a machine without one, "
+            "`make soft-gpu` installs a software Vulkan device"
+        )
+    lines = [ln.lstrip("└ ").strip() for ln in message.strip().splitlines()]
+    return next((ln for ln in reversed(lines) if not ln.startswith("ERROR: [")), lines[-1])
+
+
+def run_compiled(
+    model_path: str,
+    accelerator: str = "gpu",
+    threads: int = 1,
+    runs: int | None = None,
+    min_seconds: float = 1.0,
+    min_runs: int = 10,
+    warmup: int = 5,
+    data_path: str | None = None,
+    seed: int = 0,
+    timing: bool = True,
+) -> dict[str, Any]:
+    """Time one model through CompiledModel; on the GPU also report placement and numerics.
+
+    With `timing=False` only the placement verdict is returned (what `inspect --gpu` shows).
+    """
+    t0 = time.perf_counter_ns()
+    runner = CompiledRunner(model_path, accelerator, threads)
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    result: dict[str, Any] = {"accelerator": accelerator, "threads": threads}
+    if accelerator == "gpu":
+        verdict = parse_gpu_log(runner.log)
+        result["fully_accelerated"] = runner.fully_accelerated
+        result.update(op_placement(model_path, verdict, runner.fully_accelerated))
+        result["fallback_reasons"] = verdict["fallback_reasons"]
+        result["gpu_device"] = verdict["adapter"]
+        result["software_gpu"] = verdict["software"]
+    if not timing:
+        return result
+    sample = load_sample(data_path, runner.inputs, seed)
+    runner.feed(sample)
+    first_ms, latencies = _time_loop(runner.invoke, runs, min_seconds, min_runs, warmup)
+    result.update(
+        {
+            "load_ms": round(load_ms, 3),
+            "first_ms": round(first_ms, 3),
+            "warmup": warmup,
+            "runs": len(latencies),
+            "latency_us": summarize(latencies),
+            "peak_rss_mb": peak_rss_mb(),
+        }
+    )
+    if accelerator == "gpu":
+        got = runner.read()
+        reference = CompiledRunner(model_path, "cpu", threads)
+        reference.feed(sample)
+        reference.invoke()
+        want = reference.read()
+        result["max_abs_vs_cpu"] = float(
+            max(float(np.max(np.abs(got[k] - want[k]))) if got[k].size else 0.0 for k in got)
+        )
+    return result
 
 
 class LmRunner:
@@ -372,9 +672,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm", action="store_true", help="time prefill/decode of an exported LM")
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--accelerator", choices=("interpreter", "cpu", "gpu"), default="interpreter"
+    )
+    parser.add_argument("--placement-only", action="store_true", help="GPU op placement, no timing")
+    parser.add_argument("--pin", default=None, help="CPU ids to pin this process to, e.g. 0,1")
     args = parser.parse_args(argv)
     try:
-        if args.lm:
+        pinned = pin(args.pin) if args.pin else None
+        if args.accelerator != "interpreter":
+            if args.lm:
+                raise ValueError("--lm runs on the Interpreter only (no --accelerator)")
+            result = run_compiled(
+                args.model,
+                args.accelerator,
+                threads=args.threads,
+                runs=args.runs,
+                min_seconds=args.min_seconds,
+                warmup=args.warmup,
+                data_path=args.data,
+                seed=args.seed,
+                timing=not args.placement_only,
+            )
+        elif args.lm:
             result = run_lm(
                 args.model,
                 args.threads,
@@ -399,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line of JSON
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
         return 1
+    if pinned is not None:
+        result["pinned_cpus"] = pinned
     result["machine"] = machine_info()
     result["harness_version"] = HARNESS_VERSION
     print(json.dumps(result))

@@ -1,27 +1,23 @@
-"""Time stage: run the single-file harness in a fresh child process per measurement.
+"""Time stage: one fresh harness process per measurement, on a target (see `tfopt.targets`).
 
-A child process per (model, threads, repeat) keeps measurements independent and turns a model
-that crashes the runtime into a clear error instead of a dead CLI. Nothing here imports
+A child process per (model, accelerator, threads, repeat) keeps measurements independent and turns
+a model that crashes the runtime into a clear error instead of a dead CLI. Nothing here imports
 TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import BenchError, InputError
+from tfopt.errors import InputError
 from tfopt.inspection import read_tflite
+from tfopt.targets import ACCELERATORS, LocalTarget, RunSpec, Target
 
-HARNESS = Path(__file__).with_name("harness.py")
 NOISY_SPREAD_PCT = 10.0
 
 
@@ -40,8 +36,15 @@ class BenchSettings:
     lm: bool = False  # time prefill/decode of an exported LM
     prompt_len: int = 16
     new_tokens: int = 32
+    accelerators: tuple[str, ...] = ("cpu",)
+    pin: str | None = None  # CPU ids, e.g. "0" or "4,5,6,7"
 
     def __post_init__(self) -> None:
+        bad = [a for a in self.accelerators if a not in ACCELERATORS]
+        if not self.accelerators or bad:
+            raise InputError(f"accelerator: choose from {', '.join(ACCELERATORS)}")
+        if self.lm and self.accelerators != ("cpu",):
+            raise InputError("--lm timing runs on the CPU interpreter only")
         if not self.threads or any(t < 1 for t in self.threads):
             raise InputError("threads: give one or more positive thread counts, e.g. 1,2")
         if self.runs is not None and self.runs < 1:
@@ -61,6 +64,7 @@ class BenchReport:
     model: str
     sha256: str
     size_bytes: int
+    target: str
     machine: dict[str, Any]
     results: list[dict[str, Any]]
 
@@ -68,37 +72,12 @@ class BenchReport:
         return asdict(self)
 
 
-def _child(model: Path, threads: int, s: BenchSettings) -> dict[str, Any]:
-    cmd = [sys.executable, str(HARNESS), str(model), "--threads", str(threads)]
-    cmd += ["--warmup", str(s.warmup), "--min-seconds", str(s.min_seconds)]
-    if s.runs is not None:
-        cmd += ["--runs", str(s.runs)]
-    if not s.xnnpack:
-        cmd.append("--no-xnnpack")
-    if s.data:
-        cmd += ["--data", s.data]
-    if s.lm:
-        cmd += ["--lm", "--prompt-len", str(s.prompt_len), "--new-tokens", str(s.new_tokens)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=s.timeout_s)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{model}: timing run exceeded {s.timeout_s:.0f} s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    doc = json.loads(lines[-1]) if lines else {}
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        raise BenchError(f"{model}: the LiteRT runtime crashed ({name}) while timing")
-    if proc.returncode != 0 or "error" in doc or not doc:
-        reason = doc.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BenchError(f"{model}: timing failed: {reason}")
-    return doc
-
-
 def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One entry from K repeats: the run with the median p50, plus the spread of the p50s."""
-    p50s = [r["latency_us"]["p50"] for r in runs]
+    stat = runs[0].get("latency_stat", "p50")  # benchmark_model on Android reports a mean
+    p50s = [r["latency_us"][stat] for r in runs]
     median = statistics.median(p50s)
-    entry = dict(min(runs, key=lambda r: abs(r["latency_us"]["p50"] - median)))
+    entry = dict(min(runs, key=lambda r: abs(r["latency_us"][stat] - median)))
     entry.pop("machine", None)
     entry.pop("harness_version", None)
     spread = (max(p50s) - min(p50s)) / median * 100 if median else 0.0
@@ -109,28 +88,64 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
-def bench(model: str | os.PathLike[str], settings: BenchSettings | None = None) -> BenchReport:
-    """Time one `.tflite` file at each thread count; each measurement in a fresh process.
+def _spec(s: BenchSettings, accelerator: str, threads: int) -> RunSpec:
+    return RunSpec(
+        accelerator=accelerator,
+        threads=threads,
+        warmup=s.warmup,
+        min_seconds=s.min_seconds,
+        runs=s.runs,
+        xnnpack=s.xnnpack,
+        pin=s.pin,
+        lm=s.lm,
+        prompt_len=s.prompt_len,
+        new_tokens=s.new_tokens,
+    )
+
+
+def bench(
+    model: str | os.PathLike[str],
+    settings: BenchSettings | None = None,
+    target: Target | None = None,
+) -> BenchReport:
+    """Time one `.tflite` file per accelerator and thread count; each measurement is a fresh
+    process on `target` (default: this machine).
 
     Raises:
         InputError / ModelLoadError: not a readable `.tflite` file.
-        BenchError: the runtime crashed, rejected the model, or timed out.
+        BenchError: the target is unreachable, or the runtime crashed, rejected the model, or
+            timed out.
     """
     s = settings or BenchSettings()
+    where = target or LocalTarget()
     path = Path(model)
     data = read_tflite(path)
     if s.data and not Path(s.data).is_file():
         raise InputError(f"data not found: {s.data}")
     results: list[dict[str, Any]] = []
     machine: dict[str, Any] = {}
-    for threads in s.threads:
-        runs = [_child(path, threads, s) for _ in range(s.repeat)]
-        machine = runs[0].get("machine", machine)
-        results.append(_merge(runs))
+    for accelerator in s.accelerators:
+        for threads in s.threads:
+            spec = _spec(s, accelerator, threads)
+            runs = [where.measure(path, spec, s.data, s.timeout_s) for _ in range(s.repeat)]
+            machine = runs[0].get("machine", machine)
+            results.append(_merge(runs))
     return BenchReport(
         model=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
+        target=where.name,
         machine=machine,
         results=results,
     )
+
+
+def gpu_placement(model: str | os.PathLike[str], target: Target | None = None) -> dict[str, Any]:
+    """Which ops LiteRT's GPU accelerator takes and which fall back to the CPU, without timing."""
+    path = Path(model)
+    read_tflite(path)
+    spec = RunSpec("gpu", 1, 0, 1.0, None, True, None, placement_only=True)
+    doc = (target or LocalTarget()).measure(path, spec, None, 300)
+    for key in ("threads", "accelerator", "harness_version"):
+        doc.pop(key, None)
+    return doc
