@@ -90,44 +90,79 @@ def bar_chart(
 BENCH_REPORT_FILES = ["bench.json", "bench.md", "bench.png"]
 
 
+def _column(doc: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Matrix column: target / accelerator / threads, e.g. 'local gpu (sw) 1t'."""
+    accel = entry.get("accelerator", "cpu") + (" (sw)" if entry.get("software_gpu") else "")
+    target = doc.get("target", "local")
+    return f"{'' if target == 'local' else target + ' '}{accel} {entry['threads']}t"
+
+
+def _latency_ms(entry: dict[str, Any]) -> float:
+    """p50, or the mean where the tool reports no median (benchmark_model on Android)."""
+    stats = entry["latency_us"]
+    return round(stats.get("p50", stats.get("mean", 0.0)) / 1000, 4)
+
+
 def write_bench_report(out_dir: str | Path, docs: list[dict[str, Any]]) -> None:
-    """One matrix for several timed models: JSON, a Markdown table and a p50 bar chart."""
+    """One matrix for several models x targets x accelerators: JSON, Markdown, p50 bar chart."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    threads = sorted({e["threads"] for d in docs for e in d["results"]})
     names = [Path(d["model"]).name for d in docs]
-    if len(set(names)) < len(names):  # same file name in different folders
+    if len({d["model"] for d in docs}) > len(set(names)):  # same file name in other folders
         names = [str(d["model"]) for d in docs]
-    p50 = {
-        name: {e["threads"]: e["latency_us"]["p50"] / 1000 for e in d["results"]}
-        for name, d in zip(names, docs, strict=True)
-    }
-    headers = ["model", "size KB", *(f"p50 ms {t}t" for t in threads), "sha256"]
+    by_model: dict[str, dict[str, Any]] = {}
+    columns: list[str] = []
+    for name, d in zip(names, docs, strict=True):
+        row = by_model.setdefault(name, {"size": d["size_bytes"], "sha": d["sha256"], "p50": {}})
+        for e in d["results"]:
+            column = _column(d, e)
+            if column not in columns:
+                columns.append(column)
+            row["p50"][column] = _latency_ms(e)
+    models = list(by_model)
+    headers = ["model", "size KB", *(f"p50 ms {c}" for c in columns), "sha256"]
     rows = [
         [
-            name,
-            round(d["size_bytes"] / 1024, 1),
-            *(p50[name].get(t) for t in threads),
-            d["sha256"][:12],
+            m,
+            round(by_model[m]["size"] / 1024, 1),
+            *(by_model[m]["p50"].get(c) for c in columns),
+            by_model[m]["sha"][:12],
         ]
-        for name, d in zip(names, docs, strict=True)
+        for m in models
     ]
-    machine = docs[0].get("machine", {})
-    write_json(folder / "bench.json", {"machine": machine, "models": docs})
+    machines = {d.get("target", "local"): d.get("machine", {}) for d in docs}
+    described = "\n".join(
+        f"- {t}: {m.get('cpu') or m.get('device')}, {m.get('cores', '?')} cores, "
+        f"ai-edge-litert {m.get('ai_edge_litert', '?')}"
+        for t, m in machines.items()
+    )
+    placement = [
+        f"- {Path(d['model']).name} on {d.get('target', 'local')}: "
+        f"{e['gpu_op_count']} ops on GPU, {e['cpu_op_count']} on CPU, "
+        f"max |GPU-CPU| {e.get('max_abs_vs_cpu')}"
+        + (f"; falls back: {', '.join(e['fallback_reasons'])}" if e["fallback_reasons"] else "")
+        for d in docs
+        for e in d["results"]
+        if "op_placement" in e and e["threads"] == d["results"][0]["threads"]
+    ]
+    software = any(e.get("software_gpu") for d in docs for e in d["results"])
+    note = "\n(sw) = software GPU: its op placement and numerics are real, its timings are not.\n"
+    write_json(folder / "bench.json", {"machines": machines, "models": docs})
     write_text(
         folder / "bench.md",
-        f"# tfopt bench\n\nMachine: {machine.get('cpu')}, {machine.get('cores')} cores, "
-        f"ai-edge-litert {machine.get('ai_edge_litert')}\n\n{markdown_table(headers, rows)}\n\n"
-        "![p50 latency per model and thread count](bench.png)\n",
+        f"# tfopt bench\n\nMachines:\n{described}\n\n{markdown_table(headers, rows)}\n"
+        + (note if software else "")
+        + ("\nGPU placement:\n" + "\n".join(placement) + "\n" if placement else "")
+        + "\n![p50 latency per model and target/accelerator](bench.png)\n",
     )
     bar_chart(
         folder / "bench.png",
-        names,
+        models,
         [
             (
                 "p50 latency (ms), batch 1",
-                {f"{t} thread(s)": [p50[n].get(t, 0.0) for n in names] for t in threads},
+                {c: [by_model[m]["p50"].get(c, 0.0) for m in models] for c in columns},
             )
         ],
-        f"tfopt bench on {machine.get('cpu')}",
+        "tfopt bench: " + ", ".join(machines),
     )

@@ -284,6 +284,7 @@ _MEMORY = re.compile(
     r"(Peak memory footprint|Memory footprint delta[^:]*) \(MB\): init=([\d.]+) overall=([\d.]+)"
 )
 _COUNT_LINE = re.compile(r"^count=\d+ .*", re.M)
+_PREFIX = re.compile(r"^(.*?\btflite\s*:\s|INFO:\s+)")
 
 
 def parse_benchmark_output(text: str) -> dict[str, Any]:
@@ -293,7 +294,8 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
     Inference (avg); the last `count=... min=... max=... avg=... std=...` line is the timed runs.
     Peak memory is the tool's "Peak memory footprint" if printed, else its footprint delta.
     """
-    lines = [re.sub(r"^.*?\btflite\s*:\s", "", ln) for ln in text.splitlines()]  # logcat prefix
+    # Drop logcat prefixes ("05-30 15:16:44.857 3380 3380 I tflite  : ") and newer "INFO: " ones.
+    lines = [_PREFIX.sub("", ln) for ln in text.splitlines()]
     text = "\n".join(lines)
     m = _TIMINGS.search(text)
     if not m:

@@ -1,0 +1,226 @@
+"""Remote targets: a real OpenSSH server on 127.0.0.1, adb up to "no device", benchmark_model
+output parsing on recorded real outputs, and CPU pinning."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import invoke
+from tfopt.targets import AdbTarget, RunSpec, cpu_mask, parse_benchmark_output
+
+SSHD = Path("/usr/sbin/sshd")
+RECORDED = Path(__file__).parent / "data" / "benchmark_model"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    url: str
+    key: Path
+    known_hosts: Path
+    folder: Path
+
+    def args(self, key: Path | None = None) -> list[str]:
+        return [
+            "--target", self.url,
+            "--ssh-key", key or self.key,
+            "--ssh-option", f"UserKnownHostsFile={self.known_hosts}",
+            "--ssh-option", "StrictHostKeyChecking=yes",
+        ]  # fmt: skip
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30
+    )
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 with a throw-away host key and client key."""
+    if not SSHD.exists():
+        pytest.skip("openssh-server is not installed (make test installs it)")
+    d = tmp_path_factory.mktemp("sshd")
+    _keygen(d / "host")
+    _keygen(d / "client")
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
+    )
+    host_key = (d / "host.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation folder
+    proc = subprocess.Popen(
+        [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(d / "sshd.log", "w"),  # noqa: SIM115 - closed with the process
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
+            time.sleep(0.1)
+    try:
+        yield Sshd(
+            f"ssh://{getpass.getuser()}@127.0.0.1:{port}", d / "client", d / "known_hosts", d
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_ssh_target_returns_the_local_json_shape(
+    runner: Any, sshd: Sshd, tflite: dict[str, Path]
+) -> None:
+    common = ["--threads", "1", "--runs", "30", "--warmup", "2", "--json"]
+    local = invoke(runner, "bench", tflite["int8"], *common)
+    remote = invoke(
+        runner, "bench", tflite["int8"], *common, *sshd.args(), "--remote-python", sys.executable
+    )
+    assert remote.exit_code == 0, remote.output
+    l_doc, r_doc = json.loads(local.output), json.loads(remote.output)
+    assert r_doc["target"] == sshd.url and l_doc["target"] == "local"
+    assert r_doc["sha256"] == l_doc["sha256"]
+    assert r_doc["machine"]["host"] == "127.0.0.1"
+    assert r_doc["machine"]["ai_edge_litert"] == l_doc["machine"]["ai_edge_litert"]
+    assert set(r_doc["results"][0]) == set(l_doc["results"][0])
+    assert r_doc["results"][0]["runs"] == 30
+
+
+def test_ssh_and_local_in_one_matrix(
+    runner: Any, sshd: Sshd, tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    result = invoke(
+        runner, "bench", tflite["float32"], tflite["int8"], "--target", "local", *sshd.args(),
+        "--remote-python", sys.executable, "--threads", "1", "--runs", "10", "--report", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = (out / "bench.md").read_text()
+    assert f"p50 ms {sshd.url} cpu 1t" in table and "p50 ms cpu 1t" in table
+    assert (out / "bench.png").stat().st_size > 0
+    assert len(json.loads((out / "bench.json").read_text())["models"]) == 4
+
+
+def test_ssh_cleans_up_the_device(runner: Any, sshd: Sshd, tflite: dict[str, Path]) -> None:
+    before = set(Path("/tmp").glob("tfopt-bench.*"))
+    result = invoke(runner, "bench", tflite["int8"], *sshd.args(), "--remote-python",
+                    sys.executable, "--threads", "1", "--runs", "5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(Path("/tmp").glob("tfopt-bench.*")) == before
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("refused_port", "connection refused"),
+        ("wrong_key", "the key was refused"),
+        ("no_python", "python not found on the device"),
+        ("no_litert", "ai_edge_litert missing"),
+    ],
+)
+def test_ssh_failures_are_one_clear_line(
+    case: str, expected: str, runner: Any, sshd: Sshd, tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    args = sshd.args()
+    python = sys.executable
+    if case == "refused_port":
+        args[1] = f"ssh://{getpass.getuser()}@127.0.0.1:{_free_port()}"
+    elif case == "wrong_key":
+        _keygen(tmp_path / "other")
+        args = sshd.args(key=tmp_path / "other")
+    elif case == "no_python":
+        python = "/nonexistent/python3"
+    else:  # a real python on the device, without the LiteRT runtime
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True)
+        python = str(tmp_path / "bare" / "bin" / "python")
+    started = time.monotonic()
+    result = invoke(runner, "bench", tflite["int8"], *args, "--remote-python", python)
+    assert result.exit_code == 1
+    assert expected in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECORDED.glob("*.txt")))
+def test_benchmark_model_parser_on_recorded_outputs(name: str) -> None:
+    text = (RECORDED / name).read_text()
+    r = parse_benchmark_output(text)
+    expected = {
+        "cpu_4threads_peak_memory.txt": (0.855, 49.06, 33209.4, 50, 12.8672, None),
+        "gpu_opencl_full.txt": (870.557, 130.565, 119375.0, 50, None, True),
+        "nnapi_partial_logcat.txt": (126.059, 32.942, 12167.6, 75, None, False),
+        "memory_delta.txt": (17.851, 2.104, 1039.66, 0, 12.1055, None),
+    }[name]
+    got = (r["load_ms"], r["first_ms"], r["latency_us"]["mean"], r["runs"], r["peak_memory_mb"],
+           r.get("fully_accelerated"))  # fmt: skip
+    assert got == expected
+    assert r["latency_stat"] == "mean"
+
+
+def test_benchmark_model_parser_rejects_output_without_timings() -> None:
+    from tfopt.errors import BenchError
+
+    with pytest.raises(BenchError, match="no timings.*Failed to load model"):
+        parse_benchmark_output("STARTING!\nERROR: Failed to load model /data/local/tmp/x.tflite\n")
+
+
+def test_adb_command_line_pins_and_picks_the_delegate() -> None:
+    spec = RunSpec("gpu", 4, 3, 1.0, 50, True, "4,5,6,7")
+    cmd = AdbTarget("emulator-5554", "bm").command("/data/local/tmp/tfopt/m.tflite", spec)
+    assert cmd[:2] == ["taskset", "f0"]
+    assert "--use_gpu=true" in cmd and "--use_nnapi=false" in cmd and "--use_xnnpack=false" in cmd
+    assert "--num_threads=4" in cmd and "--num_runs=50" in cmd and "--warmup_runs=3" in cmd
+    assert cpu_mask("0") == "1" and cpu_mask("0,2") == "5"
+
+
+@pytest.mark.skipif(shutil.which("adb") is None, reason="adb not installed (make test installs it)")
+def test_adb_without_a_device_is_one_clear_line(
+    runner: Any, tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF")
+    result = invoke(
+        runner, "bench", tflite["int8"], "--target", "adb", "--benchmark-binary", binary
+    )
+    assert result.exit_code == 1
+    assert "no Android device ready" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_pin_records_the_cpus(runner: Any, tflite: dict[str, Path]) -> None:
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    result = invoke(runner, "bench", tflite["int8"], "--threads", "1", "--runs", "10",
+                    "--pin", str(cpu), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"][0]["pinned_cpus"] == [cpu]
+    bad = invoke(runner, "bench", tflite["int8"], "--runs", "5", "--pin", "4096")
+    assert bad.exit_code == 1 and "CPUs available here are" in bad.output
