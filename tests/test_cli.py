@@ -269,9 +269,9 @@ def test_bench_matrix_report(runner: CliRunner, tflite: dict[str, Path], tmp_pat
         "cnn_int8.tflite",
     ]
     saved = json.loads((out / "bench.json").read_text())
-    assert len(saved["models"]) == 2 and saved["machine"]["cores"] >= 1
+    assert len(saved["models"]) == 2 and saved["machines"]["local"]["cores"] >= 1
     table = (out / "bench.md").read_text()
-    assert "| cnn_int8.tflite |" in table and "p50 ms 2t" in table
+    assert "| cnn_int8.tflite |" in table and "p50 ms cpu 2t" in table
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
     human = invoke(
         runner, "bench", tflite["float32"], tflite["int8"], "--threads", "1", "--runs", "10"

@@ -7,50 +7,20 @@ import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import invoke
+from tests.sshd import SSHD, Sshd, free_port, keygen, local_sshd
 from tfopt.targets import AdbTarget, RunSpec, cpu_mask, parse_benchmark_output
 
-SSHD = Path("/usr/sbin/sshd")
 RECORDED = Path(__file__).parent / "data" / "benchmark_model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Sshd:
-    url: str
-    key: Path
-    known_hosts: Path
-    folder: Path
-
-    def args(self, key: Path | None = None) -> list[str]:
-        return [
-            "--target", self.url,
-            "--ssh-key", key or self.key,
-            "--ssh-option", f"UserKnownHostsFile={self.known_hosts}",
-            "--ssh-option", "StrictHostKeyChecking=yes",
-        ]  # fmt: skip
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30
-    )
 
 
 @pytest.fixture(scope="module")
@@ -58,42 +28,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """A real sshd on 127.0.0.1 with a throw-away host key and client key."""
     if not SSHD.exists():
         pytest.skip("openssh-server is not installed (make test installs it)")
-    d = tmp_path_factory.mktemp("sshd")
-    _keygen(d / "host")
-    _keygen(d / "client")
-    (d / "authorized_keys").write_text((d / "client.pub").read_text())
-    port = _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
-    )
-    host_key = (d / "host.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation folder
-    proc = subprocess.Popen(
-        [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(d / "sshd.log", "w"),  # noqa: SIM115 - closed with the process
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
-            time.sleep(0.1)
-    try:
-        yield Sshd(
-            f"ssh://{getpass.getuser()}@127.0.0.1:{port}", d / "client", d / "known_hosts", d
-        )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with local_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 def test_ssh_target_returns_the_local_json_shape(
@@ -152,9 +88,9 @@ def test_ssh_failures_are_one_clear_line(
     args = sshd.args()
     python = sys.executable
     if case == "refused_port":
-        args[1] = f"ssh://{getpass.getuser()}@127.0.0.1:{_free_port()}"
+        args[1] = f"ssh://{getpass.getuser()}@127.0.0.1:{free_port()}"
     elif case == "wrong_key":
-        _keygen(tmp_path / "other")
+        keygen(tmp_path / "other")
         args = sshd.args(key=tmp_path / "other")
     elif case == "no_python":
         python = "/nonexistent/python3"

@@ -373,8 +373,8 @@ def op_placement(model_path: str, verdict: dict[str, Any], fully: bool) -> dict[
         if fully:
             on_gpu = set(range(len(nodes)))
         else:
-            parts = [p for ok, p in _partitions(nodes, unsupported) if ok]
-            on_gpu = set(max(parts, key=len)) if parts else set()
+            parts: list[list[int]] = [part for ok, part in _partitions(nodes, unsupported) if ok]
+            on_gpu = set(max((len(part), part) for part in parts)[1]) if parts else set()
         for i, (name, _, _) in enumerate(nodes):
             side = gpu if i in on_gpu else cpu
             side[name] = side.get(name, 0) + 1
