@@ -69,25 +69,32 @@ def gpu_evidence(models: dict[str, tuple[Path, Path]]) -> tuple[list, dict]:
     return rows, records
 
 
-def ssh_evidence(models: dict[str, tuple[Path, Path]], rounds: int) -> tuple[list, dict]:
+def ssh_evidence(
+    models: dict[str, tuple[Path, Path]], rounds: int, pin: str | None
+) -> tuple[list, dict]:
+    """Paired rounds in ABBA order (local, ssh, ssh, local, ...): this VM's speed drifts in phases
+    of seconds, so each ssh run is compared with the local run right next to it."""
     rows, records = [], {}
-    settings = BenchSettings(threads=(1,), min_seconds=2.0, warmup=20)
     with tempfile.TemporaryDirectory() as tmp, local_sshd(Path(tmp)) as server:
         remote = SshTarget(server.url, str(server.key), [
             f"UserKnownHostsFile={server.known_hosts}", "StrictHostKeyChecking=yes"
         ], python=sys.executable)  # fmt: skip
         try:
             for label, (path, sample) in models.items():
+                s = BenchSettings(threads=(1,), min_seconds=0.5, warmup=10, pin=pin,
+                                  data=str(sample))  # fmt: skip
                 local_p50, remote_p50 = [], []
-                s = BenchSettings(**{**settings.__dict__, "data": str(sample)})
-                for _ in range(rounds):  # alternate, so drift hits both sides alike
-                    local_p50.append(bench(path, s, LocalTarget()).results[0]["latency_us"]["p50"])
-                    remote_p50.append(bench(path, s, remote).results[0]["latency_us"]["p50"])
+                for r in range(rounds):
+                    order = [LocalTarget(), remote] if r % 2 == 0 else [remote, LocalTarget()]
+                    p50 = {t.name: bench(path, s, t).results[0]["latency_us"]["p50"] for t in order}
+                    local_p50.append(p50["local"])
+                    remote_p50.append(p50[remote.name])
+                ratios = [rm / lo for rm, lo in zip(remote_p50, local_p50, strict=True)]
                 lm, rm = statistics.median(local_p50), statistics.median(remote_p50)
                 records[label] = {"local_p50_us": local_p50, "ssh_p50_us": remote_p50,
-                                  "ratio": rm / lm}  # fmt: skip
+                                  "paired_ratios": ratios}  # fmt: skip
                 rows.append([label, rounds, round(lm / 1000, 4), round(rm / 1000, 4),
-                             f"{rm / lm:.3f}"])  # fmt: skip
+                             f"{rm / lm:.3f}", f"{statistics.median(ratios):.3f}"])  # fmt: skip
         finally:
             remote.close()
     return rows, records
@@ -95,14 +102,15 @@ def ssh_evidence(models: dict[str, tuple[Path, Path]], rounds: int) -> tuple[lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--pin", default="1", help="CPU id both sides are pinned to ('' = none)")
     parser.add_argument("--out", default="targets-out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = build_models(out)
     gpu_rows, gpu_records = gpu_evidence(models)
-    ssh_rows, ssh_records = ssh_evidence(models, args.rounds)
+    ssh_rows, ssh_records = ssh_evidence(models, args.rounds, args.pin or None)
     device = next(iter(gpu_records.values()))["gpu_device"]
     md = "\n".join(
         [
@@ -123,7 +131,15 @@ def main() -> None:
             ),  # fmt: skip
             "",
             markdown_table(
-                ["model", "rounds", "local p50 ms", "ssh p50 ms", "ssh / local"], ssh_rows
+                [
+                    "model",
+                    "rounds",
+                    "local p50 ms",
+                    "ssh p50 ms",
+                    "ssh / local",
+                    "median paired ratio",
+                ],
+                ssh_rows,
             ),
         ]
     )
