@@ -142,7 +142,11 @@ _SSH_FAILURES = (
     ("No route to host", "no route to host"),
     ("Network is unreachable", "network unreachable"),
     ("Permission denied", "the key was refused (Permission denied)"),
-    ("Host key verification failed", "host key not trusted: add it to known_hosts"),
+    (
+        "Host key verification failed",
+        "host key not trusted: add it to known_hosts "
+        "(or --ssh-option StrictHostKeyChecking=accept-new)",
+    ),
 )
 
 
