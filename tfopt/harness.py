@@ -7,6 +7,10 @@ stay self-contained: no imports from the rest of tfopt. It is also the interpret
 Run as a script it measures one model at one thread count and prints one JSON document:
 
     python harness.py MODEL.tflite --threads 2 --runs 100 --warmup 10 [--no-xnnpack] [--data X.npz]
+        [--pin 0,1] [--accelerator gpu [--placement-only]] [--lm --prompt-len 16 --new-tokens 32]
+
+`--accelerator gpu` goes through LiteRT's CompiledModel (the Interpreter cannot reach the GPU)
+and adds LiteRT's op-placement verdict and the largest difference against a CPU run.
 """
 
 from __future__ import annotations
@@ -673,19 +677,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument(
-        "--accelerator", choices=("interpreter", "cpu", "gpu"), default="interpreter"
+        "--accelerator",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: Interpreter + XNNPACK; gpu: CompiledModel on the GPU with CPU fallback",
     )
     parser.add_argument("--placement-only", action="store_true", help="GPU op placement, no timing")
     parser.add_argument("--pin", default=None, help="CPU ids to pin this process to, e.g. 0,1")
     args = parser.parse_args(argv)
     try:
         pinned = pin(args.pin) if args.pin else None
-        if args.accelerator != "interpreter":
+        if args.accelerator == "gpu":
             if args.lm:
-                raise ValueError("--lm runs on the Interpreter only (no --accelerator)")
+                raise ValueError("--lm runs on the CPU Interpreter only")
             result = run_compiled(
                 args.model,
-                args.accelerator,
+                "gpu",
                 threads=args.threads,
                 runs=args.runs,
                 min_seconds=args.min_seconds,
