@@ -33,9 +33,10 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 
 def test_ssh_target_returns_the_local_json_shape(
-    runner: Any, sshd: Sshd, tflite: dict[str, Path]
+    runner: Any, sshd: Sshd, tflite: dict[str, Path], files: dict[str, Path]
 ) -> None:
-    common = ["--threads", "1", "--runs", "30", "--warmup", "2", "--json"]
+    """Same harness, same input data (copied along), same JSON; the machine names the host."""
+    common = ["--threads", "1", "--runs", "30", "--warmup", "2", "--data", files["calib"], "--json"]
     local = invoke(runner, "bench", tflite["int8"], *common)
     remote = invoke(
         runner, "bench", tflite["int8"], *common, *sshd.args(), "--remote-python", sys.executable
@@ -104,6 +105,21 @@ def test_ssh_failures_are_one_clear_line(
     assert expected in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("sftp://host", "use local, ssh://user@host[:port], adb or adb:SERIAL"),
+        ("ssh://me@host:notaport", "the port is not a number"),
+    ],
+)
+def test_bad_target_is_one_line(
+    target: str, expected: str, runner: Any, tflite: dict[str, Path]
+) -> None:
+    result = invoke(runner, "bench", tflite["int8"], "--target", target)
+    assert result.exit_code == 1 and expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in RECORDED.glob("*.txt")))

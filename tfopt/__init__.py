@@ -20,6 +20,8 @@ _EXPORTS = {
     "compare_files": "tfopt.validate",
     "convert": "tfopt.conversion",
     "generate": "tfopt.generation",
+    "gpu_placement": "tfopt.timing",
+    "make_target": "tfopt.targets",
     "inspect_tflite": "tfopt.inspection",
     "load": "tfopt.loading",
     "load_data": "tfopt.data",

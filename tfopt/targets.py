@@ -168,6 +168,7 @@ class SshTarget(Target):
             self.port = parts.port or 22
         except ValueError:
             raise InputError(f"--target {url}: the port is not a number") from None
+        key = os.path.expanduser(key) if key else None
         if key is not None and not Path(key).is_file():
             raise InputError(f"--ssh-key not found: {key}")
         if shutil.which("ssh") is None:
