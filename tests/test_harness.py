@@ -91,3 +91,28 @@ def test_run_min_seconds(tflite: dict[str, Path]) -> None:
     r = harness.run(str(tflite["float32"]), threads=1, min_seconds=0.05, warmup=2)
     assert r["runs"] >= 10 and r["warmup"] == 2
     assert r["latency_us"]["p50"] > 0
+
+
+def test_parse_gpu_log_on_a_recorded_litert_log() -> None:
+    """LiteRT 2.3.0's WebGPU accelerator on lavapipe, compiling a 2-layer keras-hub BERT."""
+    text = (Path(__file__).parent / "data" / "litert_gpu" / "bert_lavapipe.log").read_text()
+    verdict = harness.parse_gpu_log(text)
+    assert verdict["fallback_reasons"] == {
+        "GATHER": "Only support 1D indices",
+        "STRIDED_SLICE": "Slice does not support shrink_axis_mask parameter.",
+    }
+    assert (verdict["gpu_ops"], verdict["cpu_ops"]) == (98, 14)
+    assert verdict["adapter"].startswith("llvmpipe") and verdict["software"] is True
+
+
+def test_parse_gpu_log_classic_delegate_wording() -> None:
+    text = (
+        "ERROR: Following operations are not supported by GPU delegate:\n"
+        "INFO: Initialized OpenCL-based API.\n"
+        "INFO: Replacing 293 out of 300 node(s) with delegate (TfLiteGpuDelegateV2) node, "
+        "yielding 2 partitions for the whole graph.\n"
+    )
+    verdict = harness.parse_gpu_log(text)
+    assert verdict["fallback_reasons"] == {}  # a log line is not an op
+    assert (verdict["gpu_ops"], verdict["cpu_ops"]) == (293, 7)
+    assert verdict["adapter"] is None and verdict["software"] is False

@@ -262,6 +262,8 @@ _GPU_COUNTS = re.compile(
 )
 _GPU_UNSUPPORTED_HEADER = "Following operations are not supported by GPU delegate:"
 _GPU_ADAPTER = re.compile(r"Selected adapter: (.+)")
+_DELEGATE_REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate")
+_LOG_LEVELS = {"INFO", "WARNING", "ERROR", "VERBOSE", "DEBUG", "E", "W", "I"}
 
 
 @contextlib.contextmanager
@@ -293,10 +295,12 @@ def parse_gpu_log(text: str) -> dict[str, Any]:
         if _GPU_UNSUPPORTED_HEADER in line:
             for follow in lines[i + 1 :]:
                 op, sep, reason = follow.partition(": ")
-                if not sep or not op.isupper() or " " in op:
+                if not sep or not op.isupper() or " " in op or op in _LOG_LEVELS:
                     break
                 reasons.setdefault(op.strip(), reason.strip())
     counts = [tuple(int(n) for n in m.groups()) for m in _GPU_COUNTS.finditer(text)]
+    if not counts:  # the classic GPU delegate's wording (Android's OpenCL/OpenGL accelerator)
+        counts = [(int(a), int(b) - int(a)) for a, b in _DELEGATE_REPLACING.findall(text)]
     adapter = next((m.group(1).strip() for m in _GPU_ADAPTER.finditer(text)), None)
     return {
         "fallback_reasons": reasons,
