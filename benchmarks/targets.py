@@ -35,23 +35,32 @@ from tfopt.targets import LocalTarget, SshTarget  # noqa: E402
 from tfopt.timing import BenchSettings, bench  # noqa: E402
 
 
-def build_models(out: Path) -> dict[str, tuple[Path, Path]]:
-    """(model, one real input sample) for the CNN and MiniLM."""
+def build_models(out: Path) -> tuple[dict[str, tuple[Path, Path]], dict[str, tuple[Path, Path]]]:
+    """(model, one real input sample): float32 for both sections, other precisions for the GPU."""
     import minilm
 
     x_train, y_train, x_test, _ = digits_split()
     cnn = train_digits_cnn(x_train, y_train)
-    models = {"digits CNN": (out / "cnn.tflite", out / "cnn_sample.npz")}
-    tfopt.convert(cnn, models["digits CNN"][0], "float32", overwrite=True)
-    np.savez(models["digits CNN"][1], x=x_test[:1])
-
+    np.savez(out / "cnn_sample.npz", x=x_test[:1])
+    np.savez(out / "cnn_calib.npz", x=x_train[:200])
     tokens = minilm.tokenize(minilm.sentences(1), 128)
+    np.savez(out / "minilm_sample.npz", **tokens)
     bert = tfopt.load(minilm.minilm_folder()).model
-    models["MiniLM-L6 (keras-hub BERT)"] = (out / "minilm.tflite", out / "minilm_sample.npz")
-    tfopt.convert(bert, models["MiniLM-L6 (keras-hub BERT)"][0], "float32", seq_len=128,
-                  overwrite=True)  # fmt: skip
-    np.savez(models["MiniLM-L6 (keras-hub BERT)"][1], **tokens)
-    return models
+
+    gpu: dict[str, tuple[Path, Path]] = {}
+    for precision in ("float32", "float16", "int8"):
+        path = out / f"cnn_{precision}.tflite"
+        tfopt.convert(cnn, path, precision, calibration=out / "cnn_calib.npz", overwrite=True)
+        gpu[f"digits CNN {precision}"] = (path, out / "cnn_sample.npz")
+    for precision in ("float32", "float16", "dynamic"):
+        path = out / f"minilm_{precision}.tflite"
+        tfopt.convert(bert, path, precision, seq_len=128, overwrite=True, check=False)
+        gpu[f"MiniLM-L6 {precision}"] = (path, out / "minilm_sample.npz")
+    ssh = {
+        "digits CNN": gpu["digits CNN float32"],
+        "MiniLM-L6 (keras-hub BERT)": gpu["MiniLM-L6 float32"],
+    }
+    return gpu, ssh
 
 
 def gpu_evidence(models: dict[str, tuple[Path, Path]]) -> tuple[list, dict]:
@@ -62,7 +71,12 @@ def gpu_evidence(models: dict[str, tuple[Path, Path]]) -> tuple[list, dict]:
         gpu = bench(path, settings).to_dict()["results"][0]
         records[label] = gpu
         cpu_ops = ", ".join(f"{k} x{v}" for k, v in gpu["op_placement"]["cpu"].items()) or "-"
-        reasons = "; ".join(f"{k}: {v}" for k, v in gpu["fallback_reasons"].items()) or "-"
+        reasons = (
+            "; ".join(
+                f"{k}: {v or '(no reason given)'}" for k, v in gpu["fallback_reasons"].items()
+            )
+            or "-"
+        )
         rows.append([label, "yes" if gpu["fully_accelerated"] else "no",
                      gpu["gpu_op_count"], gpu["cpu_op_count"], cpu_ops, reasons,
                      f"{gpu['max_abs_vs_cpu']:.2e}", "yes" if gpu["op_placement_exact"] else "no"])  # fmt: skip
@@ -108,9 +122,9 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    models = build_models(out)
-    gpu_rows, gpu_records = gpu_evidence(models)
-    ssh_rows, ssh_records = ssh_evidence(models, args.rounds, args.pin or None)
+    gpu_models, ssh_models = build_models(out)
+    gpu_rows, gpu_records = gpu_evidence(gpu_models)
+    ssh_rows, ssh_records = ssh_evidence(ssh_models, args.rounds, args.pin or None)
     device = next(iter(gpu_records.values()))["gpu_device"]
     md = "\n".join(
         [

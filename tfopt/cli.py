@@ -228,7 +228,10 @@ def _placement_lines(r: dict[str, Any]) -> list[str]:
         f"  on GPU: {ops(r['op_placement']['gpu'])}",
         f"  on CPU: {ops(r['op_placement']['cpu'])}",
     ]
-    lines += [f"  fallback {op}: {why}" for op, why in r["fallback_reasons"].items()]
+    lines += [
+        f"  fallback {op}: {why or '(LiteRT gives no reason)'}"
+        for op, why in r["fallback_reasons"].items()
+    ]
     return lines
 
 
