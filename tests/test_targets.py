@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,14 @@ import pytest
 
 from tests.conftest import invoke
 from tests.sshd import SSHD, Sshd, free_port, keygen, local_sshd
-from tfopt.targets import AdbTarget, RunSpec, cpu_mask, parse_benchmark_output
+from tfopt.targets import (
+    AdbTarget,
+    RunSpec,
+    cpu_mask,
+    gpu_env,
+    parse_benchmark_output,
+    soft_gpu_dir,
+)
 
 RECORDED = Path(__file__).parent / "data" / "benchmark_model"
 
@@ -72,6 +80,22 @@ def test_ssh_cleans_up_the_device(runner: Any, sshd: Sshd, tflite: dict[str, Pat
                     sys.executable, "--threads", "1", "--runs", "5")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert set(Path("/tmp").glob("tfopt-bench.*")) == before
+
+
+@pytest.mark.skipif(soft_gpu_dir() is None, reason="no software GPU (make soft-gpu)")
+def test_gpu_over_ssh(runner: Any, sshd: Sshd, tflite: dict[str, Path]) -> None:
+    """The device's own Vulkan setup travels in --remote-python (here: the software GPU)."""
+    env = gpu_env({})
+    python = shlex.join(
+        ["env", f"VK_ICD_FILENAMES={env['VK_ICD_FILENAMES']}",
+         f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}", sys.executable]
+    )  # fmt: skip
+    result = invoke(runner, "bench", tflite["float32"], *sshd.args(), "--remote-python", python,
+                    "--accelerator", "gpu", "--threads", "1", "--runs", "5", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    gpu = json.loads(result.output)["results"][0]
+    assert gpu["fully_accelerated"] is True and gpu["software_gpu"] is True
+    assert gpu["max_abs_vs_cpu"] < 1e-2
 
 
 @pytest.mark.parametrize(

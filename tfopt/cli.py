@@ -412,7 +412,8 @@ def compare_cmd(
     "--remote-python",
     default="python3",
     show_default=True,
-    help="ssh targets: python with numpy and ai-edge-litert on the device.",
+    help="ssh targets: python with numpy and ai-edge-litert on the device (a command prefix "
+    "such as 'env VK_ICD_FILENAMES=... python3' works too).",
 )
 @click.option(
     "--benchmark-binary",

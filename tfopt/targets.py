@@ -177,6 +177,12 @@ class SshTarget(Target):
         self.host = parts.hostname
         self.dest = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
         self.python = python
+        try:  # a command prefix is allowed: "env VK_ICD_FILENAMES=... /opt/venv/bin/python"
+            self.python_cmd = shlex.split(python)
+        except ValueError:
+            raise InputError(f"--remote-python {python}: unbalanced quotes") from None
+        if not self.python_cmd:
+            raise InputError("--remote-python is empty")
         self.connect_timeout = connect_timeout
         self.base = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes"]
         self.base += ["-o", f"ConnectTimeout={connect_timeout}", "-o", "LogLevel=ERROR"]
@@ -217,7 +223,7 @@ class SshTarget(Target):
             "print(json.dumps({'python': sys.version.split()[0], 'missing': "
             "[m for m in ('numpy', 'ai_edge_litert') if u.find_spec(m) is None]}))"
         )
-        py = shlex.quote(self.python)
+        py = shlex.join(self.python_cmd)
         proc = self._ssh(f"{py} -c {shlex.quote(probe)}", timeout=self.connect_timeout + 20)
         if proc.returncode == 127 or (proc.returncode != 0 and b"not found" in proc.stderr):
             raise BenchError(f"{self.name}: python not found on the device: {self.python}")
@@ -260,7 +266,7 @@ class SshTarget(Target):
                     key.read_bytes(), f"d{len(self.uploaded)}{suffix}"
                 )
             remote_data = self.uploaded[key]
-        args = [self.python, f"{folder}/harness.py", self.uploaded[model]]
+        args = [*self.python_cmd, f"{folder}/harness.py", self.uploaded[model]]
         args += spec.harness_args(remote_data)
         proc = self._ssh(" ".join(shlex.quote(a) for a in args), timeout=timeout)
         text = subprocess.CompletedProcess(
