@@ -101,7 +101,8 @@ def gpu_env(base: dict[str, str] | None = None) -> dict[str, str]:
         return env
     root = soft / "root"
     env["VK_ICD_FILENAMES"] = str(root / "usr/share/vulkan/icd.d/lvp_icd.json")
-    libs = str(root / "usr/lib/x86_64-linux-gnu")
+    found = sorted(root.glob("usr/lib/*/libvulkan_lvp.so"))  # x86_64-linux-gnu, aarch64-...
+    libs = str(found[0].parent if found else root / "usr/lib")
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libs, env.get("LD_LIBRARY_PATH")]))
     return env
 
