@@ -489,13 +489,26 @@ def bench_cmd(
 
     if report:
         check_output_dir(report, BENCH_REPORT_FILES, overwrite)
+    from tqdm import tqdm
+
     docs = []
-    for spec in targets or ("local",):
-        where = make_target(spec, ssh_key, ssh_options, remote_python, benchmark_binary)
-        try:
-            docs += [bench(m, settings, where).to_dict() for m in models]
-        finally:
-            where.close()
+    specs = targets or ("local",)
+    # A bar only for a matrix; disable=None also hides it when stderr is not a terminal.
+    bar = tqdm(total=len(specs) * len(models), desc="timing", unit="model", disable=None,
+               leave=False) if len(specs) * len(models) > 1 else None  # fmt: skip
+    try:
+        for spec in specs:
+            where = make_target(spec, ssh_key, ssh_options, remote_python, benchmark_binary)
+            try:
+                for m in models:
+                    docs.append(bench(m, settings, where).to_dict())
+                    if bar is not None:
+                        bar.update()
+            finally:
+                where.close()
+    finally:
+        if bar is not None:
+            bar.close()
     if report:
         write_bench_report(report, docs)
 
