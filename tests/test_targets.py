@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -131,17 +132,31 @@ def test_ssh_failures_are_one_clear_line(
     assert time.monotonic() - started < 60
 
 
+def test_ssh_host_that_never_answers_times_out(runner: Any, tflite: dict[str, Path]) -> None:
+    """A port that accepts TCP but never speaks ssh: one line once ConnectTimeout passes."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+        started = time.monotonic()
+        result = invoke(runner, "bench", tflite["int8"], "--target", f"ssh://me@127.0.0.1:{port}",
+                        "--ssh-option", "ConnectTimeout=2")  # fmt: skip
+    assert result.exit_code == 1 and "connection timed out" in result.output, result.output
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.parametrize(
     "target, expected",
     [
         ("sftp://host", "use local, ssh://user@host[:port], adb or adb:SERIAL"),
         ("ssh://me@host:notaport", "the port is not a number"),
+        ("ssh://me@host --ssh-option BatchMode", "expected KEY=VALUE"),
     ],
 )
 def test_bad_target_is_one_line(
     target: str, expected: str, runner: Any, tflite: dict[str, Path]
 ) -> None:
-    result = invoke(runner, "bench", tflite["int8"], "--target", target)
+    result = invoke(runner, "bench", tflite["int8"], "--target", *target.split())
     assert result.exit_code == 1 and expected in result.output
     assert len(result.output.strip().splitlines()) == 1
 

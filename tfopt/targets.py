@@ -184,13 +184,21 @@ class SshTarget(Target):
             raise InputError(f"--remote-python {python}: unbalanced quotes") from None
         if not self.python_cmd:
             raise InputError("--remote-python is empty")
+        for option in options:
+            name, sep, value = option.partition("=")
+            if not sep or not name.strip():
+                raise InputError(f"--ssh-option {option}: expected KEY=VALUE")
+            if name.strip().lower() == "connecttimeout" and value.strip().isdigit():
+                connect_timeout = int(value)
         self.connect_timeout = connect_timeout
-        self.base = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes"]
-        self.base += ["-o", f"ConnectTimeout={connect_timeout}", "-o", "LogLevel=ERROR"]
-        if key:
-            self.base += ["-i", key, "-o", "IdentitiesOnly=yes"]
+        # ssh keeps the first value it sees for an option, so the user's come first.
+        self.base = ["ssh", "-p", str(self.port)]
         for option in options:
             self.base += ["-o", option]
+        self.base += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}"]
+        self.base += ["-o", "LogLevel=ERROR"]
+        if key:
+            self.base += ["-i", key, "-o", "IdentitiesOnly=yes"]
         self.remote_dir: str | None = None
         self.uploaded: dict[Path, str] = {}
 
