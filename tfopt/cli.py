@@ -529,7 +529,7 @@ def bench_cmd(
                 e["runs"],
                 e["load_ms"],
                 e["first_ms"],
-                ms(e, "p50") if "p50" in e["latency_us"] else f"{ms(e, 'mean')} (avg)",
+                ms(e, "p50") if e.get("latency_stat", "p50") == "p50" else f"{ms(e, 'mean')} (avg)",
                 ms(e, "p90"),
                 ms(e, "p99"),
                 e.get("peak_rss_mb", e.get("peak_memory_mb")),

@@ -165,14 +165,25 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def parse_cpus(cpus: str) -> list[int]:
+    """'4,5,6,7' -> [4, 5, 6, 7]; the one parser of --pin (host, harness and adb's taskset)."""
+    try:
+        wanted = sorted({int(c) for c in cpus.split(",") if c.strip()})
+    except ValueError:
+        wanted = []
+    if not wanted or wanted[0] < 0:
+        raise ValueError(f"--pin {cpus}: give CPU ids like 0 or 4,5,6,7")
+    return wanted
+
+
 def pin(cpus: str) -> list[int]:
     """Pin this process (and the runtime threads it starts) to the given CPU ids."""
-    wanted = sorted({int(c) for c in cpus.split(",") if c.strip()})
+    wanted = parse_cpus(cpus)
     if not hasattr(os, "sched_setaffinity"):
         raise ValueError("--pin needs Linux (sched_setaffinity)")
     allowed = sorted(os.sched_getaffinity(0))
     bad = [c for c in wanted if c not in allowed]
-    if not wanted or bad:
+    if bad:
         raise ValueError(f"--pin {cpus}: CPUs available here are {allowed}")
     os.sched_setaffinity(0, wanted)
     return wanted

@@ -98,9 +98,9 @@ def _column(doc: dict[str, Any], entry: dict[str, Any]) -> str:
 
 
 def _latency_ms(entry: dict[str, Any]) -> float:
-    """p50, or the mean where the tool reports no median (benchmark_model on Android)."""
-    stats = entry["latency_us"]
-    return round(stats.get("p50", stats.get("mean", 0.0)) / 1000, 4)
+    from tfopt.timing import headline_us
+
+    return round(headline_us(entry) / 1000, 4)
 
 
 def write_bench_report(out_dir: str | Path, docs: list[dict[str, Any]]) -> None:

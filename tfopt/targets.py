@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tfopt.errors import BenchError, InputError
+from tfopt.harness import parse_cpus
 
 HARNESS = Path(__file__).with_name("harness.py")
 SOFT_GPU_ENV = "TFOPT_SOFT_GPU"
@@ -338,10 +339,8 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
     if "std" in stats:
         latency["std"] = stats["std"]
     memory: dict[str, float] = {}
-    for kind, init, overall in _MEMORY.findall(text):
-        label = "peak" if kind.startswith("Peak") else "delta"
-        memory[label] = float(overall)
-        memory[f"{label}_init"] = float(init)
+    for kind, _init, overall in _MEMORY.findall(text):
+        memory["peak" if kind.startswith("Peak") else "delta"] = float(overall)
     accelerated = None
     if "completely executed by the delegate" in text:
         accelerated = True
@@ -363,13 +362,7 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
 
 def cpu_mask(cpus: str) -> str:
     """'4,5,6,7' -> 'f0' (taskset's hex mask)."""
-    try:
-        ids = {int(c) for c in cpus.split(",") if c.strip()}
-    except ValueError:
-        raise InputError(f"--pin {cpus}: give CPU ids like 4,5,6,7") from None
-    if not ids or min(ids) < 0:
-        raise InputError(f"--pin {cpus}: give CPU ids like 4,5,6,7")
-    return format(sum(1 << c for c in ids), "x")
+    return format(sum(1 << c for c in parse_cpus(cpus)), "x")
 
 
 class AdbTarget(Target):
@@ -444,8 +437,6 @@ class AdbTarget(Target):
             raise InputError("--lm timing runs through the Python harness: use a local/ssh target")
         if data:
             raise InputError("--data is not passed to benchmark_model; it feeds random inputs")
-        if spec.pin:
-            cpu_mask(spec.pin)
         self._prepare()
         graph = f"{self.DEVICE_DIR}/{model.name}"
         if model not in self.pushed:
@@ -459,7 +450,7 @@ class AdbTarget(Target):
         result = parse_benchmark_output(proc.stdout + "\n" + proc.stderr)
         result = {"accelerator": spec.accelerator, "threads": spec.threads, **result}
         if spec.pin:
-            result["pinned_cpus"] = sorted(int(c) for c in spec.pin.split(","))
+            result["pinned_cpus"] = parse_cpus(spec.pin)
         result["machine"] = self.machine
         return result
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt.errors import InputError
+from tfopt.harness import parse_cpus
 from tfopt.inspection import read_tflite
 from tfopt.targets import ACCELERATORS, LocalTarget, RunSpec, Target
 
@@ -43,6 +44,11 @@ class BenchSettings:
         bad = [a for a in self.accelerators if a not in ACCELERATORS]
         if not self.accelerators or bad:
             raise InputError(f"accelerator: choose from {', '.join(ACCELERATORS)}")
+        if self.pin is not None:
+            try:
+                parse_cpus(self.pin)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
         if self.lm and self.accelerators != ("cpu",):
             raise InputError("--lm timing runs on the CPU interpreter only")
         if not self.threads or any(t < 1 for t in self.threads):
@@ -72,12 +78,18 @@ class BenchReport:
         return asdict(self)
 
 
+def headline_us(entry: dict[str, Any]) -> float:
+    """The latency a result is ranked by: p50, or the mean where the tool gives no median
+    (benchmark_model on Android; such entries say `latency_stat: mean`)."""
+    return float(entry["latency_us"][entry.get("latency_stat", "p50")])
+
+
 def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One entry from K repeats: the run with the median p50, plus the spread of the p50s."""
-    stat = runs[0].get("latency_stat", "p50")  # benchmark_model on Android reports a mean
-    p50s = [r["latency_us"][stat] for r in runs]
+    p50s = [headline_us(r) for r in runs]
     median = statistics.median(p50s)
-    entry = dict(min(runs, key=lambda r: abs(r["latency_us"][stat] - median)))
+    closest = min(runs, key=lambda r: abs(headline_us(r) - median))
+    entry = dict(closest)
     entry.pop("machine", None)
     entry.pop("harness_version", None)
     spread = (max(p50s) - min(p50s)) / median * 100 if median else 0.0
