@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from tfopt.errors import ConversionError
+from tfopt.errors import ConversionError, first_line
 
 
 class AeqScheme(StrEnum):
@@ -108,7 +108,7 @@ def quantize(
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
-        first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:240]
+        first = first_line(exc, 240)
         raise ConversionError(f"the LiteRT quantizer failed ({scheme}): {first}") from exc
     if quantized is None:
         raise ConversionError(f"the LiteRT quantizer produced no model ({scheme})")

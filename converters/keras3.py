@@ -13,7 +13,7 @@ from typing import Any
 from converters.base import Prepared, fixed_shape, register
 from converters.saved_model import from_folder
 from tfopt import keras_worlds
-from tfopt.errors import ConversionError
+from tfopt.errors import ConversionError, first_line
 from tfopt.loading import LoadedModel, SourceKind
 
 
@@ -37,6 +37,6 @@ def prepare(loaded: LoadedModel, seq_len: int | None, workdir: Path) -> Prepared
         keras_worlds.export_saved_model(model, folder, signature)
     except Exception as exc:  # noqa: BLE001 - export raises many types
         raise ConversionError(
-            f"cannot export the Keras 3 model to a SavedModel: {str(exc).splitlines()[0]}"
+            f"cannot export the Keras 3 model to a SavedModel: {first_line(exc)}"
         ) from exc
     return from_folder(folder)

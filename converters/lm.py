@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt import keras_worlds
-from tfopt.errors import ConversionError
+from tfopt.errors import ConversionError, first_line
 
 LM_SIGNATURES = ("prefill", "decode")
 
@@ -76,7 +76,7 @@ def export_lm_saved_model(model: Any, folder: Path, max_length: int) -> None:
     try:
         archive.write_out(str(folder), verbose=False)
     except Exception as exc:  # noqa: BLE001 - export raises many types
-        raise ConversionError(f"cannot export the LM: {str(exc).splitlines()[0]}") from exc
+        raise ConversionError(f"cannot export the LM: {first_line(exc)}") from exc
 
 
 def lm_converter(model: Any, workdir: Path, max_length: int) -> Any:

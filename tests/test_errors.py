@@ -266,3 +266,34 @@ def test_json_mode_error_is_one_document(runner: CliRunner, tmp_path: Path) -> N
 def test_debug_shows_traceback(runner: CliRunner, tmp_path: Path) -> None:
     result = invoke(runner, "--debug", "inspect", tmp_path / "nope.tflite")
     assert result.exit_code == 1 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (ValueError(""), "ValueError"),
+        (ValueError("\n  \n"), "ValueError"),
+        (OSError("\nsecond line first\nthird"), "second line first"),
+        (RuntimeError("  padded  "), "padded"),
+        ("", "no message"),
+    ],
+    ids=["empty", "blank-lines", "leading-newline", "padded", "empty-str"],
+)
+def test_first_line_of_an_error(exc: BaseException | str, expected: str) -> None:
+    from tfopt.errors import first_line
+
+    assert first_line(exc) == expected
+
+
+def test_no_bare_first_line_indexing_left() -> None:
+    """`str(exc).splitlines()[0]` raises IndexError on an empty message: use errors.first_line."""
+    root = Path(__file__).parents[1]
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("tfopt", "converters")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path.name != "harness.py"  # its message always starts with the type name
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "splitlines()[0]" in line
+    ]
+    assert offenders == []

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from tfopt.errors import TfoptError
+from tfopt.errors import TfoptError, first_line
 
 PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8", "w8", "w4", "w4b32"]
 
@@ -69,7 +69,7 @@ def command(fn: Callable[..., tuple[Any, Callable[[Any], str]]]) -> Callable[...
         except Exception as exc:  # noqa: BLE001 - any other failure still ends in one line
             if debug:
                 raise
-            message = (str(exc).strip().splitlines() or [""])[0][:300]
+            message = first_line(exc)
             if as_json:
                 click.echo(json.dumps({"error": f"{type(exc).__name__}: {message}"}))
             raise TfoptError(f"{type(exc).__name__}: {message} (rerun with --debug)") from exc

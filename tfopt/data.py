@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfopt.errors import DataError
+from tfopt.errors import DataError, first_line
 from tfopt.fsutil import existing
 from tfopt.loading import TensorSpec
 
@@ -46,7 +46,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path} as numpy data: {str(exc).splitlines()[0]}") from exc
+        raise DataError(f"cannot read {path} as numpy data: {first_line(exc)}") from exc
 
 
 def _read_images(folder: Path, spec: TensorSpec) -> dict[str, np.ndarray]:

@@ -37,3 +37,16 @@ class OutputError(TfoptError):
 
 class BenchError(TfoptError):
     """A timing run failed: the runtime crashed or rejected the model."""
+
+
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first non-blank line of an error message, at most `limit` characters.
+
+    An exception with an empty message (`ValueError()`) gives its type name instead, so a
+    one-line error never ends in nothing or raises IndexError itself.
+    """
+    text = str(exc)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if not line:
+        line = exc.__class__.__name__ if isinstance(exc, BaseException) else "no message"
+    return line[:limit]

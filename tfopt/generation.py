@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from tfopt import harness
-from tfopt.errors import InputError
+from tfopt.errors import InputError, first_line
 from tfopt.inspection import read_tflite
 
 
@@ -49,7 +49,7 @@ def generate(
         lm = harness.LmRunner(str(model), threads)
         tokens, timing = lm.generate(ids, max_new_tokens, top_k, seed)
     except ValueError as exc:
-        raise InputError(str(exc).splitlines()[0]) from None
+        raise InputError(first_line(exc)) from None
     steps = timing["decode_us"]
     text = (
         bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace") if is_text else None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tfopt import harness
-from tfopt.errors import InputError, ModelLoadError
+from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.fsutil import existing
 from tfopt.loading import TFLITE_MAGIC
 
@@ -111,7 +111,7 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
             for key, sig in interpreter.get_signature_list().items()
         }
     except Exception as exc:  # noqa: BLE001 - a truncated flatbuffer fails in many ways
-        first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        first = first_line(exc, 200)
         raise ModelLoadError(f"{path} is a broken .tflite file: {first}") from exc
     return {
         "model": str(Path(path)),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tfopt import keras_worlds
-from tfopt.errors import InputError, ModelLoadError
+from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.fsutil import existing
 
 TFLITE_MAGIC = b"TFL3"
@@ -128,8 +128,7 @@ def _load_tflite(path: Path) -> LoadedModel:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return first_line(exc)
 
 
 def load(source: str | os.PathLike[str] | Any, unsafe: bool = False) -> LoadedModel:

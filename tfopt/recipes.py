@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tfopt.errors import TfoptError
+from tfopt.errors import TfoptError, first_line
 
 PRECISION_NAMES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
@@ -349,7 +349,7 @@ def parse(text: str, source: str) -> Recipe:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{source}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+        raise RecipeError(f"{source}: not valid YAML/JSON ({first_line(exc)})") from None
     return Recipe.from_dict(data, source)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tfopt.conversion import convert
 from tfopt.data import Dataset
-from tfopt.errors import InputError
+from tfopt.errors import InputError, first_line
 from tfopt.fsutil import atomic_path, check_output_dir, write_text
 from tfopt.inspection import weight_stats
 from tfopt.loading import SourceKind, from_keras, load
@@ -114,7 +114,7 @@ def _save_keras(model: Any, path: Path, probe: Dataset) -> str | None:
             with atomic_path(path) as final_path:
                 final_path.write_bytes(tmp_file.read_bytes())
     except Exception as exc:  # noqa: BLE001 - report it; the .tflite is the product
-        return str(exc).splitlines()[0][:200]
+        return first_line(exc, 200)
     return None
 
 

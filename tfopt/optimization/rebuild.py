@@ -14,6 +14,7 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.data import Dataset
+from tfopt.errors import first_line
 from tfopt.optimization.context import StageError, World
 from tfopt.optimization.training import model_args
 
@@ -78,7 +79,7 @@ def to_tf_keras(model: Any, sample: Dataset, stage: str) -> Any:
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise StageError(
-            f"{stage}: cannot rebuild the Keras 3 model as tf_keras ({str(exc).splitlines()[0]})"
+            f"{stage}: cannot rebuild the Keras 3 model as tf_keras ({first_line(exc)})"
         ) from None
     if not same:
         raise StageError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tfopt.errors import first_line
 from tfopt.optimization.context import Context, StageError, kernel_stats, matches
 from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule, Unit
 
@@ -147,7 +148,7 @@ def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
     except (ValueError, RuntimeError) as exc:
         kinds = sorted({type(layer).__name__ for layer in ctx.model.layers})
         raise StageError(
-            f"qat: tfmot cannot quantize this model ({str(exc).splitlines()[0]}); layer types: {', '.join(kinds)}"
+            f"qat: tfmot cannot quantize this model ({first_line(exc)}); layer types: {', '.join(kinds)}"
         ) from None
     ctx.fine_tune(model, stage, mode.lower())
     # CQAT trains centroids next to the original weights; put the clustered weights back.
