@@ -169,7 +169,7 @@ def test_benchmark_model_parser_on_recorded_outputs(name: str) -> None:
         "cpu_4threads_peak_memory.txt": (0.855, 49.06, 33209.4, 50, 12.8672, None),
         "gpu_opencl_full.txt": (870.557, 130.565, 119375.0, 50, None, True),
         "nnapi_partial_logcat.txt": (126.059, 32.942, 12167.6, 75, None, False),
-        "memory_delta.txt": (17.851, 2.104, 1039.66, 0, 12.1055, None),
+        "memory_delta.txt": (17.851, 2.104, 1039.66, None, 12.1055, None),
     }[name]
     got = (r["load_ms"], r["first_ms"], r["latency_us"]["mean"], r["runs"], r["peak_memory_mb"],
            r.get("fully_accelerated"))  # fmt: skip
@@ -186,8 +186,9 @@ def test_benchmark_model_parser_rejects_output_without_timings() -> None:
 
 def test_adb_command_line_pins_and_picks_the_delegate() -> None:
     spec = RunSpec("gpu", 4, 3, 1.0, 50, True, "4,5,6,7")
-    cmd = AdbTarget("emulator-5554", "bm").command("/data/local/tmp/tfopt/m.tflite", spec)
-    assert cmd[:2] == ["taskset", "f0"]
+    target = AdbTarget("emulator-5554", "bm")
+    cmd = target.command(f"{target.device_dir}/m.tflite", spec)
+    assert cmd[:3] == ["taskset", "f0", f"{target.device_dir}/benchmark_model"]
     assert "--use_gpu=true" in cmd and "--use_nnapi=false" in cmd and "--use_xnnpack=false" in cmd
     assert "--num_threads=4" in cmd and "--num_runs=50" in cmd and "--warmup_runs=3" in cmd
     assert cpu_mask("0") == "1" and cpu_mask("0,2") == "5"
@@ -215,3 +216,171 @@ def test_pin_records_the_cpus(runner: Any, tflite: dict[str, Path]) -> None:
     assert json.loads(result.output)["results"][0]["pinned_cpus"] == [cpu]
     bad = invoke(runner, "bench", tflite["int8"], "--runs", "5", "--pin", "4096")
     assert bad.exit_code == 1 and "CPUs available here are" in bad.output
+
+
+# --- adb bookkeeping, against a stand-in for adb ----------------------------------------------------
+# Without a phone, `adb` here is a small script: `push` copies, `shell` runs the joined words in
+# this machine's /bin/sh (as adb does on the device) with /data/local/tmp mapped into a folder.
+# "benchmark_model" is a shell script that records the sha256 of the graph it was given.
+
+FAKE_ADB = """#!{python}
+import os, shutil, subprocess, sys
+root = os.environ["FAKE_ADB_ROOT"]
+args = sys.argv[1:]
+if args[:1] == ["-s"]:
+    args = args[2:]
+with open(os.path.join(root, "commands.log"), "a") as log:
+    log.write(" ".join(args) + "\\n")
+def dev(text):
+    return text.replace("/data/local/tmp", root + "/data/local/tmp")
+if args == ["get-state"]:
+    print("device")
+    sys.exit(0)
+if args[0] == "push":
+    shutil.copy(args[1], dev(args[2]))
+    sys.exit(0)
+line = " ".join(args[1:])
+fail = os.environ.get("FAKE_ADB_FAIL")
+if fail and line.startswith(fail):
+    print(fail.split()[0] + ": Permission denied", file=sys.stderr)
+    sys.exit(1)
+if args[1] == "getprop":
+    print({{"ro.product.model": "Fake", "ro.product.cpu.abi": "arm64-v8a"}}.get(args[2], "14"))
+    sys.exit(0)
+sys.exit(subprocess.run(["sh", "-c", dev(line)]).returncode)
+"""
+
+FAKE_BENCHMARK_MODEL = """#!/bin/sh
+for a in "$@"; do case "$a" in --graph=*) graph="${a#--graph=}";; esac; done
+sha256sum "$graph" | cut -d' ' -f1 >> "$FAKE_ADB_ROOT/graphs.log"
+[ -n "$FAKE_BENCHMARK_FAIL" ] && { echo "ERROR: Failed to load model $graph"; exit 1; }
+echo "count=5 first=1100 curr=1000 min=900 max=1100 avg=1000 std=50"
+echo "Inference timings in us: Init: 900, First inference: 1100, Warmup (avg): 1050, \\
+Inference (avg): 1000"
+"""
+
+
+@pytest.fixture()
+def fake_adb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    root = tmp_path / "phone"
+    (root / "data/local/tmp").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "adb").write_text(FAKE_ADB.format(python=sys.executable))
+    binary = tmp_path / "benchmark_model"
+    binary.write_text(FAKE_BENCHMARK_MODEL)
+    for script in (bin_dir / "adb", binary):
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
+    return {"root": root, "tmp": root / "data/local/tmp", "binary": binary}
+
+
+def _adb_bench(runner: Any, fake: dict[str, Path], *args: Any) -> Any:
+    return invoke(runner, "bench", *args, "--target", "adb", "--benchmark-binary",
+                  fake["binary"], "--threads", "1")  # fmt: skip
+
+
+def test_adb_keys_models_by_content_not_name(
+    runner: Any, fake_adb: dict[str, Path], tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    """a/m.tflite, b/m.tflite, a/m.tflite: each timing runs the bytes its sha256 names."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(tflite["float32"], tmp_path / "a" / "m.tflite")
+    shutil.copy(tflite["int8"], tmp_path / "b" / "m.tflite")
+    models = [tmp_path / "a" / "m.tflite", tmp_path / "b" / "m.tflite", tmp_path / "a" / "m.tflite"]
+    result = _adb_bench(runner, fake_adb, *models, "--json")
+    assert result.exit_code == 0, result.output
+    reported = [d["sha256"] for d in json.loads(result.stdout)["models"]]
+    timed = (fake_adb["root"] / "graphs.log").read_text().split()
+    assert timed == reported and reported[0] == reported[2] != reported[1]
+    pushes = [ln for ln in (fake_adb["root"] / "commands.log").read_text().splitlines()
+              if ln.startswith("push") and ln.endswith(".tflite")]  # fmt: skip
+    assert len(pushes) == 2  # the same bytes go to the phone once
+
+
+def test_adb_runs_in_its_own_folder_and_removes_only_it(
+    runner: Any, fake_adb: dict[str, Path], tflite: dict[str, Path]
+) -> None:
+    """Another run's folder (or the old fixed one) survives; ours is gone afterwards."""
+    others = [fake_adb["tmp"] / "tfopt", fake_adb["tmp"] / "tfopt-0123456789ab"]
+    for folder in others:
+        folder.mkdir()
+        (folder / "m.tflite").write_bytes(b"another run's model")
+    assert AdbTarget().device_dir != AdbTarget().device_dir
+    result = _adb_bench(runner, fake_adb, tflite["int8"])
+    assert result.exit_code == 0, result.output
+    assert sorted(fake_adb["tmp"].iterdir()) == others
+    assert all((folder / "m.tflite").exists() for folder in others)
+
+
+@pytest.mark.parametrize(
+    "fail, expected",
+    [("mkdir", "making /data/local/tmp/tfopt-"), ("chmod", "making benchmark_model executable")],
+)
+def test_adb_mkdir_and_chmod_failures_are_one_line(
+    fail: str,
+    expected: str,
+    runner: Any,
+    fake_adb: dict[str, Path],
+    tflite: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_ADB_FAIL", fail)
+    result = _adb_bench(runner, fake_adb, tflite["int8"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert f"failed: {fail}: Permission denied" in lines[0]
+
+
+def test_adb_cleanup_failure_never_hides_the_timing_failure(
+    runner: Any, fake_adb: dict[str, Path], tflite: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_ADB_FAIL", "rm -rf")
+    monkeypatch.setenv("FAKE_BENCHMARK_FAIL", "1")
+    result = _adb_bench(runner, fake_adb, tflite["int8"])
+    assert result.exit_code == 1
+    assert "Failed to load model" in result.output and "removing" not in result.output
+    # With nothing else wrong, the failed cleanup is the error (files were left on the phone).
+    monkeypatch.delenv("FAKE_BENCHMARK_FAIL")
+    result = _adb_bench(runner, fake_adb, tflite["int8"])
+    assert result.exit_code == 1 and "removing /data/local/tmp/tfopt-" in result.output
+
+
+def test_adb_report_labels_means_as_means(
+    runner: Any, fake_adb: dict[str, Path], tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    """benchmark_model reports a mean, not a median: bench.md must not call it p50."""
+    out = tmp_path / "report"
+    result = invoke(runner, "bench", tflite["int8"], "--target", "local", "--target", "adb",
+                    "--benchmark-binary", fake_adb["binary"], "--threads", "1", "--runs", "5",
+                    "--report", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = (out / "bench.md").read_text()
+    assert "| mean ms adb cpu 1t |" in table and "p50 ms adb" not in table
+    assert "| p50 ms cpu 1t |" in table
+
+
+# --- crashes over ssh ---------------------------------------------------------------------------
+
+
+def test_ssh_crash_is_reported_as_a_crash(
+    runner: Any, sshd: Sshd, tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    """A python on the device that segfaults in the harness: the local crash message."""
+    wrapper = tmp_path / "crashing-python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *harness.py*) exec {sys.executable} -c '
+        '"import ctypes; ctypes.string_at(0)";; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    result = invoke(runner, "bench", tflite["int8"], *sshd.args(), "--remote-python", wrapper,
+                    "--threads", "1", "--runs", "5")  # fmt: skip
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "the LiteRT runtime crashed (SIGSEGV) while timing" in lines[0]

@@ -99,6 +99,25 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+_IMPORTS = click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE_OR_FILE",
+    help="Import a module or .py file first, so the custom layers and models it defines "
+    "(e.g. registered with keras.saving.register_keras_serializable) load. It runs that code: "
+    "needs --unsafe. Repeatable.",
+)
+_INPUT_SHAPES = click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="[NAME=]DIMS",
+    help="Input shape for a model that does not record one (a subclassed model never built), "
+    "e.g. 1,224,224,3, or NAME=1,128 per input; ? leaves a size free. Repeatable.",
+)
+
+
 @cli.command("convert")
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write.")
@@ -150,6 +169,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     metavar="REGEX",
     help="With --quantizer aeq: leave layers whose op output tensor name matches in float.",
 )
+@_IMPORTS
+@_INPUT_SHAPES
 @command
 def convert_cmd(
     model: str,
@@ -167,6 +188,8 @@ def convert_cmd(
     max_length: int,
     quantizer: str,
     keep_float: tuple[str, ...],
+    imports: tuple[str, ...],
+    input_shapes: tuple[str, ...],
 ) -> tuple[Any, Callable[[Any], str]]:
     """Convert MODEL (.keras, .h5, SavedModel or keras-hub preset folder) to a .tflite file.
 
@@ -175,6 +198,7 @@ def convert_cmd(
     --lm, a keras-hub causal LM becomes one file with prefill and decode signatures.
     """
     from tfopt.conversion import convert
+    from tfopt.loading import parse_input_shapes
 
     result = convert(
         model,
@@ -192,6 +216,8 @@ def convert_cmd(
         max_length=max_length,
         quantizer=quantizer,
         keep_float=tuple(keep_float),
+        imports=tuple(imports),
+        input_shapes=parse_input_shapes(input_shapes),
     ).to_dict()
 
     def human(r: dict[str, Any]) -> str:
@@ -310,6 +336,7 @@ def inspect_cmd(model: str, gpu: bool) -> tuple[Any, Callable[[Any], str]]:
 @click.option("--min-cosine", type=float, help="Fail (exit 1) if any output's cosine is below.")
 @click.option("--min-top1", type=float, help="Fail (exit 1) if top-1 agreement (0-1) is below.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers in a Keras REFERENCE.")
+@_IMPORTS
 @command
 def compare_cmd(
     reference: str,
@@ -322,6 +349,7 @@ def compare_cmd(
     unsafe: bool,
     embedding: bool,
     pooling: str,
+    imports: tuple[str, ...],
 ) -> tuple[Any, Callable[[Any], str]]:
     """Compare CANDIDATE (.tflite) with REFERENCE (Keras model, SavedModel or .tflite) on DATA.
 
@@ -331,7 +359,9 @@ def compare_cmd(
     from tfopt.validate import compare_embeddings, compare_files
 
     if embedding:
-        emb = compare_embeddings(reference, candidate, data, max_samples, pooling, unsafe)
+        emb = compare_embeddings(
+            reference, candidate, data, max_samples, pooling, unsafe, tuple(imports)
+        )
         return emb, lambda r: "\n".join(
             [
                 f"{r['samples']} samples, {r['pooling']} pooling",
@@ -340,7 +370,15 @@ def compare_cmd(
             ]
         )
     result = compare_files(
-        reference, candidate, data, max_samples, min_sqnr, min_cosine, min_top1, unsafe
+        reference,
+        candidate,
+        data,
+        max_samples,
+        min_sqnr,
+        min_cosine,
+        min_top1,
+        unsafe,
+        tuple(imports),
     )
     doc = result.to_dict()
 
@@ -463,7 +501,7 @@ def bench_cmd(
       tfopt bench m.tflite --target adb --benchmark-binary ./benchmark_model --pin 4,5,6,7
     """
     from tfopt.errors import InputError
-    from tfopt.targets import make_target
+    from tfopt.targets import make_target, opened
     from tfopt.timing import BenchSettings, bench
 
     try:
@@ -498,14 +536,12 @@ def bench_cmd(
                leave=False) if len(specs) * len(models) > 1 else None  # fmt: skip
     try:
         for spec in specs:
-            where = make_target(spec, ssh_key, ssh_options, remote_python, benchmark_binary)
-            try:
+            target = make_target(spec, ssh_key, ssh_options, remote_python, benchmark_binary)
+            with opened(target) as where:
                 for m in models:
                     docs.append(bench(m, settings, where).to_dict())
                     if bar is not None:
                         bar.update()
-            finally:
-                where.close()
     finally:
         if bar is not None:
             bar.close()
@@ -581,6 +617,7 @@ def bench_cmd(
 @click.option(
     "--no-check", is_flag=True, help="Keep the .tflite even if it misses its numeric tolerance."
 )
+@_IMPORTS
 @command
 def optimize_cmd(
     model: str,
@@ -592,6 +629,7 @@ def optimize_cmd(
     overwrite: bool,
     unsafe: bool,
     no_check: bool,
+    imports: tuple[str, ...],
 ) -> tuple[Any, Callable[[Any], str]]:
     """Optimize MODEL with a recipe (prune, 2:4, cluster, QAT, low-rank, distill), fine-tuned on DATA.
 
@@ -599,8 +637,10 @@ def optimize_cmd(
     sparsity, unique weights, parameters and validation accuracy; for the .tflite its size, gzip
     size, accuracy through the interpreter and CPU p50 latency.
     """
+    from tfopt.loading import import_user_code
     from tfopt.optimization import optimize
 
+    import_user_code(imports, unsafe)  # registers custom classes before MODEL loads
     report = optimize(
         model, recipe, data, out, epochs, batch_size, overwrite, unsafe, not no_check
     ).to_dict()
@@ -730,8 +770,13 @@ def demo_cmd(
 ) -> tuple[Any, Callable[[Any], str]]:
     """Train a CNN on real digits, convert to every precision, check, time, report."""
     from tfopt.demo import run_demo
+    from tfopt.errors import InputError
 
-    report = run_demo(out, tuple(int(t) for t in threads.split(",")), min_seconds, overwrite)
+    try:
+        thread_list = tuple(int(t) for t in threads.split(","))
+    except ValueError:
+        raise InputError(f"--threads must be comma-separated integers, got '{threads}'") from None
+    report = run_demo(out, thread_list, min_seconds, overwrite)
     doc = {"out_dir": report.out_dir, "rows": report.rows}
     return (
         doc,

@@ -104,7 +104,10 @@ def _latency_ms(entry: dict[str, Any]) -> float:
 
 
 def write_bench_report(out_dir: str | Path, docs: list[dict[str, Any]]) -> None:
-    """One matrix for several models x targets x accelerators: JSON, Markdown, p50 bar chart."""
+    """One matrix for several models x targets x accelerators: JSON, Markdown, bar chart.
+
+    Columns are labelled by what they hold: `p50` from the harness, `mean` where only a mean
+    exists (LiteRT's benchmark_model on Android)."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     names = [Path(d["model"]).name for d in docs]
@@ -112,15 +115,20 @@ def write_bench_report(out_dir: str | Path, docs: list[dict[str, Any]]) -> None:
         names = [str(d["model"]) for d in docs]
     by_model: dict[str, dict[str, Any]] = {}
     columns: list[str] = []
+    stats: dict[
+        str, set[str]
+    ] = {}  # column -> what its numbers are: p50, or benchmark_model's mean
     for name, d in zip(names, docs, strict=True):
         row = by_model.setdefault(name, {"size": d["size_bytes"], "sha": d["sha256"], "p50": {}})
         for e in d["results"]:
             column = _column(d, e)
             if column not in columns:
                 columns.append(column)
+            stats.setdefault(column, set()).add(e.get("latency_stat", "p50"))
             row["p50"][column] = _latency_ms(e)
     models = list(by_model)
-    headers = ["model", "size KB", *(f"p50 ms {c}" for c in columns), "sha256"]
+    labels = {c: "/".join(sorted(stats[c])) for c in columns}
+    headers = ["model", "size KB", *(f"{labels[c]} ms {c}" for c in columns), "sha256"]
     rows = [
         [
             m,
@@ -153,14 +161,14 @@ def write_bench_report(out_dir: str | Path, docs: list[dict[str, Any]]) -> None:
         f"# tfopt bench\n\nMachines:\n{described}\n\n{markdown_table(headers, rows)}\n"
         + (note if software else "")
         + ("\nGPU placement:\n" + "\n".join(placement) + "\n" if placement else "")
-        + "\n![p50 latency per model and target/accelerator](bench.png)\n",
+        + "\n![latency per model and target/accelerator](bench.png)\n",
     )
     bar_chart(
         folder / "bench.png",
         models,
         [
             (
-                "p50 latency (ms), batch 1",
+                f"{'/'.join(sorted(set(labels.values())))} latency (ms), batch 1",
                 {c: [by_model[m]["p50"].get(c, 0.0) for m in models] for c in columns},
             )
         ],

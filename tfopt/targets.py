@@ -11,15 +11,18 @@ device, no adb device) becomes one `BenchError` line, within a timeout.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,10 @@ def _harness_doc(label: str, proc: subprocess.CompletedProcess[str]) -> dict[str
     except json.JSONDecodeError:
         doc = {}
     if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
         raise BenchError(f"{label}: the LiteRT runtime crashed ({name}) while timing")
     if proc.returncode != 0 or "error" in doc or not doc:
         reason = doc.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -86,19 +92,72 @@ def _harness_doc(label: str, proc: subprocess.CompletedProcess[str]) -> dict[str
     return doc
 
 
-def soft_gpu_dir() -> Path | None:
-    """The software Vulkan device from `make soft-gpu`: $TFOPT_SOFT_GPU, else the checkout's."""
-    for candidate in (os.environ.get(SOFT_GPU_ENV), Path(__file__).parents[1] / ".soft-gpu"):
-        if candidate and (Path(candidate) / "root" / "usr" / "share" / "vulkan").is_dir():
-            return Path(candidate)
-    return None
+ICD_DIRS = (Path("/usr/share/vulkan/icd.d"), Path("/etc/vulkan/icd.d"))
+_SOFTWARE_ICDS = ("lvp", "lavapipe", "swiftshader")
 
 
-def gpu_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a GPU run: the user's Vulkan setup if any, else the software device."""
+def soft_gpu_home(env: Mapping[str, str] | None = None) -> Path:
+    """Where `make soft-gpu` installs the software Vulkan device: a per-user cache folder."""
+    env = os.environ if env is None else env
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "tfopt" / "soft-gpu"
+
+
+def soft_gpu_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """The installed software Vulkan device: the folder in $TFOPT_SOFT_GPU, else the cache's."""
+    env = os.environ if env is None else env
+    value = env.get(SOFT_GPU_ENV, "").strip()
+    folder = Path(value).expanduser() if value not in ("", "0", "1") else soft_gpu_home(env)
+    return folder if (folder / "root" / "usr" / "share" / "vulkan").is_dir() else None
+
+
+def _is_software_icd(path: Path) -> bool:
+    try:
+        library = str(json.loads(path.read_text()).get("ICD", {}).get("library_path", ""))
+    except (OSError, ValueError, AttributeError):
+        library = ""
+    text = f"{path.name} {library}".lower()
+    return any(name in text for name in _SOFTWARE_ICDS)
+
+
+def real_gpu_icds(icd_dirs: Sequence[Path] = ICD_DIRS, dev: Path = Path("/dev")) -> list[Path]:
+    """Vulkan drivers for a real GPU on this machine: ICD files other than software ones, counted
+    only where the kernel shows a GPU (/dev/dri/renderD*, /dev/nvidia*). Debian's
+    mesa-vulkan-drivers installs Intel and AMD ICD files on machines that have neither."""
+    if not (any(dev.glob("dri/renderD*")) or any(dev.glob("nvidia[0-9]*"))):
+        return []
+    return [
+        f
+        for folder in icd_dirs
+        for f in sorted(Path(folder).glob("*.json"))
+        if not _is_software_icd(f)
+    ]
+
+
+def gpu_env(
+    base: Mapping[str, str] | None = None,
+    icd_dirs: Sequence[Path] = ICD_DIRS,
+    dev: Path = Path("/dev"),
+) -> dict[str, str]:
+    """Environment for a GPU run. The user's own Vulkan setup (VK_ICD_FILENAMES,
+    VK_DRIVER_FILES) wins; then a real GPU; the software device from `make soft-gpu` is used
+    where no real one exists, or when asked with TFOPT_SOFT_GPU=1 (or =FOLDER); =0 never."""
     env = dict(os.environ if base is None else base)
-    soft = soft_gpu_dir()
-    if "VK_ICD_FILENAMES" in env or soft is None:
+    if "VK_ICD_FILENAMES" in env or "VK_DRIVER_FILES" in env:
+        return env
+    wanted = env.get(SOFT_GPU_ENV, "").strip()
+    if wanted == "0":
+        return env
+    if not wanted and real_gpu_icds(icd_dirs, dev):
+        return env
+    soft = soft_gpu_dir(env)
+    if soft is None:
+        if wanted:
+            where = wanted if wanted != "1" else soft_gpu_home(env)
+            raise BenchError(
+                f"{SOFT_GPU_ENV}={wanted} asks for the software GPU, but none is installed in "
+                f"{where} (make soft-gpu)"
+            )
         return env
     root = soft / "root"
     env["VK_ICD_FILENAMES"] = str(root / "usr/share/vulkan/icd.d/lvp_icd.json")
@@ -278,12 +337,20 @@ class SshTarget(Target):
             remote_data = self.uploaded[key]
         args = [*self.python_cmd, f"{folder}/harness.py", self.uploaded[model]]
         args += spec.harness_args(remote_data)
-        proc = self._ssh(" ".join(shlex.quote(a) for a in args), timeout=timeout)
-        text = subprocess.CompletedProcess(
-            proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode(errors="replace")
-        )
+        # "; exit $?" keeps the remote shell from exec-ing the harness: a harness killed by a
+        # signal then ends as the shell's 128+N (a bare exec'd command gives ssh's own 255).
+        proc = self._ssh(f"{shlex.join(args)}; exit $?", timeout=timeout)
         if proc.returncode == 255:
             raise self._fail(proc, "timing failed")
+        stdout = proc.stdout.decode(errors="replace")
+        returncode = proc.returncode
+        if 128 < returncode < 128 + 65 and not any(
+            ln.startswith("{") for ln in stdout.splitlines()
+        ):
+            returncode = -(returncode - 128)  # the same crash report as a local run
+        text = subprocess.CompletedProcess(
+            proc.args, returncode, stdout, proc.stderr.decode(errors="replace")
+        )
         doc = _harness_doc(f"{self.name}: {model.name}", text)
         doc["machine"] = {**doc.get("machine", {}), "host": self.host}
         return doc
@@ -350,7 +417,7 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
         "load_ms": round(init_us / 1000, 3),
         "first_ms": round(first_us / 1000, 3),
         "warmup_avg_ms": round(warmup_us / 1000, 3),
-        "runs": int(stats.get("count", 0)),
+        "runs": int(stats["count"]) if "count" in stats else None,
         "latency_us": latency,
         "latency_stat": "p50" if "p50" in latency else "mean",
         "peak_memory_mb": memory.get("peak", memory.get("delta")),
@@ -366,16 +433,24 @@ def cpu_mask(cpus: str) -> str:
 
 
 class AdbTarget(Target):
-    """An Android device: push the model and `benchmark_model`, run it in `adb shell`."""
+    """An Android device: push the model and `benchmark_model`, run it in `adb shell`.
 
-    DEVICE_DIR = "/data/local/tmp/tfopt"
+    Each run works in its own folder under /data/local/tmp (a random name, created with a plain
+    `mkdir` that fails rather than reuse another run's folder) and removes only that folder.
+    Models are stored there under their sha256, so two files with one name stay apart.
+    """
+
+    DEVICE_BASE = "/data/local/tmp"
+    _OK = "tfopt-ok"
 
     def __init__(self, serial: str | None = None, binary: str | None = None) -> None:
         self.name = f"adb:{serial}" if serial else "adb"
         self.serial = serial
         self.binary = binary
+        self.device_dir = f"{self.DEVICE_BASE}/tfopt-{secrets.token_hex(6)}"
+        self.created = False
         self.ready = False
-        self.pushed: set[Path] = set()
+        self.pushed: set[str] = set()
         self.machine: dict[str, Any] = {}
 
     def _adb(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -384,6 +459,22 @@ class AdbTarget(Target):
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise BenchError(f"{self.name}: adb gave no answer within {timeout:.0f} s") from None
+
+    def _shell(self, what: str, *cmd: str, timeout: float = 60) -> None:
+        """Run `cmd` on the device; raise one line unless it succeeded. Older adb versions
+        always exit 0, so success is also read from an echo that runs only after it."""
+        proc = self._adb("shell", shlex.join(cmd), "&&", "echo", self._OK, timeout=timeout)
+        if proc.returncode != 0 or self._OK not in proc.stdout:
+            said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            reason = said[-1] if said else f"exit code {proc.returncode}"
+            raise BenchError(f"{self.name}: {what} failed: {reason}")
+
+    def _push(self, local: str, remote: str, what: str) -> None:
+        pushed = self._adb("push", local, remote, timeout=600)
+        if pushed.returncode != 0:
+            said = (pushed.stderr.strip() or pushed.stdout.strip()).splitlines()
+            reason = said[-1] if said else f"exit code {pushed.returncode}"
+            raise BenchError(f"{self.name}: pushing {what} failed: {reason}")
 
     def _prepare(self) -> None:
         if self.ready:
@@ -409,18 +500,16 @@ class AdbTarget(Target):
             )
         if not Path(self.binary).is_file():
             raise InputError(f"--benchmark-binary not found: {self.binary}")
-        self._adb("shell", "mkdir", "-p", self.DEVICE_DIR)
-        pushed = self._adb("push", self.binary, f"{self.DEVICE_DIR}/benchmark_model", timeout=300)
-        if pushed.returncode != 0:
-            raise BenchError(
-                f"{self.name}: pushing benchmark_model failed: {pushed.stderr.strip()}"
-            )
-        self._adb("shell", "chmod", "755", f"{self.DEVICE_DIR}/benchmark_model")
+        self._shell(f"making {self.device_dir}", "mkdir", self.device_dir)
+        self.created = True
+        binary = f"{self.device_dir}/benchmark_model"
+        self._push(self.binary, binary, "benchmark_model")
+        self._shell("making benchmark_model executable", "chmod", "755", binary)
         self.ready = True
 
     def command(self, graph: str, spec: RunSpec) -> list[str]:
         """The `adb shell` command line for one measurement (kept separate so tests can read it)."""
-        cmd = [f"{self.DEVICE_DIR}/benchmark_model", f"--graph={graph}"]
+        cmd = [f"{self.device_dir}/benchmark_model", f"--graph={graph}"]
         cmd += [f"--num_threads={spec.threads}", f"--warmup_runs={spec.warmup}"]
         cmd += [f"--min_secs={spec.min_seconds}"]
         if spec.runs is not None:
@@ -438,15 +527,12 @@ class AdbTarget(Target):
         if data:
             raise InputError("--data is not passed to benchmark_model; it feeds random inputs")
         self._prepare()
-        graph = f"{self.DEVICE_DIR}/{model.name}"
-        if model not in self.pushed:
-            pushed = self._adb("push", str(model), graph, timeout=600)
-            if pushed.returncode != 0:
-                raise BenchError(
-                    f"{self.name}: pushing {model.name} failed: {pushed.stderr.strip()}"
-                )
-            self.pushed.add(model)
-        proc = self._adb("shell", *self.command(graph, spec), timeout=timeout)
+        sha = hashlib.sha256(model.read_bytes()).hexdigest()
+        graph = f"{self.device_dir}/{sha}.tflite"
+        if sha not in self.pushed:
+            self._push(str(model), graph, model.name)
+            self.pushed.add(sha)
+        proc = self._adb("shell", shlex.join(self.command(graph, spec)), timeout=timeout)
         result = parse_benchmark_output(proc.stdout + "\n" + proc.stderr)
         result = {"accelerator": spec.accelerator, "threads": spec.threads, **result}
         if spec.pin:
@@ -455,9 +541,24 @@ class AdbTarget(Target):
         return result
 
     def close(self) -> None:
-        if self.ready:
-            self._adb("shell", "rm", "-rf", self.DEVICE_DIR, timeout=30)
-            self.ready = False
+        """Remove this run's folder (and only it) from the device."""
+        if self.created:
+            self.created = self.ready = False
+            self.pushed.clear()
+            self._shell(f"removing {self.device_dir}", "rm", "-rf", self.device_dir, timeout=30)
+
+
+@contextlib.contextmanager
+def opened(target: Target) -> Iterator[Target]:
+    """Use `target`, then close it. A failure to clean up is reported only when nothing else
+    failed: it never hides the error that stopped the timing."""
+    try:
+        yield target
+    except BaseException:
+        with contextlib.suppress(Exception):
+            target.close()
+        raise
+    target.close()
 
 
 def make_target(
