@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets fashion-mnist fortunes \
+.PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo fashion-mnist fortunes \
 	soft-gpu sshd adb clean
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -84,6 +84,13 @@ bench-bert: $(STAMP) fortunes  ## BERT topic classifier through the transformer 
 
 bench-targets: $(STAMP) soft-gpu sshd  ## GPU placement + numerics, ssh vs local timing.
 	$(BIN)/python benchmarks/targets.py
+
+# Compatibility zoo: every family of model users save (both Keras worlds, keras-hub tasks,
+# keras.applications one per family) x five precisions; zoo-out/ is a cache of models.
+ZOO_ARGS ?= --apps one-per-family
+bench-zoo: $(STAMP) fortunes  ## Compatibility matrix -> benchmarks/results/zoo.{json,md} (hours).
+	$(BIN)/python -c "import skimage" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[zoo]'
+	$(BIN)/python benchmarks/zoo.py --out zoo-out $(ZOO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SOFT_GPU) demo-out .pytest_cache
