@@ -14,10 +14,13 @@ from tests.conftest import invoke
 
 
 def test_help_lists_commands(runner: CliRunner) -> None:
+    """Read the names from the Commands: section itself (the group's docstring names them too)."""
     result = invoke(runner, "--help")
     assert result.exit_code == 0
-    for name in ("convert", "inspect", "compare", "bench", "demo"):
-        assert name in result.output
+    section = result.output.split("\nCommands:\n", 1)[1]
+    listed = {line.split()[0] for line in section.splitlines() if line.startswith("  ")}
+    expected = {"convert", "inspect", "compare", "bench", "optimize", "recipes", "generate", "demo"}
+    assert expected <= listed, listed
 
 
 def test_convert_json(runner: CliRunner, files: dict[str, Path], tmp_path: Path) -> None:
@@ -78,7 +81,9 @@ def test_inspect_float_model_has_null_quantization(
 ) -> None:
     doc = json.loads(invoke(runner, "inspect", tflite["float32"], "--json").stdout)
     assert doc["inputs"][0]["quantization"] is None
-    assert "inspect" not in invoke(runner, "inspect", tflite["float32"]).stdout  # human form
+    human = invoke(runner, "inspect", tflite["float32"]).stdout
+    (line,) = [ln for ln in human.splitlines() if ln.startswith("  image:")]
+    assert "scale=" not in line and "scale=" in invoke(runner, "inspect", tflite["int8io"]).stdout
 
 
 def test_compare_keras_vs_int8_with_labels(
@@ -245,6 +250,56 @@ def test_subprocess_json_stdout_is_clean(files: dict[str, Path], tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["precision"] == "int8"
+    # TensorFlow's start-up chatter (absl, CUDA probing, oneDNN, XNNPACK notices) stays hidden.
+    for word in ("absl", "cuInit", "cuda", "oneDNN", "XNNPACK", "tensorflow/", "] "):
+        assert word not in proc.stderr, proc.stderr[-2000:]
+
+
+NATIVE_NOISE = (
+    "import os, sys\n"
+    "from tfopt.quiet import quiet\n"
+    "with quiet(sys.argv[1] == 'debug'):\n"
+    "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written"
+    " to STDERR\\n')\n"
+    "    os.write(2, b'I0000 00:00:1795329797.138262   13391 cudart_stub.cc:31] Could not find cuda"
+    " drivers\\n')\n"
+    "    os.write(2, b'E0000 00:00:1795329805.081757   13391 cuda_platform.cc:52] failed call to"
+    " cuInit\\n')\n"
+    "    os.write(2, b'2026-01-02 03:04:05.678901: I tensorflow/core/util/port.cc:153] oneDNN custom"
+    " operations are on.\\n')\n"
+    "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+    "    os.write(2, b'a line of our own\\n\\rtiming: 50%')\n"
+    "    sys.stderr.write('\\rtiming: 100%\\n')\n"
+    "    os.write(2, b'F0000 00:00:1.2 1 x.cc:1] Check failed: fatal lines always pass\\n')\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["quiet", "debug"])
+def test_native_log_lines_only_with_debug(mode: str) -> None:
+    """fd-2 output of native code: log lines dropped, our own lines and progress bars kept."""
+    proc = subprocess.run([sys.executable, "-c", NATIVE_NOISE, mode], capture_output=True,
+                          timeout=60)  # fmt: skip
+    stderr = proc.stderr.decode()  # bytes: text mode would turn "\r" into "\n"
+    assert proc.returncode == 0, stderr
+    kept = ["a line of our own\n", "\rtiming: 50%", "\rtiming: 100%\n"]
+    fatal = "F0000 00:00:1.2 1 x.cc:1] Check failed: fatal lines always pass\n"
+    if mode == "quiet":
+        assert stderr == "".join(kept) + fatal
+    else:
+        assert stderr.count("\n") == 8 and "cuInit" in stderr and "oneDNN" in stderr
+
+
+def test_warnings_are_not_switched_off_for_everyone(
+    runner: CliRunner, tflite: dict[str, Path]
+) -> None:
+    """A command leaves the process's warning filters as it found them."""
+    import warnings
+
+    before = list(warnings.filters)
+    assert invoke(runner, "inspect", tflite["float32"]).exit_code == 0
+    assert warnings.filters == before
+    with pytest.warns(DeprecationWarning):
+        warnings.warn("still shown", DeprecationWarning, stacklevel=1)
 
 
 def test_bench_matrix_report(runner: CliRunner, tflite: dict[str, Path], tmp_path: Path) -> None:

@@ -239,6 +239,44 @@ def test_bad_options(runner: CliRunner, tflite: dict[str, Path]) -> None:
     assert usage.exit_code == 2
 
 
+@pytest.mark.parametrize("threads", ["a", "1,x", "0"])
+def test_demo_bad_threads_is_one_line_before_any_work(
+    runner: CliRunner, tmp_path: Path, threads: str
+) -> None:
+    out = tmp_path / "demo"
+    assert_one_line_error(invoke(runner, "demo", "--out", out, "--threads", threads), "threads")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_dir_moves_all_or_nothing(tmp_path: Path) -> None:
+    from tfopt.fsutil import staged_dir
+
+    out = tmp_path / "a" / "b" / "out"
+    names = ["model.tflite", "report.json", "optimized.keras"]
+    with pytest.raises(RuntimeError), staged_dir(out, names) as staging:
+        (staging / "model.tflite").write_text("new")
+        raise RuntimeError("a later step failed")
+    assert list(tmp_path.iterdir()) == []  # nothing moved; the folders it made are gone
+
+    out.mkdir(parents=True)
+    for name in names:
+        (out / name).write_text("old")
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(RuntimeError), staged_dir(out, names) as staging:
+        (staging / "model.tflite").write_text("new")
+        raise RuntimeError("a later step failed")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        **dict.fromkeys(names, "old"), "notes.txt": "the user's"
+    }
+    with staged_dir(out, names) as staging:  # success: this run's files only, no stale one
+        (staging / "model.tflite").write_text("new")
+        (staging / "report.json").write_text("new")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "model.tflite": "new", "report.json": "new", "notes.txt": "the user's"
+    }
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no staging folder left
+
+
 def test_bench_data_that_does_not_fit(
     runner: CliRunner, tflite: dict[str, Path], tmp_path: Path
 ) -> None:

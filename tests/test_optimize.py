@@ -314,3 +314,43 @@ def test_no_check_keeps_the_tflite_and_reports_the_difference(
     assert (tmp_path / "model.tflite").exists()
     assert report.tflite["check"]["outputs"][0]["sqnr_db"] > 8
     assert any("not enforced" in n for n in report.notes)
+
+
+def test_a_failed_run_leaves_no_output(
+    runner: CliRunner, small_cnn: Path, opt_data: Path, tmp_path: Path
+) -> None:
+    """A report.json that cannot be replaced (a folder) used to fail after model.tflite was
+    written; now the run refuses before any work and OUT is unchanged."""
+    out = tmp_path / "o"
+    (out / "report.json").mkdir(parents=True)
+    result = invoke(runner, "optimize", small_cnn, "--recipe", "int8", "--data", opt_data,
+                    "-o", out, "--epochs", "0", "--overwrite")  # fmt: skip
+    assert result.exit_code == 1 and "is a folder" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]  # no staging folder left beside OUT
+
+
+def test_overwrite_never_mixes_two_runs(
+    small_cnn: Path, opt_data: Path, tmp_path: Path, tf_keras: Any, digits: dict[str, np.ndarray]
+) -> None:
+    """A run whose optimized.keras cannot be saved (a Lambda layer does not reload in safe mode)
+    must not leave the previous run's optimized.keras beside its new model.tflite."""
+    out = tmp_path / "out"
+    first = optimize(small_cnn, "int8", str(opt_data), out, epochs=0)
+    assert (out / "optimized.keras").exists() and not first.notes
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((8, 8, 1), name="image")
+    h = tf_keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    h = tf_keras.layers.Flatten()(h)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(10, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(digits["x_train"], digits["y_train"], epochs=2, verbose=0)
+    model.save(tmp_path / "lambda.h5")
+    second = optimize(tmp_path / "lambda.h5", "int8", str(opt_data), out, epochs=0,
+                      overwrite=True, unsafe=True)  # fmt: skip
+    assert any("optimized.keras not written" in n for n in second.notes)
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["tflite"]["path"] == str(
+        out / "model.tflite"
+    )

@@ -13,13 +13,13 @@ import json
 import os
 import sys
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from tfopt.errors import TfoptError, first_line
+from tfopt.quiet import quiet
 
 PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8", "w8", "w4", "w4b32"]
 
@@ -54,9 +54,8 @@ def command(fn: Callable[..., tuple[Any, Callable[[Any], str]]]) -> Callable[...
     @functools.wraps(fn)
     def wrapper(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
         debug = bool(ctx.obj and ctx.obj.get("debug"))
-        warnings.simplefilter("ignore")
         try:
-            with _stdout_to_stderr():
+            with quiet(debug), _stdout_to_stderr():
                 doc, human = fn(**kwargs)
         except TfoptError as exc:
             if debug:

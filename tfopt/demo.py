@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from converters.precision import CONVERTER_PRECISIONS
 from tfopt import keras_worlds
 from tfopt.conversion import convert
 from tfopt.data import Dataset
-from tfopt.fsutil import check_output_dir, write_text
+from tfopt.fsutil import check_output_dir, staged_dir, write_text
 from tfopt.loading import from_keras
 from tfopt.report import bar_chart, markdown_table, text_table, write_json
 from tfopt.timing import BenchSettings, bench
@@ -82,11 +83,16 @@ def run_demo(
     overwrite: bool = False,
 ) -> DemoReport:
     """Train, convert to every precision, check, time and report. Returns the table."""
-    from tqdm import tqdm
-
     names = OUTPUT_NAMES + [f"digits_{p}.tflite" for p in CONVERTER_PRECISIONS]
+    settings = BenchSettings(threads=threads, min_seconds=min_seconds, warmup=10)  # checks first
     out = check_output_dir(out_dir, names, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_dir(out, names) as staging:  # all files appear together, or none
+        table, rows, markdown = _run_in(staging, settings)
+    return DemoReport(str(out), rows, table, markdown)
+
+
+def _run_in(out: Path, settings: BenchSettings) -> tuple[str, list[dict[str, Any]], str]:
+    from tqdm import tqdm
 
     x_train, y_train, x_test, y_test = digits_split()
     started = time.perf_counter()
@@ -101,7 +107,6 @@ def run_demo(
 
     test = Dataset({"image": x_test}, y_test)
     reference = run_reference(from_keras(model), test)
-    settings = BenchSettings(threads=threads, min_seconds=min_seconds, warmup=10)
     rows = []
     for precision in tqdm(
         list(CONVERTER_PRECISIONS), desc="precisions", unit="model", disable=None
@@ -162,7 +167,7 @@ def run_demo(
         [
             (
                 "p50 latency (ms), batch 1",
-                {f"{t} thread(s)": [r[f"p50_ms_{t}t"] for r in rows] for t in threads},
+                {f"{t} thread(s)": [r[f"p50_ms_{t}t"] for r in rows] for t in settings.threads},
             ),
             (
                 "size (KB)",
@@ -174,4 +179,4 @@ def run_demo(
     )
     write_json(out / "report.json", doc)
     write_text(out / "report.md", markdown)
-    return DemoReport(str(out), rows, table, markdown)
+    return table, rows, markdown

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tfopt.errors import InputError, OutputError
+from tfopt.errors import InputError, OutputError, first_line
 
 
 def existing(path: str | os.PathLike[str], what: str = "file") -> Path:
@@ -50,6 +51,9 @@ def check_output_dir(path: str | os.PathLike[str], names: list[str], overwrite: 
         clash = [n for n in names if (p / n).exists()]
         if clash and not overwrite:
             raise OutputError(f"{p / clash[0]} already exists (use --overwrite to replace it)")
+        folders = [n for n in clash if (p / n).is_dir()]
+        if folders:
+            raise OutputError(f"{p / folders[0]} is a folder; tfopt replaces only files")
         _probe_writable(p)
     else:
         parent = p.parent
@@ -84,3 +88,60 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike[str], names: list[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; write a run's outputs there.
+
+    When the block succeeds, the files in `names` move into `path` together: earlier files of
+    those names are replaced, and an earlier one this run did not make is removed, so one run's
+    outputs never sit beside another's. When the block fails (or a move does), `path` is left as
+    it was and folders made for it are removed again.
+    """
+    final = Path(path)
+    made = []
+    parent = final.parent
+    while not parent.exists():
+        made.append(parent)
+        parent = parent.parent
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    done = False
+    try:
+        yield staging
+        _move_together(staging, final, names)
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if done else made:  # deepest first; stop at one that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _move_together(staging: Path, final: Path, names: list[str]) -> None:
+    created = not final.exists()
+    final.mkdir(exist_ok=True)
+    old_dir = staging / ".replaced"
+    old_dir.mkdir()
+    old: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in names:
+            if (final / name).exists() or (final / name).is_symlink():
+                os.replace(final / name, old_dir / name)
+                old.append(name)
+        for name in names:
+            if (staging / name).exists():
+                os.replace(staging / name, final / name)
+                placed.append(name)
+    except OSError as exc:
+        for name in placed:
+            os.replace(final / name, staging / name)
+        for name in old:
+            os.replace(old_dir / name, final / name)
+        if created:
+            final.rmdir()
+        raise OutputError(f"cannot move the results into {final}: {first_line(exc)}") from None

@@ -21,9 +21,9 @@ import numpy as np
 from tfopt.conversion import convert
 from tfopt.data import Dataset
 from tfopt.errors import InputError, first_line
-from tfopt.fsutil import atomic_path, check_output_dir, write_text
+from tfopt.fsutil import atomic_path, check_output_dir, staged_dir, write_text
 from tfopt.inspection import weight_stats
-from tfopt.loading import SourceKind, from_keras, load
+from tfopt.loading import SourceKind, TensorSpec, from_keras, load
 from tfopt.optimization import lowrank, native, tfmot_stages
 from tfopt.optimization.context import (
     Context,
@@ -35,6 +35,7 @@ from tfopt.optimization.context import (
 )
 from tfopt.optimization.rebuild import to_tf_keras
 from tfopt.optimization.training import (
+    TrainData,
     evaluate,
     load_train_data,
     model_args,
@@ -241,19 +242,38 @@ def optimize(
         stages.append(_snapshot(ctx, stage.kind.value, did, time.perf_counter() - started))
 
     final: ConvertStage = rec.stages[-1]  # type: ignore[assignment]
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_dir(out, OUTPUTS) as staging:
+        report = _convert_and_report(ctx, rec, final, model, loaded.inputs, train, stages, out,
+                                     staging, check)  # fmt: skip
+    return report
+
+
+def _convert_and_report(
+    ctx: Context,
+    rec: Recipe,
+    final: ConvertStage,
+    model: Any,
+    inputs: tuple[TensorSpec, ...],
+    train: TrainData,
+    stages: list[dict[str, Any]],
+    out: Path,
+    staging: Path,
+    check: bool,
+) -> OptimizeReport:
+    """The last stage: convert, measure, save; every file goes to `staging` (moved to `out` by
+    the caller only when all of them were written)."""
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(train.train))[: final.num_calibration]
     calibration = Dataset({k: v[pick] for k, v in train.train.x.items()})
     held_out = train.val.take(256)
-    tflite_path = out / "model.tflite"
+    tflite_path = staging / "model.tflite"
     conv = convert(
         ctx.model,
         tflite_path,
         final.precision,
         calibration=calibration,
         int8_io=final.int8_io,
-        seq_len=_seq_len(loaded.inputs, train.val),
+        seq_len=_seq_len(inputs, train.val),
         overwrite=True,
         check=check,
         check_data=held_out,
@@ -267,7 +287,9 @@ def optimize(
     val_acc = float(np.mean(next(iter(outputs.values())).argmax(-1) == train.val.y))
     timing = bench(tflite_path, BenchSettings(threads=(1,), min_seconds=0.5))
     notes = list(ctx.notes) + [n for s in stages for n in s["did"].get("notes", [])]
-    saved = _save_keras(ctx.plain_model or ctx.model, out / "optimized.keras", train.val.take(8))
+    saved = _save_keras(
+        ctx.plain_model or ctx.model, staging / "optimized.keras", train.val.take(8)
+    )
     if saved:
         notes.append(f"optimized.keras not written: {saved}")
     report = OptimizeReport(
@@ -276,7 +298,7 @@ def optimize(
         world=ctx.world.value,
         stages=stages,
         tflite={
-            "path": str(tflite_path),
+            "path": str(out / "model.tflite"),
             "precision": conv.precision,
             "size_bytes": conv.size_bytes,
             "gzip_bytes": conv.gzip_bytes,
@@ -290,6 +312,6 @@ def optimize(
         notes=notes,
         out_dir=str(out),
     )
-    write_json(out / "report.json", report.to_dict())
-    write_text(out / "report.md", _markdown(report))
+    write_json(staging / "report.json", report.to_dict())
+    write_text(staging / "report.md", _markdown(report))
     return report
