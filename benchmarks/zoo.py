@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,11 @@ SEQ_LEN = 32
 VOCAB = 2000
 CALIBRATION = 8
 MARK = "ZOO-RESULT "
+# TensorFlow's start-up chatter, never the reason for a crash.
+NOISE = re.compile(
+    r"cuInit|cuda|absl::InitializeLog|XNNPACK delegate|oneDNN|cpu_feature_guard|"
+    r"AVX|WARNING:tfopt|warnings.warn|UserWarning|^[WI]0000"
+)
 APP_FAMILIES = (
     "Xception", "VGG16", "ResNet50", "ResNet50V2", "InceptionV3", "InceptionResNetV2", "MobileNet",
     "MobileNetV2", "MobileNetV3Small", "DenseNet121", "NASNetMobile", "EfficientNetB0",
@@ -393,7 +399,9 @@ def build_mha(K: Any, world: str) -> tuple[Any, dict[str, np.ndarray]]:
     inp = K.Input((SEQ_LEN,), dtype="int32", name="tokens")
     h = L.Embedding(VOCAB, 32)(inp)
     h = L.LayerNormalization()(L.Add()([h, L.MultiHeadAttention(2, 16)(h, h)]))
-    model = K.Model(inp, L.Dense(len(CATEGORIES), activation="softmax")(L.GlobalAveragePooling1D()(h)))
+    model = K.Model(
+        inp, L.Dense(len(CATEGORIES), activation="softmax")(L.GlobalAveragePooling1D()(h))
+    )
     _compile_fit(model, x, y, epochs=1)
     return model, {"tokens": held}
 
@@ -543,11 +551,7 @@ def data_dependent_init(K: Any, model: Any, images: np.ndarray) -> dict[str, Any
     Returns evidence: how many BN layers changed their moving statistics, and the spread of the
     top class over the batch.
     """
-    bns = [
-        layer
-        for layer in _all_layers(model)
-        if isinstance(layer, K.layers.BatchNormalization)
-    ]
+    bns = [layer for layer in _all_layers(model) if isinstance(layer, K.layers.BatchNormalization)]
     before = [np.array(b.moving_variance).copy() for b in bns]
     saved = [b.momentum for b in bns]
     for b in bns:
@@ -615,7 +619,9 @@ def cases(apps: str) -> list[Case]:
             out.append(Case(f"k3/hub-{name}.keras", "keras-hub", "k3", ".keras", key))
             if name == "gpt2_causal_lm":
                 out.append(
-                    Case(f"k3/hub-{name}.keras --lm", "keras-hub", "k3", ".keras", key, {"lm": True})
+                    Case(
+                        f"k3/hub-{name}.keras --lm", "keras-hub", "k3", ".keras", key, {"lm": True}
+                    )
                 )
     if apps != "none":
         for world in ("k3", "tfk"):
@@ -683,7 +689,9 @@ def build_worker(case: Case, models: Path) -> None:
         model, data = BUILDERS["subclassed"](K, case.world, models)
     else:
         model, data = BUILDERS[case.builder](K, case.world)
-    formats = [".keras", ".h5"] if case.world == "tfk" and case.family != "subclassed" else [".keras"]
+    formats = (
+        [".keras", ".h5"] if case.world == "tfk" and case.family != "subclassed" else [".keras"]
+    )
     if case.builder.startswith("app:"):
         formats = [case.fmt]
     for fmt in formats:
@@ -732,6 +740,7 @@ def convert_worker(case: Case, models: Path, precisions: list[str]) -> None:
         except TfoptError as exc:
             row = {"status": "fail", "reason": first_line(exc)}
         except Exception as exc:  # noqa: BLE001 - a raw exception is a tfopt bug: record it
+            traceback.print_exc()
             row = {"status": "error", "reason": f"{type(exc).__name__}: {first_line(exc)}"}
         row["seconds"] = round(time.perf_counter() - started, 1)
         print(MARK + json.dumps({"precision": prec, **row}), flush=True)
@@ -789,17 +798,21 @@ def _stream(cmd: list[str], timeout: float, log: Any) -> tuple[list[dict[str, An
             deadline = time.monotonic() + timeout
         else:
             log.write(line)
-            if line.strip():
+            if line.strip() and not NOISE.search(line):
                 tail = (tail + [line.strip()])[-5:]
     code = proc.wait()
     if code == 0:
         return records, "ok"
     how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-    last = next((t for t in reversed(tail) if "Error" in t or "error" in t), tail[-1] if tail else "")
-    return records, f"crash ({how}): {last[:300]}"
+    if code < 0:
+        how += f" ({signal.Signals(-code).name})" if -code in signal.valid_signals() else ""
+    last = next((t for t in reversed(tail) if re.search(r"rror|Check failed|^F0000", t)), "")
+    return records, f"crash, {how}" + (f": {last[:300]}" if last else "")
 
 
-def run_case(case: Case, models: Path, precisions: list[str], timeout: float, log_dir: Path) -> dict[str, Any]:
+def run_case(
+    case: Case, models: Path, precisions: list[str], timeout: float, log_dir: Path
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": case.name, "family": case.family, "world": WORLDS[case.world],
         "format": case.fmt, "results": {},
@@ -891,7 +904,9 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="regex on the model name")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--apps", choices=("one-per-family", "all", "none"), default="one-per-family")
+    parser.add_argument(
+        "--apps", choices=("one-per-family", "all", "none"), default="one-per-family"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per conversion")
     parser.add_argument("--results", default=str(RESULTS), help="folder for zoo.json and zoo.md")
     parser.add_argument("--list", action="store_true", help="print the model names and exit")
