@@ -19,7 +19,7 @@ def assert_one_line_error(result: Any, *fragments: str) -> None:
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.output
+    assert result.stdout == ""  # nothing half-done on stdout; the error is on stderr only
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 

@@ -89,7 +89,7 @@ def test_summary_percentiles() -> None:
 
 def test_run_min_seconds(tflite: dict[str, Path]) -> None:
     r = harness.run(str(tflite["float32"]), threads=1, min_seconds=0.05, warmup=2)
-    assert r["runs"] >= 10 and r["warmup"] == 2
+    assert r["runs"] >= 1 and r["warmup"] == 2  # how many fit in 0.05 s is speed, not behaviour
     assert r["latency_us"]["p50"] > 0
 
 

@@ -128,7 +128,7 @@ def test_ssh_failures_are_one_clear_line(
     result = invoke(runner, "bench", tflite["int8"], *args, "--remote-python", python)
     assert result.exit_code == 1
     assert expected in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert time.monotonic() - started < 60
 
 
