@@ -17,10 +17,14 @@ class Prepared:
 
     `calibration_order` lists input names in the order the converter's representative dataset
     must yield them as a list; None means it takes a dict keyed by signature input names.
+    `fallback` builds another converter for the same model, tried if the first one fails.
     """
 
     converter: Any
     calibration_order: list[str] | None
+    # A second way to build the converter, tried when the first fails to convert (e.g. a
+    # tf_keras RNN, whose tensor lists lower only at a static batch size).
+    fallback: Callable[[], Any] | None = None
 
 
 Backend = Callable[[LoadedModel, int | None, Path], Prepared]

@@ -1,23 +1,41 @@
-"""tf_keras (Keras 2) models: `TFLiteConverter.from_keras_model`, works for every precision."""
+"""tf_keras (Keras 2) models: `TFLiteConverter.from_keras_model`, works for every precision.
+
+Where that cannot work — free non-batch dimensions with `seq_len` given, a subclassed model with
+no symbolic inputs — or where it fails (an LSTM/GRU's tensor lists lower only at a static batch
+size), the model is traced as a concrete function at batch 1 instead.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from converters.base import Prepared, fixed_shape, has_free_dims, register
 from tfopt import keras_worlds
 from tfopt.loading import LoadedModel, SourceKind
 
 
+def _at_batch_one(loaded: LoadedModel, seq_len: int | None) -> Any:
+    tf = keras_worlds.tf()
+    model = loaded.model
+    names = loaded.input_names
+    specs = [tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs]
+
+    @tf.autograph.experimental.do_not_convert
+    def call(*xs: Any) -> Any:
+        return model(loaded.call_args(dict(zip(names, xs, strict=True))), training=False)
+
+    concrete = tf.function(call).get_concrete_function(*specs)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
 @register(SourceKind.TF_KERAS)
 def prepare(loaded: LoadedModel, seq_len: int | None, workdir: Path) -> Prepared:
     tf = keras_worlds.tf()
     order = loaded.input_names
-    if not has_free_dims(loaded.inputs) or seq_len is None:
-        return Prepared(tf.lite.TFLiteConverter.from_keras_model(loaded.model), order)
-    # Free non-batch dimensions: trace a concrete function at the fixed shape instead.
-    specs = [tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs]
-    model = loaded.model
-    fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
-    concrete = fn.get_concrete_function(*specs)
-    return Prepared(tf.lite.TFLiteConverter.from_concrete_functions([concrete], model), order)
+    symbolic = bool(getattr(loaded.model, "inputs", None))
+    if symbolic and (not has_free_dims(loaded.inputs) or seq_len is None):
+        converter = tf.lite.TFLiteConverter.from_keras_model(loaded.model)
+        fallback = None if has_free_dims(loaded.inputs) else lambda: _at_batch_one(loaded, None)
+        return Prepared(converter, order, fallback)
+    return Prepared(_at_batch_one(loaded, seq_len), order)

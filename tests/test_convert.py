@@ -117,9 +117,20 @@ def test_keras_nlp_alias_converts(bert_data: Path, tmp_path: Path) -> None:
     assert convert(model, tmp_path / "nlp.tflite", "float32", seq_len=32).check["passed"]
 
 
-def test_bert_needs_seq_len(bert: Any, tmp_path: Path) -> None:
+def test_keras_hub_seq_len_defaults_to_the_models_own(
+    bert: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = convert(bert, tmp_path / "b.tflite", "float32")
+    assert result.seq_len == bert.max_sequence_length == 64
+    assert inspect_tflite(tmp_path / "b.tflite")["inputs"][0]["shape"] == [1, 64]
+    assert "--seq-len 64: the model's own sequence length" in caplog.text
+
+
+def test_free_length_without_a_known_one_asks_for_seq_len(keras3: Any, tmp_path: Path) -> None:
+    tokens = keras3.Input((None,), dtype="int32")
+    model = keras3.Model(tokens, keras3.layers.Embedding(50, 4)(tokens))
     with pytest.raises(ConversionError, match="--seq-len"):
-        convert(bert, tmp_path / "b.tflite", "float32")
+        convert(model, tmp_path / "b.tflite", "float32")
     assert not (tmp_path / "b.tflite").exists()
 
 

@@ -104,7 +104,8 @@ def test_compare_broken_candidate(
     [
         (lambda d: {"x": d[:10, :4]}, "shape"),
         (lambda d: {"x": d[:10, :, :, 0]}, "shape"),
-        (lambda d: {"x": (d[:10] * 255).astype(np.int64)}, "dtype int64"),
+        # Integers are cast to a float input only where exact: 2**40 + 1 is not in float32.
+        (lambda d: {"x": np.full(d[:10].shape, 2**40 + 1, np.int64)}, "dtype int64"),
         (
             lambda d: {
                 "x": np.where(np.arange(d[:10].size).reshape(d[:10].shape) == 3, np.nan, d[:10])

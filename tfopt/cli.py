@@ -96,6 +96,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if debug:
+        os.environ["TFOPT_DEBUG"] = "1"  # the library then keeps native converter output too
+    _show_notes()
+
+
+def _show_notes() -> None:
+    """tfopt's one-line notes (an input cast, a default chosen) go to stderr as `note: ...`."""
+    import logging
+
+    class Notes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            click.echo(f"note: {record.getMessage()}", err=True)  # the current stderr
+
+    logger = logging.getLogger("tfopt")
+    if not any(type(h).__name__ == "Notes" for h in logger.handlers):
+        logger.addHandler(Notes())
 
 
 _IMPORTS = click.option(

@@ -7,8 +7,10 @@ check leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from converters import PRECISIONS, Precision, backend_for
-from tfopt import harness
+from tfopt import harness, keras_worlds
 from tfopt.data import Dataset, load_data
-from tfopt.errors import ConversionError, DataError, InputError, ValidationError
+from tfopt.errors import ConversionError, DataError, InputError, ValidationError, note
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
-from tfopt.loading import LoadedModel, SourceKind, TensorSpec, load
+from tfopt.loading import InputShapes, LoadedModel, SourceKind, TensorSpec, load
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 CHECK_SAMPLES = 32
@@ -42,6 +44,7 @@ class ConvertResult:
     seconds: float
     float_compute_ops: dict[str, int]
     check: dict[str, Any] | None
+    seq_len: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,11 +144,16 @@ def convert(
     max_length: int = 128,
     quantizer: str = "converter",
     keep_float: tuple[str, ...] = (),
+    imports: tuple[str, ...] = (),
+    input_shapes: InputShapes | None = None,
 ) -> ConvertResult:
     """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
 
     The result is checked on `check_data` (else the calibration data, else realistic random
     inputs; at most 32 samples) against the precision's tolerance before it is kept.
+    `imports` are modules or `.py` files with custom layers (they need `unsafe`);
+    `input_shapes` fixes inputs a model does not record (see `loading.parse_input_shapes`).
+    A keras-hub model's free sequence dimension defaults to its own sequence length.
 
     Raises:
         InputError, ModelLoadError, DataError: bad model or data.
@@ -162,7 +170,7 @@ def convert(
         raise InputError("num_calibration must be at least 1")
     spec = PRECISIONS[prec]
     out = check_output(output, overwrite)
-    loaded: LoadedModel = load(model, unsafe=unsafe)
+    loaded: LoadedModel = load(model, unsafe=unsafe, imports=imports, input_shapes=input_shapes)
     if loaded.kind is SourceKind.TFLITE:
         raise InputError(f"{model} is already a .tflite file; convert its source model instead")
     if quantizer not in ("converter", "aeq"):
@@ -178,6 +186,12 @@ def convert(
         raise InputError("--keep-float needs --quantizer aeq")
     if lm:
         return _convert_lm(loaded, out, prec, max_length, check, use_aeq, keep_float)
+    if seq_len is None and any(d is None for s in loaded.inputs for d in s.shape[1:]):
+        seq_len = keras_worlds.default_sequence_length(loaded.model)
+        if seq_len is not None:
+            note(f"--seq-len {seq_len}: the model's own sequence length (pass --seq-len to change)")
+    elif seq_len is not None and seq_len < 1:
+        raise InputError("--seq-len must be at least 1")
     specs = fixed_specs(loaded.inputs, seq_len)
     if prec is Precision.INT16X8 and not use_aeq:
         ints = [f"{s.name} ({s.dtype})" for s in specs if not s.is_float]
@@ -196,12 +210,22 @@ def convert(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
         prepared = backend_for(loaded.kind)(loaded, seq_len, Path(work))
-        if use_aeq:
-            PRECISIONS[Precision.FLOAT32].configure(prepared.converter, None, False)
-        else:
-            representative = _representative(data, prepared.calibration_order) if data else None
-            spec.configure(prepared.converter, representative, int8_io)
-        flatbuffer = _run(prepared.converter, prec, use_aeq, keep_float, data)
+
+        def configured(converter: Any) -> Any:
+            if use_aeq:
+                PRECISIONS[Precision.FLOAT32].configure(converter, None, False)
+            else:
+                order = prepared.calibration_order
+                representative = _representative(data, order) if data else None
+                spec.configure(converter, representative, int8_io)
+            return converter
+
+        try:
+            flatbuffer = _run(configured(prepared.converter), prec, use_aeq, keep_float, data)
+        except ConversionError:
+            if prepared.fallback is None:
+                raise
+            flatbuffer = _run(configured(prepared.fallback()), prec, use_aeq, keep_float, data)
     seconds = time.perf_counter() - started
 
     with atomic_path(out) as tmp:
@@ -228,6 +252,7 @@ def convert(
         seconds=round(seconds, 2),
         float_compute_ops=graph_summary(flatbuffer)["float_compute_ops"],
         check=result,
+        seq_len=seq_len,
     )
 
 
@@ -298,6 +323,26 @@ def _check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[s
     return verdict.to_dict()
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """The MLIR converter prints pages of locations to fd 2; its exception carries the error.
+
+    Kept only where asked (TFOPT_DEBUG=1, set by `--debug`).
+    """
+    if os.environ.get("TFOPT_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _run(
     converter: Any,
     prec: Precision,
@@ -307,7 +352,8 @@ def _run(
 ) -> bytes:
     """Convert (errors name the ops at fault), then quantize with the LiteRT quantizer if asked."""
     try:
-        flatbuffer = converter.convert()
+        with _quiet_stderr():
+            flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - ConverterError and friends
         raise _conversion_error(prec, exc) from exc
     return _aeq(flatbuffer, prec, keep_float, data) if use_aeq else flatbuffer

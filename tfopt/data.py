@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfopt.errors import DataError, first_line
+from tfopt.errors import DataError, first_line, note
 from tfopt.fsutil import existing
 from tfopt.loading import TensorSpec
 
@@ -85,6 +85,15 @@ def check_array(name: str, arr: np.ndarray, spec: TensorSpec, source: Path) -> n
             f"but input '{spec.name}' expects {shown}"
         )
     if spec.is_float:
+        if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+            cast = arr.astype(spec.dtype)
+            if np.array_equal(cast.astype(arr.dtype), arr):
+                # Token ids for a tf_keras Embedding whose input defaulted to float32.
+                note(
+                    f"{source}: integer array '{name}' fed to float input '{spec.name}' "
+                    f"as {spec.dtype} (exact)"
+                )
+                return cast
         if not np.issubdtype(arr.dtype, np.floating):
             raise DataError(
                 f"{source}: array '{name}' has dtype {arr.dtype}, but input '{spec.name}' "

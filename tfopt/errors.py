@@ -50,3 +50,14 @@ def first_line(exc: BaseException | str, limit: int = 300) -> str:
     if not line:
         line = exc.__class__.__name__ if isinstance(exc, BaseException) else "no message"
     return line[:limit]
+
+
+def note(message: str) -> None:
+    """A one-line remark for the user (an input cast, a default chosen): on stderr, never stdout.
+
+    Goes through the `tfopt` logger, so library users can route or silence it; the CLI prints it
+    as `note: ...`.
+    """
+    import logging
+
+    logging.getLogger("tfopt").warning(message)

@@ -104,7 +104,21 @@ def layer_classes(config_json: str) -> set[str]:
     return found
 
 
-def load_file(path: Path, world: World, config_json: str, unsafe: bool) -> Any:
+def is_keras_class(cls: type) -> bool:
+    """True for a Keras layer or model class of either world (user-defined ones included)."""
+    return any(
+        c.__name__ == "Layer" and c.__module__.split(".")[0] in ("keras", "tf_keras")
+        for c in cls.__mro__
+    )
+
+
+def load_file(
+    path: Path,
+    world: World,
+    config_json: str,
+    unsafe: bool,
+    custom_objects: dict[str, type] | None = None,
+) -> Any:
     """Load a `.keras` / `.h5` file in its world, in safe mode unless `unsafe`."""
     if world is World.KERAS3 and ("keras_hub" in config_json or "keras_nlp" in config_json):
         keras_hub()
@@ -112,8 +126,10 @@ def load_file(path: Path, world: World, config_json: str, unsafe: bool) -> Any:
     if world is World.TF_KERAS and "Quantize" in config_json:  # a QAT model from tfmot
         tfmot = importlib.import_module("tensorflow_model_optimization")
         with tfmot.quantization.keras.quantize_scope():
-            return keras.models.load_model(str(path), compile=False, safe_mode=not unsafe)
-    return keras.models.load_model(str(path), compile=False, safe_mode=not unsafe)
+            return keras.models.load_model(
+                str(path), custom_objects, compile=False, safe_mode=not unsafe
+            )
+    return keras.models.load_model(str(path), custom_objects, compile=False, safe_mode=not unsafe)
 
 
 def export_saved_model(model: Any, folder: Path, signature: list[Any]) -> None:
@@ -124,3 +140,14 @@ def export_saved_model(model: Any, folder: Path, signature: list[Any]) -> None:
 def load_preset(folder: Path) -> Any:
     """A keras-hub backbone from a local preset folder (keras-hub or Hugging Face layout)."""
     return keras_hub().models.Backbone.from_preset(str(folder))
+
+
+def default_sequence_length(model: Any) -> int | None:
+    """The sequence length a keras-hub model was built for: its preprocessor's, else the
+    backbone's maximum (`max_sequence_length`); None when it has neither (RoPE models)."""
+    for owner in (getattr(model, "preprocessor", None), model, getattr(model, "backbone", None)):
+        for attr in ("sequence_length", "max_sequence_length"):
+            value = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None

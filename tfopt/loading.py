@@ -42,6 +42,11 @@ class TensorSpec:
         return np.issubdtype(np.dtype(self.dtype), np.floating)
 
 
+# How a Keras model takes its inputs: one tensor (None), a list in this order of input names,
+# or a dict from call keys to input names.
+CallStructure = None | tuple[str, ...] | dict[str, str]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready for conversion or reference runs."""
@@ -50,10 +55,28 @@ class LoadedModel:
     model: Any  # Keras model, SavedModel signature function, or None for .tflite
     inputs: tuple[TensorSpec, ...]
     path: Path | None = None
+    structure: CallStructure = None
 
     @property
     def input_names(self) -> list[str]:
         return [s.name for s in self.inputs]
+
+    def call_args(self, x: dict[str, Any]) -> Any:
+        """Named arrays arranged the way the Keras model is called (one, a list or a dict)."""
+        return arrange(self.structure, self.input_names, x)
+
+
+def arrange(structure: CallStructure, names: list[str], x: dict[str, Any]) -> Any:
+    """Named arrays as a model call's argument: one array, a list or a dict (by `structure`)."""
+    if isinstance(structure, dict):
+        return {key: x[name] for key, name in structure.items()}
+    if isinstance(structure, tuple):
+        return [x[name] for name in structure]
+    return x[names[0]] if names and names[0] in x else next(iter(x.values()))
+
+
+# Input shapes given by the user (--input-shape): one shape for a single-input model, or by name.
+InputShapes = tuple[int | None, ...] | dict[str, tuple[int | None, ...]]
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -61,27 +84,173 @@ def _dtype_name(dtype: Any) -> str:
     return np.dtype(str(name)).name
 
 
-def _keras_inputs(model: Any) -> tuple[TensorSpec, ...]:
-    tensors = getattr(model, "inputs", None)
-    if not tensors:
-        raise ModelLoadError(
-            f"{type(model).__name__} has no defined inputs (a subclassed model that was never "
-            "built?); build it on an Input or save it as a SavedModel"
+def _tensor_name(tensor: Any) -> str:
+    return str(getattr(tensor, "name", "input")).split(":")[0]
+
+
+def _functional_input(model: Any) -> Any:
+    """`model.input`, also for a Keras 3 Sequential loaded from a file (whose `.input` raises)."""
+    for candidate in (model, getattr(model, "_functional", None)):
+        if candidate is None:
+            continue
+        try:
+            return candidate.input
+        except (AttributeError, ValueError):
+            continue
+    return None
+
+
+def _declared_shapes(model: Any) -> list[tuple[int | None, ...]] | dict[str, Any] | None:
+    """Input shapes a model declares without symbolic inputs: its build config (what `fit` and
+    `build` record, what `.keras` files store), else its first layer's recorded build shape."""
+    config = None
+    try:
+        config = (model.get_build_config() or {}).get("input_shape")
+    except Exception:  # noqa: BLE001 - a model that was never built
+        config = None
+    if config is None:
+        layers = getattr(model, "layers", None) or []
+        recorded = getattr(layers[0], "_build_shapes_dict", None) if layers else None
+        if recorded and len(recorded) == 1:
+            config = next(iter(recorded.values()))
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        return {str(k): tuple(v) for k, v in config.items()}
+    config = list(config)
+    if config and all(isinstance(d, (int, type(None))) for d in config):
+        return [tuple(config)]
+    return [tuple(s) for s in config]
+
+
+def _batch_free(shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """A recorded build shape holds the batch size of the data it saw: free it."""
+    return (None, *shape[1:]) if shape else shape
+
+
+def _keras_inputs(
+    model: Any, input_shapes: InputShapes | None = None
+) -> tuple[tuple[TensorSpec, ...], CallStructure]:
+    tensors = None
+    try:
+        tensors = model.inputs
+    except (AttributeError, ValueError):
+        tensors = None
+    if tensors:
+        names = list(getattr(model, "input_names", None) or [_tensor_name(t) for t in tensors])
+        specs = tuple(
+            TensorSpec(str(n).split(":")[0], tuple(t.shape), _dtype_name(t.dtype))
+            for n, t in zip(names, tensors, strict=True)
         )
-    names = getattr(model, "input_names", None) or [t.name for t in tensors]
-    return tuple(
-        TensorSpec(str(n).split(":")[0], tuple(t.shape), _dtype_name(t.dtype))
-        for n, t in zip(names, tensors, strict=True)
+        structure = _functional_input(model)
+        by_tensor = {id(t): s.name for t, s in zip(tensors, specs, strict=True)}
+        by_name = {_tensor_name(t): s.name for t, s in zip(tensors, specs, strict=True)}
+
+        def name_of(t: Any) -> str:
+            return by_tensor.get(id(t)) or by_name.get(_tensor_name(t), _tensor_name(t))
+
+        if isinstance(structure, dict):
+            call: CallStructure = {str(k): name_of(t) for k, t in structure.items()}
+        elif isinstance(structure, (list, tuple)):
+            call = tuple(name_of(t) for t in structure)
+        else:
+            call = None
+        specs = _override(specs, input_shapes)
+        return specs, call
+    declared = _declared_shapes(model)
+    if input_shapes is not None:
+        declared = (
+            {k: tuple(v) for k, v in input_shapes.items()}
+            if isinstance(input_shapes, dict)
+            else [tuple(input_shapes)]
+        )
+    if declared is None:
+        raise ModelLoadError(
+            f"cannot tell the input shape of {type(model).__name__} (a subclassed model that "
+            "was never built?): pass --input-shape, e.g. --input-shape 1,224,224,3"
+        )
+    if isinstance(declared, dict):
+        specs = tuple(
+            TensorSpec(k, _batch_free(tuple(v)), "float32") for k, v in declared.items()
+        )
+        return specs, {s.name: s.name for s in specs}
+    if len(declared) == 1:
+        return (TensorSpec("input", _batch_free(declared[0]), "float32"),), None
+    specs = tuple(
+        TensorSpec(f"input_{i}", _batch_free(s), "float32") for i, s in enumerate(declared)
     )
+    return specs, tuple(s.name for s in specs)
 
 
-def from_keras(model: Any, path: Path | None = None) -> LoadedModel:
+def _override(specs: tuple[TensorSpec, ...], shapes: InputShapes | None) -> tuple[TensorSpec, ...]:
+    """Apply --input-shape to known inputs (free dimensions only may change)."""
+    if shapes is None:
+        return specs
+    wanted = shapes if isinstance(shapes, dict) else {specs[0].name: shapes} if len(specs) == 1 else None
+    if wanted is None:
+        raise InputError(
+            f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}): "
+            "give --input-shape NAME=DIMS for each"
+        )
+    unknown = sorted(set(wanted) - {s.name for s in specs})
+    if unknown:
+        raise InputError(
+            f"--input-shape names unknown inputs {', '.join(unknown)} "
+            f"(the model has {', '.join(s.name for s in specs)})"
+        )
+    out = []
+    for s in specs:
+        shape = tuple(wanted.get(s.name, s.shape))
+        if len(shape) != len(s.shape) or any(
+            d is not None and w is not None and d != w for d, w in zip(s.shape, shape, strict=True)
+        ):
+            raise InputError(
+                f"--input-shape {shape} does not fit input '{s.name}' of shape {s.shape}"
+            )
+        out.append(TensorSpec(s.name, shape, s.dtype))
+    return tuple(out)
+
+
+def parse_input_shapes(values: tuple[str, ...] | list[str]) -> InputShapes | None:
+    """`1,224,224,3` (the single input) or `NAME=1,128` (repeatable); `?` or `None` is free."""
+    if not values:
+        return None
+    named: dict[str, tuple[int | None, ...]] = {}
+    single: tuple[int | None, ...] | None = None
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shape = tuple(
+                None if d.strip() in ("?", "None", "none", "") else int(d)
+                for d in dims.split(",")
+            )
+        except ValueError:
+            raise InputError(
+                f"--input-shape '{value}': expected comma-separated sizes such as 1,224,224,3"
+            ) from None
+        if any(d is not None and d < 1 for d in shape):
+            raise InputError(f"--input-shape '{value}': sizes must be positive")
+        if name:
+            named[name] = shape
+        elif single is None and not named:
+            single = shape
+        else:
+            raise InputError("give one --input-shape, or NAME=DIMS for each input")
+    if single is not None and named:
+        raise InputError("give one --input-shape, or NAME=DIMS for each input")
+    return named or single
+
+
+def from_keras(
+    model: Any, path: Path | None = None, input_shapes: InputShapes | None = None
+) -> LoadedModel:
     """Wrap an in-memory Keras model of either world."""
     world = keras_worlds.world_of_model(model)
     if world is None:
         raise ModelLoadError(f"{type(model).__name__} is not a Keras model")
     kind = SourceKind.TF_KERAS if world is keras_worlds.World.TF_KERAS else SourceKind.KERAS3
-    return LoadedModel(kind, model, _keras_inputs(model), path)
+    specs, structure = _keras_inputs(model, input_shapes)
+    return LoadedModel(kind, model, specs, path, structure)
 
 
 def _load_saved_model(path: Path) -> LoadedModel:
@@ -89,7 +258,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001 - TF raises many types for a broken folder
-        raise ModelLoadError(f"cannot load SavedModel {path}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load SavedModel {path}: {first_line(exc)}") from exc
     signatures = getattr(loaded, "signatures", {})
     if "serving_default" not in signatures:
         raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature")
@@ -114,7 +283,7 @@ def _load_tflite(path: Path) -> LoadedModel:
         interpreter = harness.make_interpreter(str(path))
         inputs, _ = harness.io_details(interpreter)
     except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
-        raise ModelLoadError(f"{path} is a broken .tflite file: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{path} is a broken .tflite file: {first_line(exc)}") from exc
     # A quantized (int8 I/O) input takes real values: the harness quantizes them.
     specs = tuple(
         TensorSpec(
@@ -127,28 +296,112 @@ def _load_tflite(path: Path) -> LoadedModel:
     return LoadedModel(SourceKind.TFLITE, None, specs, path)
 
 
-def _first_line(exc: BaseException) -> str:
-    return first_line(exc)
+def import_user_code(imports: tuple[str, ...] | list[str], unsafe: bool) -> dict[str, type]:
+    """Import modules or `.py` files that define a model's custom layers and models.
+
+    Importing runs the code, so it is refused unless `unsafe` (like Lambda layers). Classes
+    registered with `register_keras_serializable` are then found by Keras; every Keras layer or
+    model class the modules define is also returned as `custom_objects` for unregistered ones.
+
+    Raises:
+        InputError: imports without `unsafe`, or a missing file.
+        ModelLoadError: the module cannot be imported (not found, syntax error, it raised).
+    """
+    if not imports:
+        return {}
+    if not unsafe:
+        raise InputError(
+            "--import runs the code it names; pass --unsafe too if you trust "
+            + ", ".join(imports)
+        )
+    found: dict[str, type] = {}
+    for target in imports:
+        try:
+            module = _import_one(target)
+        except InputError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - user code may raise anything, exit too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise ModelLoadError(f"cannot import {target}: {first_line(exc)}") from exc
+        for value in vars(module).values():
+            if isinstance(value, type) and keras_worlds.is_keras_class(value):
+                found.setdefault(value.__name__, value)
+    return found
 
 
-def load(source: str | os.PathLike[str] | Any, unsafe: bool = False) -> LoadedModel:
+def _import_one(target: str) -> Any:
+    import importlib
+    import importlib.util
+    import sys
+
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = existing(target, "module file")
+        if path.is_dir() or path.suffix != ".py":
+            raise InputError(f"--import {target}: expected a module name or a .py file")
+        name = f"tfopt_user_{path.stem}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(target)
+    finally:
+        sys.path.remove(os.getcwd())
+
+
+def _load_error(path: Path, exc: BaseException, custom: dict[str, type]) -> ModelLoadError:
+    message = first_line(exc).split(". Make sure")[0]
+    if "Could not locate" in message or "Unknown layer" in message or "Unknown object" in message:
+        hint = (
+            "; it uses custom classes: pass --import MODULE_OR_FILE (with --unsafe) that defines "
+            "them"
+            if not custom
+            else "; the modules given with --import do not define it"
+        )
+        return ModelLoadError(f"cannot load {path}: {message}{hint}")
+    return ModelLoadError(f"cannot load {path}: {message}")
+
+
+def load(
+    source: str | os.PathLike[str] | Any,
+    unsafe: bool = False,
+    imports: tuple[str, ...] | list[str] = (),
+    input_shapes: InputShapes | None = None,
+) -> LoadedModel:
     """Load a model file or folder, or wrap an in-memory Keras model.
+
+    Args:
+        unsafe: allow Lambda layers and `imports` (both run code from outside the model's weights).
+        imports: modules or `.py` files to import first (custom layers and models).
+        input_shapes: input shapes for a model that does not record them (`parse_input_shapes`).
 
     Raises:
         InputError: the path does not exist or has an unknown extension.
         ModelLoadError: the file is not a model, is broken, or holds a Lambda layer in safe mode.
     """
+    custom = import_user_code(imports, unsafe)
     if not isinstance(source, (str, os.PathLike)):
-        return from_keras(source)
+        return from_keras(source, input_shapes=input_shapes)
     path = existing(source, "model")
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return _load_saved_model(path)
         if (path / "config.json").exists():  # a keras-hub / Hugging Face preset folder
             try:
-                return from_keras(keras_worlds.load_preset(path), path)
+                model = keras_worlds.load_preset(path)
             except Exception as exc:  # noqa: BLE001 - keras-hub raises many types
-                raise ModelLoadError(f"cannot load preset {path}: {_first_line(exc)}") from exc
+                raise ModelLoadError(f"cannot load preset {path}: {first_line(exc)}") from exc
+            return from_keras(model, path, input_shapes)
         raise InputError(
             f"{path} is a folder but neither a SavedModel (saved_model.pb) nor a preset (config.json)"
         )
@@ -170,7 +423,7 @@ def load(source: str | os.PathLike[str] | Any, unsafe: bool = False) -> LoadedMo
         )
     world = keras_worlds.world_of_version(version)
     try:
-        model = keras_worlds.load_file(path, world, config, unsafe)
+        model = keras_worlds.load_file(path, world, config, unsafe, custom)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise ModelLoadError(f"cannot load {path}: {_first_line(exc)}") from exc
-    return from_keras(model, path)
+        raise _load_error(path, exc, custom) from exc
+    return from_keras(model, path, input_shapes)

@@ -122,25 +122,27 @@ def _output_names(model: Any, count: int) -> list[str]:
 
 
 def run_reference(loaded: LoadedModel, data: Dataset, batch: int = 64) -> dict[str, np.ndarray]:
-    """Run a Keras model, SavedModel signature or `.tflite` file on `data`."""
+    """Run a Keras model, SavedModel signature or `.tflite` file on `data`.
+
+    Batches follow the model's signature: where it fixes the batch size (a SavedModel exported
+    for batch 1, common on the edge), the data goes in that many samples at a time.
+    """
     if loaded.kind is SourceKind.TFLITE:
         assert loaded.path is not None
         return run_tflite(str(loaded.path), data)
+    fixed = {s.shape[0] for s in loaded.inputs if s.shape and s.shape[0] is not None}
+    if fixed:
+        batch = min(fixed)
     model = loaded.model
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(data), batch):
         x = {k: v[start : start + batch] for k, v in data.x.items()}
+        if fixed and len(next(iter(x.values()))) != batch:
+            break  # a last, partial batch cannot go through a fixed-batch signature
         if loaded.kind is SourceKind.SAVED_MODEL:
             out = model(**x)
         else:
-            structure = model.input
-            if isinstance(structure, dict):
-                args: Any = {key: x[t.name] for key, t in structure.items()}
-            elif isinstance(structure, (list, tuple)):
-                args = [x[n] for n in loaded.input_names]
-            else:
-                args = x[loaded.input_names[0]]
-            out = model(args, training=False)
+            out = model(loaded.call_args(x), training=False)
         if not isinstance(out, dict):
             seq = list(out) if isinstance(out, (list, tuple)) else [out]
             out = dict(zip(_output_names(model, len(seq)), seq, strict=True))
@@ -242,6 +244,7 @@ def compare_files(
     min_cosine: float | None = None,
     min_top1: float | None = None,
     unsafe: bool = False,
+    imports: tuple[str, ...] = (),
 ) -> CompareResult:
     """Load a reference model, a candidate `.tflite` and data from files, then `compare`."""
     if max_samples < 1:
@@ -249,7 +252,7 @@ def compare_files(
     cand = load(candidate)
     if cand.kind is not SourceKind.TFLITE:
         raise InputError(f"CANDIDATE must be a .tflite file: {candidate}")
-    ref = load(reference, unsafe=unsafe)
+    ref = load(reference, unsafe=unsafe, imports=imports)
     dataset = load_data(data, cand.inputs, limit=max_samples)
     assert cand.path is not None
     return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1)
@@ -300,6 +303,7 @@ def compare_embeddings(
     max_samples: int = 1000,
     pooling: str = "mean",
     unsafe: bool = False,
+    imports: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Embedding mode of compare: sentence embeddings of both models on the same token data."""
     cand = load(candidate)
@@ -307,7 +311,7 @@ def compare_embeddings(
         raise InputError(f"CANDIDATE must be a .tflite file: {candidate}")
     dataset = load_data(data, cand.inputs, limit=max_samples)
     mask = dataset.x.get("padding_mask")
-    ref_out = run_reference(load(reference, unsafe=unsafe), dataset)
+    ref_out = run_reference(load(reference, unsafe=unsafe, imports=imports), dataset)
     assert cand.path is not None
     cand_out = run_tflite(str(cand.path), dataset)
     result = embedding_agreement(

@@ -18,7 +18,7 @@ import numpy as np
 from tfopt import keras_worlds
 from tfopt.data import Dataset, check_array
 from tfopt.errors import DataError, InputError
-from tfopt.loading import TensorSpec
+from tfopt.loading import TensorSpec, from_keras
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,7 @@ def _materialize(part: Any, specs: tuple[TensorSpec, ...], source: str) -> Datas
 
 def model_args(model: Any, x: dict[str, np.ndarray]) -> Any:
     """Arrange named arrays the way the model is called (dict, list or a single array)."""
-    structure = model.input
-    if isinstance(structure, dict):
-        return {key: x[t.name.split(":")[0]] for key, t in structure.items()}
-    names = [t.name.split(":")[0] for t in model.inputs]
-    names = list(getattr(model, "input_names", None) or names)
-    if isinstance(structure, (list, tuple)):
-        return [x[n] for n in names]
-    return x[names[0]] if names[0] in x else next(iter(x.values()))
+    return from_keras(model).call_args(x)
 
 
 def outputs_are_probabilities(model: Any, data: Dataset) -> bool:
