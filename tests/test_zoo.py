@@ -38,10 +38,11 @@ zoo = _zoo()
 # (case name in the zoo, quantized precision to try besides float32)
 FAMILIES = [
     pytest.param("k3/seq_cnn.keras", "int8", id="keras3-sequential-cnn-keras"),
-    pytest.param("tfk/text_lstm.h5", "dynamic", id="tf_keras-text-lstm-h5"),
+    pytest.param("tfk/text_gru.h5", "dynamic", id="tf_keras-text-gru-h5"),
     pytest.param("k3/multi_input.keras", "int8", id="keras3-functional-multi-input"),
     pytest.param("k3/subclassed.keras", "dynamic", id="keras3-subclassed-import"),
-    pytest.param("tfk/preproc_tabular.keras", "int8", id="tf_keras-normalization-categoryencoding"),
+    pytest.param("k3/preproc_tabular.keras", "dynamic", id="keras3-normalization-categoryencoding"),
+    pytest.param("tfk/preproc_image.h5", "int8", id="tf_keras-rescaling-resizing-h5"),
     pytest.param("k3/hub-bert_classifier.keras", "dynamic", id="keras-hub-bert-classifier"),
 ]
 
