@@ -31,27 +31,31 @@ fortunes:
 	@test -d /usr/share/games/fortunes || $(SUDO) apt-get install -y -q fortunes \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q fortunes)
 
-# A software GPU (shared/ENV.md): Mesa 25 lavapipe from bookworm-backports, unpacked into
-# $(SOFT_GPU) (about 64 MB; bookworm's own Mesa 22 is rejected by LiteRT's WebGPU/Dawn). tfopt
-# finds it there (or at $$TFOPT_SOFT_GPU) and points Vulkan at it for `--accelerator gpu`.
-SOFT_GPU := .soft-gpu
+# A software GPU (shared/ENV.md): Mesa 25 lavapipe from bookworm-backports, unpacked into a
+# per-user cache folder, $(SOFT_GPU) (about 64 MB; bookworm's own Mesa 22 is rejected by LiteRT's
+# WebGPU/Dawn). tfopt points Vulkan at it for `--accelerator gpu` where no real GPU exists, or when
+# asked with TFOPT_SOFT_GPU=1 (TFOPT_SOFT_GPU=FOLDER for an install elsewhere); a real GPU wins.
+SOFT_GPU := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tfopt/soft-gpu
 SOFT_GPU_DEPS := libvulkan1 libllvm15 libelf1 libwayland-client0 libx11-xcb1 libxcb-dri3-0 \
   libxcb-present0 libxcb-randr0 libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxshmfence1
-APT_BACKPORTS := -o Dir::Etc::SourceList=$(CURDIR)/$(SOFT_GPU)/apt/sources.list \
-  -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$(CURDIR)/$(SOFT_GPU)/apt/lists \
-  -o Dir::Cache=$(CURDIR)/$(SOFT_GPU)/apt/cache -o APT::Sandbox::User=root
+SOFT_GPU_PART := $(SOFT_GPU).part
+APT_BACKPORTS := -o Dir::Etc::SourceList=$(SOFT_GPU_PART)/apt/sources.list \
+  -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$(SOFT_GPU_PART)/apt/lists \
+  -o Dir::Cache=$(SOFT_GPU_PART)/apt/cache -o APT::Sandbox::User=root
 
 soft-gpu: $(SOFT_GPU)/.installed
 $(SOFT_GPU)/.installed:
 	@dpkg -s $(SOFT_GPU_DEPS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q $(SOFT_GPU_DEPS) \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(SOFT_GPU_DEPS))
-	rm -rf $(SOFT_GPU) && mkdir -p $(SOFT_GPU)/apt/lists/partial $(SOFT_GPU)/apt/cache/archives/partial $(SOFT_GPU)/debs
-	echo "deb http://deb.debian.org/debian bookworm-backports main" > $(SOFT_GPU)/apt/sources.list
+	rm -rf $(SOFT_GPU_PART) && mkdir -p $(SOFT_GPU_PART)/apt/lists/partial \
+	  $(SOFT_GPU_PART)/apt/cache/archives/partial $(SOFT_GPU_PART)/debs
+	echo "deb http://deb.debian.org/debian bookworm-backports main" > $(SOFT_GPU_PART)/apt/sources.list
 	apt-get $(APT_BACKPORTS) update -q >/dev/null
-	cd $(SOFT_GPU)/debs && apt-get $(APT_BACKPORTS) download mesa-vulkan-drivers libdrm2 libdrm-amdgpu1
-	for f in $(SOFT_GPU)/debs/*.deb; do dpkg -x $$f $(SOFT_GPU)/root; done
-	rm -rf $(SOFT_GPU)/apt $(SOFT_GPU)/debs
-	touch $@
+	cd $(SOFT_GPU_PART)/debs && apt-get $(APT_BACKPORTS) download mesa-vulkan-drivers libdrm2 libdrm-amdgpu1
+	for f in $(SOFT_GPU_PART)/debs/*.deb; do dpkg -x $$f $(SOFT_GPU_PART)/root; done
+	rm -rf $(SOFT_GPU_PART)/apt $(SOFT_GPU_PART)/debs
+	touch $(SOFT_GPU_PART)/.installed
+	rm -rf $(SOFT_GPU) && mv $(SOFT_GPU_PART) $(SOFT_GPU)
 
 # A real OpenSSH server for the ssh-target tests (they start their own on 127.0.0.1), and adb for
 # the Android target's "no device" path.
@@ -62,9 +66,10 @@ adb:
 	@command -v adb >/dev/null || $(SUDO) apt-get install -y -q adb \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q adb)
 
+# TFOPT_REQUIRE_ALL=1: a GPU, ssh or adb test whose prerequisite is missing fails, not skips.
 test: $(STAMP) fashion-mnist fortunes soft-gpu sshd adb  ## Lint, then the whole test suite.
 	$(BIN)/ruff check tfopt converters tests benchmarks examples
-	$(BIN)/python -m pytest -q
+	TFOPT_REQUIRE_ALL=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -93,4 +98,4 @@ bench-zoo: $(STAMP) fortunes  ## Compatibility matrix -> benchmarks/results/zoo.
 	$(BIN)/python benchmarks/zoo.py --out zoo-out $(ZOO_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SOFT_GPU) demo-out .pytest_cache
+	rm -rf $(VENV) .soft-gpu demo-out .pytest_cache  # the soft GPU stays in the user cache

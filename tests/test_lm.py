@@ -117,7 +117,10 @@ def test_bench_lm_json(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
     assert result.exit_code == 0, result.output
     (r,) = json.loads(result.stdout)["results"]
     assert r["ttft_ms"] >= r["prefill_ms"] > 0
-    assert set(r["decode_tokens_per_s"]) == {"p50", "mean"} and r["decode_tokens_per_s"]["p50"] > 10
+    assert set(r["decode_tokens_per_s"]) == {"p50", "mean"}
+    # Rates follow from the measured step times (how fast is for benchmarks/lm_decode.py).
+    rate = r["decode_tokens_per_s"]["p50"]
+    assert rate == pytest.approx(1e6 / r["decode_step_us"]["p50"], rel=1e-2)
     assert r["peak_rss_mb"] > 10 and r["prompt_len"] == 8 and r["new_tokens"] == 12
 
 

@@ -11,14 +11,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import invoke
+from tests.conftest import invoke, require
 from tests.sshd import SSHD, Sshd, free_port, keygen, local_sshd
 from tfopt.targets import (
     AdbTarget,
@@ -26,7 +25,6 @@ from tfopt.targets import (
     cpu_mask,
     gpu_env,
     parse_benchmark_output,
-    soft_gpu_dir,
 )
 
 RECORDED = Path(__file__).parent / "data" / "benchmark_model"
@@ -35,8 +33,7 @@ RECORDED = Path(__file__).parent / "data" / "benchmark_model"
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """A real sshd on 127.0.0.1 with a throw-away host key and client key."""
-    if not SSHD.exists():
-        pytest.skip("openssh-server is not installed (make test installs it)")
+    require(SSHD.exists(), "openssh-server (make sshd)")
     with local_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
 
@@ -83,10 +80,9 @@ def test_ssh_cleans_up_the_device(runner: Any, sshd: Sshd, tflite: dict[str, Pat
     assert set(Path("/tmp").glob("tfopt-bench.*")) == before
 
 
-@pytest.mark.skipif(soft_gpu_dir() is None, reason="no software GPU (make soft-gpu)")
-def test_gpu_over_ssh(runner: Any, sshd: Sshd, tflite: dict[str, Path]) -> None:
+def test_gpu_over_ssh(runner: Any, sshd: Sshd, tflite: dict[str, Path], soft_gpu: Path) -> None:
     """The device's own Vulkan setup travels in --remote-python (here: the software GPU)."""
-    env = gpu_env({})
+    env = gpu_env({"TFOPT_SOFT_GPU": str(soft_gpu)})
     python = shlex.join(
         ["env", f"VK_ICD_FILENAMES={env['VK_ICD_FILENAMES']}",
          f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}", sys.executable]
@@ -124,12 +120,10 @@ def test_ssh_failures_are_one_clear_line(
         base = getattr(sys, "_base_executable", sys.executable)
         subprocess.run([base, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True)
         python = str(tmp_path / "bare" / "bin" / "python")
-    started = time.monotonic()
     result = invoke(runner, "bench", tflite["int8"], *args, "--remote-python", python)
     assert result.exit_code == 1
     assert expected in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
-    assert time.monotonic() - started < 60
 
 
 def test_ssh_host_that_never_answers_times_out(runner: Any, tflite: dict[str, Path]) -> None:
@@ -138,11 +132,10 @@ def test_ssh_host_that_never_answers_times_out(runner: Any, tflite: dict[str, Pa
         server.bind(("127.0.0.1", 0))
         server.listen(4)
         port = server.getsockname()[1]
-        started = time.monotonic()
         result = invoke(runner, "bench", tflite["int8"], "--target", f"ssh://me@127.0.0.1:{port}",
                         "--ssh-option", "ConnectTimeout=2")  # fmt: skip
+    # ssh's own ConnectTimeout fired (tfopt's answer timeout would say "no answer within").
     assert result.exit_code == 1 and "connection timed out" in result.output, result.output
-    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize(
@@ -194,10 +187,10 @@ def test_adb_command_line_pins_and_picks_the_delegate() -> None:
     assert cpu_mask("0") == "1" and cpu_mask("0,2") == "5"
 
 
-@pytest.mark.skipif(shutil.which("adb") is None, reason="adb not installed (make test installs it)")
 def test_adb_without_a_device_is_one_clear_line(
     runner: Any, tflite: dict[str, Path], tmp_path: Path
 ) -> None:
+    require(shutil.which("adb") is not None, "adb (make adb)")
     binary = tmp_path / "benchmark_model"
     binary.write_bytes(b"\x7fELF")
     result = invoke(
