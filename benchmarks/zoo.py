@@ -712,9 +712,13 @@ def first_line(exc: BaseException) -> str:
 
 def convert_worker(case: Case, models: Path, precisions: list[str]) -> None:
     """Convert the saved file at each precision; one marked JSON line per precision on stdout."""
+    import faulthandler
+
     import tfopt
     from tfopt.errors import TfoptError
 
+    if os.environ.get("ZOO_FAULT_FILE"):  # tfopt keeps native stderr quiet: dump to a file
+        faulthandler.enable(open(os.environ["ZOO_FAULT_FILE"], "w"), all_threads=False)  # noqa: SIM115
     model, calib, check = paths(models, case)
     out = models.parent / "tflite"
     out.mkdir(parents=True, exist_ok=True)
@@ -761,14 +765,19 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ the driver
 
 
-def _stream(cmd: list[str], timeout: float, log: Any) -> tuple[list[dict[str, Any]], str]:
+def _stream(
+    cmd: list[str], timeout: float, log: Any, fault: Path
+) -> tuple[list[dict[str, Any]], str]:
     """Run `cmd`, collecting marked JSON lines; each precision gets `timeout` seconds.
 
-    Returns the records and how the process ended ("ok", "timeout", or "crash: ...").
+    Returns the records and how the process ended ("ok", "timeout", or "crash, ...": the signal
+    and the innermost Python frame, which the worker's faulthandler writes to `fault`).
     """
+    fault.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks"), "ZOO_FAULT_FILE": str(fault)}
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")},
+        cwd=ROOT, env=env,
     )  # fmt: skip
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -807,7 +816,22 @@ def _stream(cmd: list[str], timeout: float, log: Any) -> tuple[list[dict[str, An
     if code < 0:
         how += f" ({signal.Signals(-code).name})" if -code in signal.valid_signals() else ""
     last = next((t for t in reversed(tail) if re.search(r"rror|Check failed|^F0000", t)), "")
-    return records, f"crash, {how}" + (f": {last[:300]}" if last else "")
+    where = innermost_frame(fault)
+    return records, f"crash, {how}" + (f" in {where}" if where else "") + (
+        f": {last[:300]}" if last else ""
+    )
+
+
+def innermost_frame(fault: Path) -> str:
+    """`package/module.py:line function` of the innermost frame in a faulthandler dump."""
+    if not fault.exists():
+        return ""
+    for line in fault.read_text(errors="replace").splitlines():
+        m = re.match(r'\s*File "(.+)", line (\d+) in (\w+)', line)
+        if m:
+            path = re.sub(r".*/site-packages/", "", m.group(1)).replace(str(ROOT) + "/", "")
+            return f"{path}:{m.group(2)} {m.group(3)}"
+    return ""
 
 
 def run_case(
@@ -822,7 +846,7 @@ def run_case(
     with log_path.open("w") as log:
         if not model_file.exists() or not calib.exists():
             cmd = [sys.executable, __file__, "_build", case.name, "--out", str(models.parent)]
-            _, how = _stream(cmd, timeout, log)
+            _, how = _stream(cmd, timeout, log, log_path.with_suffix(".fault"))
             if how != "ok" or not model_file.exists():
                 reason = f"build failed: {how}" if how != "ok" else "build wrote no model file"
                 row["results"] = {p: {"status": "build", "reason": reason} for p in precisions}
@@ -834,7 +858,7 @@ def run_case(
         while todo:
             cmd = [sys.executable, __file__, "_convert", case.name, "--out", str(models.parent),
                    "--precisions", ",".join(todo)]  # fmt: skip
-            records, how = _stream(cmd, timeout, log)
+            records, how = _stream(cmd, timeout, log, log_path.with_suffix(".fault"))
             for r in records:
                 if "status" in r:
                     row["results"][r.pop("precision")] = r
@@ -842,8 +866,11 @@ def run_case(
             if todo and how != "ok":
                 started = [r["start"] for r in records if "start" in r]
                 current = started[-1] if started and started[-1] in todo else todo[0]
-                reason = f"timeout after {timeout:.0f} s" if how == "timeout" else how
-                row["results"][current] = {"status": how.split(" ")[0], "reason": reason}
+                reason = f"timeout after {timeout:.0f} s" if how == "timeout" else how[7:]
+                row["results"][current] = {
+                    "status": "timeout" if how == "timeout" else "crash",
+                    "reason": reason,
+                }
                 todo.remove(current)
             elif todo:
                 for p in todo:
@@ -928,8 +955,8 @@ def main() -> None:
         print("\n".join(c.name for c in selected))
         return
     precisions = args.precisions.split(",")
-    models = Path(args.out) / "models"
-    log_dir = Path(args.out) / "logs"
+    models = Path(args.out).resolve() / "models"
+    log_dir = Path(args.out).resolve() / "logs"
     models.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     results = Path(args.results)
