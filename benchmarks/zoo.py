@@ -925,6 +925,33 @@ def pass_counts(report: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def merge_row(report: dict[str, Any], row: dict[str, Any]) -> None:
+    """Add or update a row; precisions not re-run keep their earlier result."""
+    old = next((r for r in report["rows"] if r["model"] == row["model"]), None)
+    if old is not None:
+        row = {**old, **row, "results": {**old["results"], **row["results"]}}
+        report["rows"][report["rows"].index(old)] = row
+    else:
+        report["rows"].append(row)
+    order = {c.name: i for i, c in enumerate(cases("all"))}
+    report["rows"].sort(key=lambda r: order.get(r["model"], len(order)))
+
+
+def write_report(report: dict[str, Any], results: Path, command: str | None = None) -> None:
+    report.update(
+        machine=machine(),
+        date=datetime.date.today().isoformat(),
+        command=command or "python benchmarks/zoo.py " + " ".join(sys.argv[1:]),
+        pass_counts=pass_counts(report),
+        rows_total=len(report["rows"]),
+    )
+    (results / "zoo.json").write_text(json.dumps(report, indent=1) + "\n")
+    (results / "zoo.md").write_text(
+        f"# Compatibility zoo\n\n{report['machine']}, {report['date']}; "
+        f"`{report['command']}`\n\n" + render(report)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="zoo-out", help="cache of models and .tflite files")
@@ -937,6 +964,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per conversion")
     parser.add_argument("--results", default=str(RESULTS), help="folder for zoo.json and zoo.md")
     parser.add_argument("--list", action="store_true", help="print the model names and exit")
+    parser.add_argument(
+        "--merge", action="append", help="merge the rows of another zoo.json into --results; exit"
+    )
     args, rest = parser.parse_known_args()
 
     if rest and rest[0] in ("_build", "_convert"):
@@ -965,6 +995,13 @@ def main() -> None:
     report: dict[str, Any] = {"precisions": list(PRECISIONS), "rows": []}
     if json_path.exists():
         report = json.loads(json_path.read_text())
+    if args.merge:
+        for other in args.merge:
+            for row in json.loads(Path(other).read_text())["rows"]:
+                merge_row(report, row)
+        write_report(report, results, command=report.get("command"))
+        print(render(report))
+        return
     lock = threading.Lock()
     started = time.time()
 
@@ -973,26 +1010,8 @@ def main() -> None:
         row = run_case(case, models, precisions, args.timeout, log_dir)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         with lock:
-            old = next((r for r in report["rows"] if r["model"] == case.name), None)
-            if old is not None:  # keep precisions not re-run this time
-                row["results"] = {**old["results"], **row["results"]}
-                report["rows"][report["rows"].index(old)] = row
-            else:
-                report["rows"].append(row)
-            order = {c.name: i for i, c in enumerate(cases("all"))}
-            report["rows"].sort(key=lambda r: order.get(r["model"], len(order)))
-            report.update(
-                machine=machine(),
-                date=datetime.date.today().isoformat(),
-                command="python benchmarks/zoo.py " + " ".join(sys.argv[1:]),
-                pass_counts=pass_counts(report),
-                rows_total=len(report["rows"]),
-            )
-            json_path.write_text(json.dumps(report, indent=1) + "\n")
-            (results / "zoo.md").write_text(
-                f"# Compatibility zoo\n\n{report['machine']}, {report['date']}; "
-                f"`{report['command']}`\n\n" + render(report)
-            )
+            merge_row(report, row)
+            write_report(report, results)
             summary = ", ".join(
                 f"{p}={row['results'][p]['status']}" for p in precisions if p in row["results"]
             )
