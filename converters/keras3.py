@@ -25,6 +25,10 @@ def prepare(loaded: LoadedModel, seq_len: int | None, workdir: Path) -> Prepared
         s.name: tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs
     }
     signature = [loaded.call_args(specs)]
+    if not getattr(loaded.model, "built", True):
+        # A subclassed model never called (its shapes came from --input-shape): build it on zeros.
+        zeros = {n: tf.zeros(s.shape, s.dtype) for n, s in specs.items()}
+        loaded.model(loaded.call_args(zeros), training=False)
     folder = workdir / "saved_model"
     try:
         keras_worlds.export_saved_model(loaded.model, folder, signature)

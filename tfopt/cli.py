@@ -311,6 +311,15 @@ def inspect_cmd(model: str, gpu: bool) -> tuple[Any, Callable[[Any], str]]:
                 f"ops: {ops}",
                 f"tensor dtypes: {dtypes}",
                 f"custom ops: {', '.join(r['custom_ops']) or 'none'}",
+                *(
+                    [
+                        "no kernel in this LiteRT for: "
+                        + ", ".join(r["missing_kernels"])
+                        + " (the app must register them to run the model)"
+                    ]
+                    if r.get("missing_kernels")
+                    else []
+                ),
                 *(_placement_lines(r["gpu"]) if "gpu" in r else []),
             ]
         )

@@ -95,31 +95,142 @@ def read_tflite(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
+_NUMPY_TYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "FLOAT64": "float64", "BOOL": "bool"}
+
+
+def _tensor_doc(graph: Any, index: int, name: str, type_names: dict[int, str]) -> dict[str, Any]:
+    """One I/O tensor read from the flatbuffer, in the shape `harness.io_details` reports."""
+    tensor = graph.Tensors(index)
+    if tensor.ShapeSignatureLength() > 0:
+        shape = [int(d) for d in tensor.ShapeSignatureAsNumpy()]
+    else:
+        shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+    kind = type_names.get(tensor.Type(), f"TYPE_{tensor.Type()}")
+    quant = tensor.Quantization()
+    q = None
+    if quant is not None and quant.ScaleLength() == 1 and quant.ZeroPointLength() == 1:
+        q = {"scale": float(quant.Scale(0)), "zero_point": int(quant.ZeroPoint(0))}
+    return {
+        "name": name,
+        "tensor": (tensor.Name() or b"").decode("utf-8", "replace"),
+        "shape": shape,
+        "dtype": _NUMPY_TYPES.get(kind, kind.lower()),
+        "quantization": q,
+    }
+
+
+def _short(tensor_name: str) -> str:
+    name = tensor_name.split(":")[0]
+    return name[len("serving_default_") :] if name.startswith("serving_default_") else name
+
+
+def flatbuffer_io(data: bytes) -> dict[str, Any]:
+    """Inputs, outputs and signatures read from the flatbuffer alone: no kernels needed, so a
+    file with custom ops the runtime does not ship is still described.
+
+    Raises ValueError (or the flatbuffer reader's own errors) on a structurally broken file.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    type_names = _enum_names(schema.TensorType)
+    model = schema.Model.GetRootAs(data, 0)
+    if model.SubgraphsLength() < 1:
+        raise ValueError("no subgraphs")
+    for count in (model.SubgraphsLength(), model.BuffersLength(), model.OperatorCodesLength()):
+        if count * 4 > len(data):
+            raise ValueError("a vector runs past the end of the file")
+    graph = model.Subgraphs(0)
+    n_tensors = graph.TensorsLength()
+
+    def checked(index: int, graph_tensors: int) -> int:
+        if not 0 <= index < graph_tensors:
+            raise ValueError(f"tensor index {index} out of range")
+        return index
+
+    signatures: dict[str, Any] = {}
+    sig_io: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for i in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(i)
+        key = (sig.SignatureKey() or b"").decode("utf-8", "replace")
+        sub = sig.SubgraphIndex()
+        if not 0 <= sub < model.SubgraphsLength():
+            raise ValueError(f"signature '{key}' names subgraph {sub}")
+        g = model.Subgraphs(sub)
+        ins = [sig.Inputs(j) for j in range(sig.InputsLength())]
+        outs = [sig.Outputs(j) for j in range(sig.OutputsLength())]
+        names_in = [(t.Name() or b"").decode("utf-8", "replace") for t in ins]
+        names_out = [(t.Name() or b"").decode("utf-8", "replace") for t in outs]
+        signatures[key] = {"inputs": names_in, "outputs": names_out}
+        sig_io[key] = (
+            [
+                _tensor_doc(g, checked(t.TensorIndex(), g.TensorsLength()), n, type_names)
+                for t, n in zip(ins, names_in, strict=True)
+            ],
+            [
+                _tensor_doc(g, checked(t.TensorIndex(), g.TensorsLength()), n, type_names)
+                for t, n in zip(outs, names_out, strict=True)
+            ],
+        )
+    if len(sig_io) == 1:
+        inputs, outputs = next(iter(sig_io.values()))
+    else:
+        inputs, outputs = (
+            [
+                _tensor_doc(
+                    graph,
+                    checked(i, n_tensors),
+                    _short((graph.Tensors(checked(i, n_tensors)).Name() or b"").decode()),
+                    type_names,
+                )
+                for i in indices
+            ]
+            for indices in (
+                [int(i) for i in graph.InputsAsNumpy()] if graph.InputsLength() else [],
+                [int(i) for i in graph.OutputsAsNumpy()] if graph.OutputsLength() else [],
+            )
+        )
+    return {"inputs": inputs, "outputs": outputs, "signatures": signatures}
+
+
+def _missing_kernels(path: str | os.PathLike[str], custom_ops: list[str]) -> list[str]:
+    """Custom ops LiteRT cannot run here (empty when the model loads).
+
+    Raises ValueError/RuntimeError from the runtime when the file fails for another reason.
+    """
+    try:
+        harness.make_interpreter(str(path))
+    except (ValueError, RuntimeError) as exc:
+        text = str(exc)
+        missing = sorted(op for op in custom_ops if op in text)
+        if missing and ("unresolved custom op" in text or "custom op" in text.lower()):
+            return missing
+        raise
+    return []
+
+
 def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything a deployer asks about a `.tflite` file, as a JSON-ready dict.
+
+    The description comes from the flatbuffer itself, so a file whose custom ops LiteRT does not
+    ship is described too (`missing_kernels` names them: the app must register them); the file
+    is then also loaded by LiteRT, which refuses a structurally broken one.
 
     Raises:
         InputError / ModelLoadError: missing file, not a TFLite file, or a broken one.
     """
     data = read_tflite(path)
     try:
-        interpreter = harness.make_interpreter(str(path), xnnpack=False)  # verifies the buffer
         summary = graph_summary(data)
-        inputs, outputs = harness.io_details(interpreter)
-        signatures = {
-            key: {"inputs": list(sig["inputs"]), "outputs": list(sig["outputs"])}
-            for key, sig in interpreter.get_signature_list().items()
-        }
+        io = flatbuffer_io(data)
+        missing = _missing_kernels(path, summary["custom_ops"])
     except Exception as exc:  # noqa: BLE001 - a truncated flatbuffer fails in many ways
-        first = first_line(exc, 200)
-        raise ModelLoadError(f"{path} is a broken .tflite file: {first}") from exc
+        raise ModelLoadError(f"{path} is a broken .tflite file: {first_line(exc, 200)}") from exc
     return {
         "model": str(Path(path)),
         "size_bytes": len(data),
         "gzip_bytes": gzip_size(data),
-        "inputs": _io(inputs),
-        "outputs": _io(outputs),
-        "signatures": signatures,
+        **io,
+        "missing_kernels": missing,
         **summary,
     }
 

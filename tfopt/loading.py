@@ -283,6 +283,11 @@ def _load_tflite(path: Path) -> LoadedModel:
         interpreter = harness.make_interpreter(str(path))
         inputs, _ = harness.io_details(interpreter)
     except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
+        if "unresolved custom op" in str(exc):
+            raise ModelLoadError(
+                f"{path} cannot run here: LiteRT has no kernel for its custom op "
+                f"({first_line(exc)}); `tfopt inspect` still describes it"
+            ) from exc
         raise ModelLoadError(f"{path} is a broken .tflite file: {first_line(exc)}") from exc
     # A quantized (int8 I/O) input takes real values: the harness quantizes them.
     specs = tuple(
