@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from tests.conftest import invoke
 from tfopt.conversion import convert
-from tfopt.errors import InputError, ModelLoadError
+from tfopt.errors import InputError, ModelLoadError, ValidationError
 from tfopt.inspection import inspect_tflite
 from tfopt.loading import load, parse_input_shapes
 
@@ -303,3 +303,38 @@ def test_bench_runs_a_custom_op_file_litert_resolves(
         runner, "bench", custom_op_files["resolved"], "--threads", "1", "--runs", "3", "--json"
     )
     assert result.exit_code == 0, result.output
+
+
+def test_constant_reference_is_named_as_the_cause(
+    keras3: Any, digits: dict[str, Any], tmp_path: Path
+) -> None:
+    # An untrained 1000-class head: every sample gives the same softmax (0.001 each), which int8
+    # output quantization (scale 1/256) rounds to 0 — SQNR 0 dB that says nothing about int8.
+    inputs = keras3.Input((8, 8, 1))
+    flat = keras3.layers.Flatten()(inputs)
+    outputs = keras3.layers.Dense(1000, "softmax", kernel_initializer="zeros")(flat)
+    np.savez(tmp_path / "calib.npz", x=digits["x_train"][:32])
+    with pytest.raises(ValidationError, match="same output for every sample"):
+        convert(
+            keras3.Model(inputs, outputs), tmp_path / "m.tflite", "int8",
+            calibration=tmp_path / "calib.npz",
+        )  # fmt: skip
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_optimize_a_keras3_sequential_file(
+    runner: CliRunner, saved: dict[str, Path], digits: dict[str, Any], tmp_path: Path
+) -> None:
+    data = tmp_path / "opt.npz"
+    np.savez(
+        data, x_train=digits["x_train"][:320], y_train=digits["y_train"][:320],
+        x_val=digits["x_test"][:96], y_val=digits["y_test"][:96],
+    )  # fmt: skip
+    result = invoke(
+        runner, "optimize", saved["seq_no_input.keras"], "--recipe", "prune50-int8",
+        "--data", data, "-o", tmp_path / "out", "--epochs", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["stages"][-1]["sparsity"] >= 0.45
+    assert (tmp_path / "out" / "model.tflite").exists()

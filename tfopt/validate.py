@@ -75,6 +75,18 @@ class OutputDiff:
     mean_abs: float
     sqnr_db: float
     cosine: float
+    # False when the reference gives (almost) the same output for every sample: a random-weight
+    # or untrained model, where SQNR/cosine say nothing about the conversion.
+    reference_varies: bool = True
+
+
+def varies(ref: np.ndarray) -> bool:
+    """True if the reference output differs between samples by more than float noise."""
+    if len(ref) < 2:
+        return True
+    flat = ref.reshape(len(ref), -1).astype(np.float64)
+    spread = float(np.max(flat.max(0) - flat.min(0)))
+    return spread > 1e-6 * max(float(np.max(np.abs(flat))), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -185,7 +197,7 @@ def compare_outputs(
                 f"output '{r}': the reference gives shape {a.shape}, the .tflite {b.shape}"
             )
         values = {k: fn(a, b) for k, fn in METRICS.items()}
-        diffs.append(OutputDiff(r, c, list(a.shape), **values))
+        diffs.append(OutputDiff(r, c, list(a.shape), **values, reference_varies=varies(a)))
     top1 = accuracy = None
     if len(diffs) == 1 and len(diffs[0].shape) == 2 and diffs[0].shape[1] > 1:
         a, b = ref[diffs[0].name].argmax(1), cand[diffs[0].candidate_name].argmax(1)
@@ -209,10 +221,16 @@ def with_thresholds(
     """Return `result` with a failure line for every threshold it misses."""
     failures = []
     for d in result.outputs:
+        why = (
+            ""
+            if d.reference_varies
+            else " (the reference gives the same output for every sample: untrained or random "
+            "weights? Check a trained model or real data; this says nothing about the conversion)"
+        )
         if min_sqnr_db is not None and d.sqnr_db < min_sqnr_db:
-            failures.append(f"output '{d.name}': SQNR {d.sqnr_db:.1f} dB < {min_sqnr_db} dB")
+            failures.append(f"output '{d.name}': SQNR {d.sqnr_db:.1f} dB < {min_sqnr_db} dB{why}")
         if min_cosine is not None and d.cosine < min_cosine:
-            failures.append(f"output '{d.name}': cosine {d.cosine:.5f} < {min_cosine}")
+            failures.append(f"output '{d.name}': cosine {d.cosine:.5f} < {min_cosine}{why}")
     if min_top1 is not None and result.top1_agreement is not None:
         if result.top1_agreement < min_top1:
             failures.append(f"top-1 agreement {result.top1_agreement:.4f} < {min_top1}")
