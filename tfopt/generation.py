@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from tfopt import harness
-from tfopt.errors import InputError, first_line
+from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.inspection import read_tflite
 
 
@@ -45,11 +45,20 @@ def generate(
         raise InputError("--max-new-tokens must be at least 1")
     if top_k is not None and top_k < 1:
         raise InputError("--top-k must be at least 1")
+    broken = f"{model} is a broken .tflite file"
     try:
         lm = harness.LmRunner(str(model), threads)
+    except ValueError as exc:  # LmRunner names the file when the signatures are wrong
+        msg = first_line(exc)
+        raise ModelLoadError(msg if msg.startswith(str(model)) else f"{broken}: {msg}") from None
+    except (RuntimeError, KeyError, IndexError) as exc:  # a damaged graph, found by the runtime
+        raise ModelLoadError(f"{broken}: {type(exc).__name__}: {first_line(exc)}") from None
+    try:
         tokens, timing = lm.generate(ids, max_new_tokens, top_k, seed)
-    except ValueError as exc:
+    except ValueError as exc:  # the prompt does not fit the model
         raise InputError(first_line(exc)) from None
+    except (RuntimeError, KeyError, IndexError) as exc:
+        raise ModelLoadError(f"{broken}: {type(exc).__name__}: {first_line(exc)}") from None
     steps = timing["decode_us"]
     text = (
         bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace") if is_text else None

@@ -64,9 +64,12 @@ def file_metadata(path: Path) -> tuple[str, str]:
             with zipfile.ZipFile(path) as z:
                 meta = json.loads(z.read("metadata.json"))
                 config = z.read("config.json").decode("utf-8")
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError,
+                NotImplementedError, EOFError) as exc:  # fmt: skip - a damaged zip fails many ways
             raise ValueError(f"not a Keras model archive ({exc})") from exc
-        return str(meta.get("keras_version", "")), config
+        if not isinstance(meta, dict):
+            raise ValueError("not a Keras model archive (metadata.json is not a JSON object)")
+        return str(meta.get("keras_version", "")), _json_object(config, "config.json")
     import h5py
 
     try:
@@ -77,8 +80,19 @@ def file_metadata(path: Path) -> tuple[str, str]:
         raise ValueError(f"not an HDF5 file ({exc})") from exc
     if config is None:
         raise ValueError("HDF5 file holds no model config (weights only?)")
-    as_text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-    return as_text(version), as_text(config)
+    as_text = lambda v: v.decode(errors="replace") if isinstance(v, bytes) else str(v)  # noqa: E731
+    return as_text(version), _json_object(as_text(config), "the model_config attribute")
+
+
+def _json_object(text: str, what: str) -> str:
+    """`text` if it is a JSON object; ValueError naming `what` otherwise."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return text
 
 
 def world_of_version(keras_version: str) -> World:
@@ -104,6 +118,89 @@ def layer_classes(config_json: str) -> set[str]:
     return found
 
 
+def _node_refs(node: Any) -> list[tuple[Any, Any]]:
+    """(layer name, node index) of every tensor a saved node reads, in either world's format."""
+    refs: list[tuple[Any, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":  # Keras 3
+                history = (value.get("config") or {}).get("keras_history")
+                refs.append((history[0], history[1]) if isinstance(history, list) and
+                            len(history) == 3 else (None, None))  # fmt: skip
+                return
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            if len(value) in (3, 4) and isinstance(value[0], str) and not isinstance(value[1], str):
+                if value[0] != "_CONSTANT_VALUE":  # tf_keras: [layer, node, tensor(, kwargs)]
+                    refs.append((value[0], value[1]))
+                return
+            for v in value:
+                walk(v)
+
+    walk(node)
+    return refs
+
+
+def check_layer_graph(config_json: str) -> None:
+    """Refuse a functional model config whose layer calls can never all be rebuilt.
+
+    Both Keras worlds rebuild a functional model by calling layers until every saved node is
+    processed, and loop forever when a node reads a node that never comes to exist (an edited or
+    corrupted config.json). This replays that schedule on the config alone.
+
+    Raises ValueError naming the first layer whose inputs cannot be found.
+    """
+
+    def check(config: dict[str, Any]) -> None:
+        layers = config.get("layers")
+        if not isinstance(layers, list) or not any(
+            isinstance(entry, dict) and "inbound_nodes" in entry for entry in layers
+        ):
+            return
+        pending: dict[str, list[Any]] = {}
+        made: dict[str, int] = {}
+        for entry in layers:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise ValueError("a layer entry in the model config has no name")
+            nodes = entry.get("inbound_nodes", [])
+            if not isinstance(nodes, list):
+                raise ValueError(f"layer '{entry['name']}': inbound_nodes is not a list")
+            pending[entry["name"]] = list(nodes)
+            # An Input layer (and a nested model's own input node) exists before any call.
+            made[entry["name"]] = int(entry.get("class_name") in _PRE_BUILT)
+        while any(pending.values()):
+            progress = False
+            for name, nodes in pending.items():
+                while nodes and all(
+                    ref in made and isinstance(i, int) and not isinstance(i, bool) and
+                    0 <= i < made[ref] for ref, i in _node_refs(nodes[0])
+                ):  # fmt: skip
+                    nodes.pop(0)
+                    made[name] += 1
+                    progress = True
+            if not progress:
+                stuck = next(n for n, nodes in pending.items() if nodes)
+                raise ValueError(
+                    f"layer '{stuck}' reads a layer output that the model config never creates"
+                )
+        for entry in layers:
+            inner = entry.get("config") if isinstance(entry, dict) else None
+            if isinstance(inner, dict):
+                check(inner)
+
+    try:
+        doc = json.loads(config_json)
+    except ValueError as exc:
+        raise ValueError(f"the model config is not JSON ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("config"), dict):
+        check(doc["config"])
+
+
+_PRE_BUILT = {"InputLayer", "Functional", "Model", "Sequential"}
+
+
 def is_keras_class(cls: type) -> bool:
     """True for a Keras layer or model class of either world (user-defined ones included)."""
     return any(
@@ -120,6 +217,7 @@ def load_file(
     custom_objects: dict[str, type] | None = None,
 ) -> Any:
     """Load a `.keras` / `.h5` file in its world, in safe mode unless `unsafe`."""
+    check_layer_graph(config_json)
     if world is World.KERAS3 and ("keras_hub" in config_json or "keras_nlp" in config_json):
         keras_hub()
     keras = module(world)
