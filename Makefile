@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo fashion-mnist fortunes \
-	soft-gpu sshd adb clean
+	soft-gpu sshd adb clean fuzz
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -89,6 +89,13 @@ bench-bert: $(STAMP) fortunes  ## BERT topic classifier through the transformer 
 
 bench-targets: $(STAMP) soft-gpu sshd  ## GPU placement + numerics, ssh vs local timing.
 	$(BIN)/python benchmarks/targets.py
+
+# Mutants of real .tflite/.keras/.h5/recipe files through inspect, bench, compare, convert, generate
+# and optimize; every one must exit 0, or 1 with one line, and leave nothing partial (about 30 min
+# on 2 cores). Writes benchmarks/results/fuzz.json; crashing mutants are kept in fuzz-out/crashes.
+FUZZ_MUTANTS ?= 10000
+fuzz: $(STAMP)  ## Fuzz every file-reading command (counts crashes).
+	$(BIN)/python benchmarks/fuzz.py --mutants $(FUZZ_MUTANTS) --out fuzz-out
 
 # Compatibility zoo: every family of model users save (both Keras worlds, keras-hub tasks,
 # keras.applications one per family) x five precisions; zoo-out/ is a cache of models.
