@@ -106,7 +106,8 @@ def test_data_dependent_init_moves_batchnorm_and_varies_the_softmax(keras3: Any)
     images = np.repeat(zoo.digits()[0][:16], 3, axis=-1) / 8.0 - 1.0
     info = zoo.data_dependent_init(keras3, model, images)
     assert info["bn_layers"] == 1 and info["bn_updated"] == 1
-    assert info["distinct_top1_on_init_batch"] > 1
+    assert info["output_relative_spread"] > 1e-3
     assert model.layers[1].momentum == 0.99  # restored before saving
-    probs = np.asarray(model(images))
-    assert probs.std(0).mean() > 1e-3
+    bn = model.layers[1]
+    features = np.asarray(model.layers[0](images))
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), features.mean((0, 1, 2)), rtol=1e-4)
