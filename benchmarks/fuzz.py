@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import io
 import json
 import os
@@ -245,7 +246,7 @@ def mutate_tree(doc: Any, rng: random.Random) -> str:
         container.append(container[key])
     else:
         other_container, other_key = rng.choice(nodes)
-        container[key] = other_container[other_key]
+        container[key] = copy.deepcopy(other_container[other_key])  # a copy: no cycles
     return f"{op} at {key!r}"
 
 
@@ -604,7 +605,11 @@ def run_fuzz(total: int, workers: int, seed: int, out: Path, timeout: float) -> 
                     if not queue:
                         return
                     job = queue.pop()
-                full = prepare(job, seeds, work)
+                try:
+                    full = prepare(job, seeds, work)
+                except Exception as exc:  # noqa: BLE001 - a mutator bug must not end the run
+                    print(f"mutator failed on {job}: {exc!r}", file=sys.stderr, flush=True)
+                    continue
                 verdict = worker.run(full, timeout)
                 record(full, verdict)
                 shutil.rmtree(full["cwd"], ignore_errors=True)

@@ -8,6 +8,7 @@ from typing import Any
 from tfopt import harness
 from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.inspection import read_tflite
+from tfopt.loading import probe_tflite
 
 
 def parse_prompt(prompt: str | None, token_ids: str | None) -> tuple[list[int], bool]:
@@ -46,6 +47,7 @@ def generate(
     if top_k is not None and top_k < 1:
         raise InputError("--top-k must be at least 1")
     broken = f"{model} is a broken .tflite file"
+    probe_tflite(model)
     try:
         lm = harness.LmRunner(str(model), threads)
     except ValueError as exc:  # LmRunner names the file when the signatures are wrong

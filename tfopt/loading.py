@@ -273,12 +273,47 @@ def _load_saved_model(path: Path) -> LoadedModel:
     return LoadedModel(SourceKind.SAVED_MODEL, fn, inputs, path)
 
 
+# Build the interpreter as the caller will (XNNPACK on) and run it once on zeros.
+_PROBE = (
+    "import sys\nfrom tfopt.harness import make_interpreter\n"
+    "try:\n    make_interpreter(sys.argv[1]).invoke()\nexcept Exception:\n    pass\n"
+)
+
+
+def probe_tflite(path: str | os.PathLike[str], timeout: float = 120.0) -> None:
+    """Load and run a `.tflite` file once in a child process before this process touches it.
+
+    LiteRT trusts the flatbuffer: a damaged one can crash its native code (XNNPACK segfaults
+    while preparing some corrupted int8 graphs), which would kill tfopt with no message. Errors
+    that LiteRT raises as exceptions are left to the caller's own load.
+
+    Raises:
+        ModelLoadError: the runtime crashed or hung on the file.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(
+            f"{path}: LiteRT did not finish loading it in {timeout:.0f} s"
+        ) from None
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        raise ModelLoadError(f"{path} is a broken .tflite file: LiteRT crashed on it ({name})")
+
+
 def _load_tflite(path: Path) -> LoadedModel:
     from tfopt import harness
 
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
         raise ModelLoadError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
+    probe_tflite(path)
     try:
         interpreter = harness.make_interpreter(str(path))
         inputs, _ = harness.io_details(interpreter)
