@@ -220,3 +220,20 @@ def test_layer_graph_check_accepts_shared_and_nested_layers(tmp_path: Path) -> N
             path = tmp_path / f"{world}{ext}"
             model.save(path)
             kw.check_layer_graph(kw.file_metadata(path)[1])
+
+
+XNNPACK_SEGV = Path(__file__).parent / "data" / "fuzz_xnnpack_segv.tflite"
+
+
+@pytest.mark.parametrize("command", ["inspect", "compare", "generate", "bench"])
+def test_tflite_that_crashed_xnnpack(
+    worker: Worker, seeds: dict[str, Path], jobs_dir: Path, command: str
+) -> None:
+    """An int8 model with 4 fuzzed bytes: XNNPACK segfaults preparing it. It killed tfopt when
+    opened in-process (inspect, compare, generate); now each command reports it or describes it."""
+    job = {"id": next(_ids), "command": command, "seed": "int8.tflite", "rng": 0}
+    full = prepare(job, seeds, jobs_dir, data=XNNPACK_SEGV.read_bytes())
+    verdict = worker.run(full, timeout=120)
+    assert "crash" not in verdict, verdict["crash"]
+    if command in ("compare", "bench"):
+        assert verdict["exit"] == 1 and "crashed" in verdict["message"], verdict
