@@ -531,8 +531,8 @@ def build_gpt2_pre(K: Any, world: str) -> tuple[Any, dict[str, np.ndarray]]:
     from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
 
     texts, _ = fortunes(200)
-    symbols = [c for _, c in sorted(bytes_to_unicode().items())]
-    merges = ["t h", "th e", "Ġ t", "Ġt he", "i n", "e r", "a n", "o n"]
+    _, symbols = bytes_to_unicode()  # the 256 byte symbols, in byte order
+    merges = ["t h", "th e", "Ġ t", "Ġt h", "i n", "e r", "a n", "o n"]
     vocab = {s: i for i, s in enumerate(symbols)}
     for m in merges:
         vocab.setdefault(m.replace(" ", ""), len(vocab))
