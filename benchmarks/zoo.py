@@ -917,6 +917,24 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_table(report: dict[str, Any]) -> str:
+    """Passes per precision, per group of rows (Keras layer families, keras-hub, applications)."""
+    precs = report["precisions"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in report["rows"]:
+        group = {"keras-hub": "keras-hub tasks", "keras.applications": "keras.applications"}.get(
+            row["family"], "Keras models (both worlds)"
+        )
+        groups.setdefault(group, []).append(row)
+    groups["all"] = report["rows"]
+    lines = ["| rows | models | " + " | ".join(precs) + " |", "|---|---|" + "---|" * len(precs)]
+    for group, rows in groups.items():
+        counts = pass_counts({"precisions": precs, "rows": rows})
+        cells = [f"{counts[p]}/{len(rows)}" for p in precs]
+        lines.append(f"| {group} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def pass_counts(report: dict[str, Any]) -> dict[str, int]:
     return {
         p: sum(1 for r in report["rows"] if r["results"].get(p, {}).get("status") == "pass")
@@ -947,7 +965,7 @@ def write_report(report: dict[str, Any], results: Path, command: str | None = No
     (results / "zoo.json").write_text(json.dumps(report, indent=1) + "\n")
     (results / "zoo.md").write_text(
         f"# Compatibility zoo\n\n{report['machine']}, {report['date']}; "
-        f"`{report['command']}`\n\n" + render(report)
+        f"`{report['command']}`\n\n" + summary_table(report) + "\n" + render(report)
     )
 
 
