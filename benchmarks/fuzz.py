@@ -354,13 +354,13 @@ def mutate(seed_name: str, data: bytes, rng: random.Random) -> tuple[bytes, str]
 
 # Which seed files each command reads, and how much of the budget it gets.
 PLAN: dict[str, tuple[float, list[str]]] = {
-    "inspect": (0.40, ["float32.tflite", "int8.tflite", "lm.tflite"]),
+    "inspect": (0.50, ["float32.tflite", "int8.tflite", "lm.tflite"]),
     "compare": (0.16, ["float32.tflite", "int8.tflite", "tf_keras.keras", "tf_keras.h5",
                        "keras3.keras", "keras3.h5"]),
-    "generate": (0.12, ["lm.tflite"]),
-    "bench": (0.10, ["float32.tflite", "int8.tflite", "lm.tflite"]),
-    "convert": (0.17, ["tf_keras.keras", "tf_keras.h5", "keras3.keras", "keras3.h5"]),
-    "optimize": (0.05, ["*.yaml", "tf_keras.keras", "keras3.keras", "tf_keras.h5"]),
+    "generate": (0.10, ["lm.tflite"]),
+    "bench": (0.08, ["float32.tflite", "int8.tflite", "lm.tflite"]),
+    "convert": (0.08, ["tf_keras.keras", "tf_keras.h5", "keras3.keras", "keras3.h5"]),
+    "optimize": (0.02, ["*.yaml", "tf_keras.keras", "keras3.keras", "tf_keras.h5"]),
 }  # fmt: skip
 
 OPTIMIZE_OUTPUTS = {"model.tflite", "optimized.keras", "report.json", "report.md"}
@@ -713,7 +713,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    doc = run_fuzz(args.mutants, args.workers, args.seed, args.out, args.timeout)
+    doc = run_fuzz(args.mutants, args.workers, args.seed, args.out.resolve(), args.timeout)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.results.with_suffix(".json.part")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")

@@ -91,7 +91,7 @@ def test_tflite_mutants(
     run_mutant(worker, seeds, jobs_dir, *job, rng)
 
 
-@settings(SETTINGS, max_examples=50)
+@settings(SETTINGS, max_examples=40)
 @given(job=st.sampled_from(MODEL_JOBS), rng=st.integers(0, 2**48))
 def test_keras_and_h5_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, job: tuple[str, str], rng: int
@@ -99,7 +99,7 @@ def test_keras_and_h5_mutants(
     run_mutant(worker, seeds, jobs_dir, *job, rng)
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=12)
 @given(recipe=st.sampled_from(RECIPES), rng=st.integers(0, 2**48))
 def test_recipe_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, recipe: str, rng: int
