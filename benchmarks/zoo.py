@@ -555,7 +555,7 @@ def data_dependent_init(K: Any, model: Any, images: np.ndarray) -> dict[str, Any
     many BN layers changed their moving statistics and how much the outputs vary across images.
     """
     bns = [layer for layer in _all_layers(model) if isinstance(layer, K.layers.BatchNormalization)]
-    before = [np.array(b.moving_variance).copy() for b in bns]
+    before = [b.moving_variance.numpy().copy() for b in bns]
     saved = [b.momentum for b in bns]
     for b in bns:
         b.momentum = 0.0
@@ -563,7 +563,7 @@ def data_dependent_init(K: Any, model: Any, images: np.ndarray) -> dict[str, Any
     for b, m in zip(bns, saved, strict=True):
         b.momentum = m
     updated = sum(
-        not np.allclose(np.array(b.moving_variance), v) for b, v in zip(bns, before, strict=True)
+        not np.allclose(b.moving_variance.numpy(), v) for b, v in zip(bns, before, strict=True)
     )
     out = np.array(model(images, training=False)).reshape(len(images), -1)
     return {

@@ -110,4 +110,4 @@ def test_data_dependent_init_moves_batchnorm_and_varies_the_softmax(keras3: Any)
     assert model.layers[1].momentum == 0.99  # restored before saving
     bn = model.layers[1]
     features = np.asarray(model.layers[0](images))
-    np.testing.assert_allclose(np.asarray(bn.moving_mean), features.mean((0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean((0, 1, 2)), rtol=1e-4)
