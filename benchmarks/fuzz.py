@@ -354,12 +354,12 @@ def mutate(seed_name: str, data: bytes, rng: random.Random) -> tuple[bytes, str]
 
 # Which seed files each command reads, and how much of the budget it gets.
 PLAN: dict[str, tuple[float, list[str]]] = {
-    "inspect": (0.50, ["float32.tflite", "int8.tflite", "lm.tflite"]),
+    "inspect": (0.60, ["float32.tflite", "int8.tflite", "lm.tflite"]),
     "compare": (0.16, ["float32.tflite", "int8.tflite", "tf_keras.keras", "tf_keras.h5",
                        "keras3.keras", "keras3.h5"]),
     "generate": (0.10, ["lm.tflite"]),
-    "bench": (0.08, ["float32.tflite", "int8.tflite", "lm.tflite"]),
-    "convert": (0.08, ["tf_keras.keras", "tf_keras.h5", "keras3.keras", "keras3.h5"]),
+    "bench": (0.06, ["float32.tflite", "int8.tflite", "lm.tflite"]),
+    "convert": (0.06, ["tf_keras.keras", "tf_keras.h5", "keras3.keras", "keras3.h5"]),
     "optimize": (0.02, ["*.yaml", "tf_keras.keras", "keras3.keras", "tf_keras.h5"]),
 }  # fmt: skip
 
