@@ -195,3 +195,28 @@ def test_unsupported_ops_are_named(tf_keras: Any, tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="no TFLite builtin kernel: MatrixDeterminant"):
         convert(model, tmp_path / "m.tflite", "float32")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_int16x8_that_would_crash_litert_is_refused_in_one_line(
+    tf_keras: Any, tmp_path: Path
+) -> None:
+    # LiteRT aborts the process loading this int16x8 LayerNormalization (no int16 kernel): the
+    # new file is first run in a child process, so the abort becomes an error, not a crash.
+    inputs = tf_keras.Input((16,))
+    h = tf_keras.layers.LayerNormalization()(tf_keras.layers.Dense(16)(inputs))
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(4, activation="softmax")(h))
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((32, 16), dtype=np.float32))
+    with pytest.raises(ConversionError, match=r"crashes LiteRT .*SIGABRT.*int16x8 kernel"):
+        convert(model, tmp_path / "m.tflite", "int16x8", calibration=tmp_path / "x.npz")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_int8_of_an_rnn_loop_names_the_op(keras3: Any, tmp_path: Path) -> None:
+    # A Keras 3 GRU becomes a WHILE loop, on which TF 2.21's calibrator segfaults.
+    tokens = keras3.Input((12,), dtype="int32")
+    h = keras3.layers.GRU(4)(keras3.layers.Embedding(20, 4)(tokens))
+    model = keras3.Model(tokens, keras3.layers.Dense(2)(h))
+    np.savez(tmp_path / "t.npz", x=np.random.default_rng(0).integers(0, 20, (16, 12)))
+    with pytest.raises(ConversionError, match=r"ops at fault: WHILE.*--precision dynamic"):
+        convert(model, tmp_path / "m.tflite", "int8", calibration=tmp_path / "t.npz")
+    assert convert(model, tmp_path / "d.tflite", "dynamic").check["passed"]

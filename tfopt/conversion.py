@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,14 @@ import numpy as np
 from converters import PRECISIONS, Precision, backend_for
 from tfopt import harness, keras_worlds
 from tfopt.data import Dataset, load_data
-from tfopt.errors import ConversionError, DataError, InputError, ValidationError, note
+from tfopt.errors import (
+    ConversionError,
+    DataError,
+    InputError,
+    ModelLoadError,
+    ValidationError,
+    note,
+)
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import InputShapes, LoadedModel, SourceKind, TensorSpec, load
@@ -62,8 +69,25 @@ def fixed_specs(inputs: tuple[TensorSpec, ...], seq_len: int | None) -> tuple[Te
     )
 
 
-def synthetic_data(inputs: tuple[TensorSpec, ...], n: int, seed: int = 0) -> Dataset:
-    """`n` realistic random samples (the harness's rule: floats in [0,1), small ids for ints)."""
+def vocabulary_bound(model: Any) -> int | None:
+    """The smallest embedding table of a Keras model: synthetic token ids must stay below it."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if not callable(flatten):
+        return None
+    sizes = [
+        getattr(layer, "input_dim", None) or getattr(layer, "vocabulary_size", None)
+        for layer in flatten(include_self=False)
+        if "Embedding" in type(layer).__name__
+    ]
+    sizes = [int(v) for v in sizes if isinstance(v, int) and v > 0]
+    return min(sizes) if sizes else None
+
+
+def synthetic_data(
+    inputs: tuple[TensorSpec, ...], n: int, seed: int = 0, max_id: int | None = None
+) -> Dataset:
+    """`n` realistic random samples (the harness's rule: floats in [0,1), small ids for ints;
+    ids below `max_id` when the model's embedding table is smaller than that)."""
     rng = np.random.default_rng(seed)
     x: dict[str, list[np.ndarray]] = {s.name: [] for s in inputs}
     for _ in range(n):
@@ -75,7 +99,10 @@ def synthetic_data(inputs: tuple[TensorSpec, ...], n: int, seed: int = 0) -> Dat
                 "dtype": np.dtype(s.dtype),
                 "quantization": (0, 0),
             }
-            x[s.name].append(harness.synthetic_input(s.name, detail, rng))
+            value = harness.synthetic_input(s.name, detail, rng)
+            if max_id is not None and np.issubdtype(value.dtype, np.integer):
+                value = value % max_id
+            x[s.name].append(value)
     return Dataset({k: np.concatenate(v) for k, v in x.items()})
 
 
@@ -210,6 +237,14 @@ def convert(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
         prepared = backend_for(loaded.kind)(loaded, seq_len, Path(work))
+        calibrated = spec.needs_calibration and not use_aeq
+        if calibrated and prepared.fallback is not None:
+            # TF 2.21's quantizer aborts the process on the shape plumbing (SHAPE, FILL, ...)
+            # that a free batch size leaves in a tf_keras graph: calibrate the static batch-1
+            # graph instead, as Keras 3 models are.
+            prepared = replace(prepared, converter=prepared.fallback(), fallback=None)
+        if calibrated and _may_loop(loaded):
+            _refuse_loops(prepared.converter, prec)
 
         def configured(converter: Any) -> Any:
             if use_aeq:
@@ -232,7 +267,10 @@ def convert(
         tmp.write_bytes(flatbuffer)
         result = None
         if check:
-            checked_on = (held_out or data or synthetic_data(specs, 8)).take(CHECK_SAMPLES)
+            _probe(tmp, prec)
+            checked_on = (
+                held_out or data or synthetic_data(specs, 8, max_id=vocabulary_bound(loaded.model))
+            ).take(CHECK_SAMPLES)
             diff = compare_outputs(
                 run_reference(loaded, checked_on), run_tflite(str(tmp), checked_on)
             )
@@ -321,6 +359,59 @@ def _check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[s
             f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass --no-check to keep it)"
         )
     return verdict.to_dict()
+
+
+def _probe(path: Path, prec: Precision) -> None:
+    """Load and run the new file once in a child process: LiteRT aborts the process (instead
+    of raising) on some graphs the converter writes, e.g. int16x8 ops without int16 kernels."""
+    from tfopt.loading import probe_tflite
+
+    try:
+        probe_tflite(path)
+    except ModelLoadError as exc:
+        crash = str(exc).rsplit("(", 1)[-1].rstrip(")") if "crashed" in str(exc) else str(exc)
+        hint = {
+            Precision.INT16X8: "; an op has no int16x8 kernel: try --precision int8 or dynamic",
+            Precision.INT8: "; try --precision dynamic or float16",
+        }.get(prec, "")
+        raise ConversionError(
+            f"the {prec} model crashes LiteRT when it runs ({crash}){hint}"
+        ) from exc
+
+
+# Ops that crash TF 2.21's calibrator (a segfault that would take the whole process down).
+_CALIBRATOR_CRASHES = {"WHILE": "an LSTM/GRU/RNN loop"}
+
+
+def _may_loop(loaded: LoadedModel) -> bool:
+    """True if the graph may hold a loop: a recurrent Keras layer, or an opaque SavedModel."""
+    if loaded.kind is SourceKind.SAVED_MODEL:
+        return True
+    model = loaded.model
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = list(flatten(include_self=False)) if callable(flatten) else []
+    names = {c.__name__ for layer in layers for c in type(layer).__mro__}
+    return bool(names & {"RNN", "Bidirectional", "LSTM", "GRU", "SimpleRNN", "ConvLSTM"})
+
+
+def _refuse_loops(converter: Any, prec: Precision) -> None:
+    """Convert to float first and refuse calibration of ops that crash the calibrator.
+
+    The same converter is configured for `prec` afterwards; a float failure is left to the real
+    conversion to report.
+    """
+    try:
+        with _quiet_stderr():
+            ops = graph_summary(converter.convert())["ops"]
+    except Exception:  # noqa: BLE001 - the real conversion names the problem
+        return
+    bad = sorted(op for op in ops if op in _CALIBRATOR_CRASHES)
+    if bad:
+        what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in bad)
+        raise ConversionError(
+            f"cannot convert to {prec} (ops at fault: {', '.join(bad)}): TF 2.21's calibrator "
+            f"crashes on {what}; use --precision dynamic or float16"
+        )
 
 
 @contextlib.contextmanager

@@ -197,6 +197,9 @@ def _missing_kernels(path: str | os.PathLike[str], custom_ops: list[str]) -> lis
 
     Raises ValueError/RuntimeError from the runtime when the file fails for another reason.
     """
+    from tfopt.loading import probe_tflite
+
+    probe_tflite(path)  # a native crash (damaged file, int16 op without kernel) stays in a child
     try:  # without XNNPACK: it segfaults preparing some damaged int8 graphs (found by fuzzing)
         harness.make_interpreter(str(path), xnnpack=False)
     except (ValueError, RuntimeError) as exc:
@@ -223,6 +226,8 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
         summary = graph_summary(data)
         io = flatbuffer_io(data)
         missing = _missing_kernels(path, summary["custom_ops"])
+    except ModelLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a truncated flatbuffer fails in many ways
         raise ModelLoadError(f"{path} is a broken .tflite file: {first_line(exc, 200)}") from exc
     return {

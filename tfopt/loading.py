@@ -170,9 +170,7 @@ def _keras_inputs(
             "was never built?): pass --input-shape, e.g. --input-shape 1,224,224,3"
         )
     if isinstance(declared, dict):
-        specs = tuple(
-            TensorSpec(k, _batch_free(tuple(v)), "float32") for k, v in declared.items()
-        )
+        specs = tuple(TensorSpec(k, _batch_free(tuple(v)), "float32") for k, v in declared.items())
         return specs, {s.name: s.name for s in specs}
     if len(declared) == 1:
         return (TensorSpec("input", _batch_free(declared[0]), "float32"),), None
@@ -186,7 +184,9 @@ def _override(specs: tuple[TensorSpec, ...], shapes: InputShapes | None) -> tupl
     """Apply --input-shape to known inputs (free dimensions only may change)."""
     if shapes is None:
         return specs
-    wanted = shapes if isinstance(shapes, dict) else {specs[0].name: shapes} if len(specs) == 1 else None
+    wanted = (
+        shapes if isinstance(shapes, dict) else {specs[0].name: shapes} if len(specs) == 1 else None
+    )
     if wanted is None:
         raise InputError(
             f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}): "
@@ -221,8 +221,7 @@ def parse_input_shapes(values: tuple[str, ...] | list[str]) -> InputShapes | Non
         name, _, dims = value.rpartition("=")
         try:
             shape = tuple(
-                None if d.strip() in ("?", "None", "none", "") else int(d)
-                for d in dims.split(",")
+                None if d.strip() in ("?", "None", "none", "") else int(d) for d in dims.split(",")
             )
         except ValueError:
             raise InputError(
@@ -351,8 +350,7 @@ def import_user_code(imports: tuple[str, ...] | list[str], unsafe: bool) -> dict
         return {}
     if not unsafe:
         raise InputError(
-            "--import runs the code it names; pass --unsafe too if you trust "
-            + ", ".join(imports)
+            "--import runs the code it names; pass --unsafe too if you trust " + ", ".join(imports)
         )
     found: dict[str, type] = {}
     for target in imports:
