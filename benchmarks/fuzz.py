@@ -587,7 +587,10 @@ def prepare(
     return {**job, "cwd": str(cwd), "args": args, "how": how, "mutant": str(mutant)}
 
 
-def run_fuzz(total: int, workers: int, seed: int, out: Path, timeout: float) -> dict[str, Any]:
+def run_fuzz(
+    total: int, workers: int, seed: int, out: Path, timeout: float, results: Path
+) -> dict[str, Any]:
+    """Run the mutants; rewrite `results` every 250 mutants (finished: false) and at the end."""
     seeds = build_seeds(out / "seeds")
     jobs = make_jobs(seeds, total, seed)
     work = Path(tempfile.mkdtemp(prefix="tfopt-fuzz-"))
@@ -654,37 +657,54 @@ def run_fuzz(total: int, workers: int, seed: int, out: Path, timeout: float) -> 
                 print(f"{done}/{len(jobs)} mutants, {rate:.1f}/s, crashes "
                       f"{sum(x.crashes for x in tallies.values())}", file=sys.stderr, flush=True)  # fmt: skip
 
-    threads = [threading.Thread(target=loop, args=(n,)) for n in range(workers)]
+    def summary(finished: bool) -> dict[str, Any]:
+        per_command = {}
+        for command in PLAN:
+            t = tallies.get(command, Tally())
+            per_command[command] = {
+                "mutants": t.mutants,
+                "exit_0": t.exit0,
+                "exit_1": t.exit1,
+                "crashes": t.crashes,
+                "untyped_errors": t.untyped_errors,
+                "untyped_error_types": dict(t.untyped_examples.most_common(8)),
+                "errors_with_extra_stderr": t.noisy_errors,
+                "top_errors": dict(t.messages.most_common(12)),
+                "mean_seconds": round(t.seconds / t.mutants, 3) if t.mutants else None,
+                "crash_examples": t.crash_examples,
+            }
+        return {
+            "finished": finished,
+            "planned": len(jobs),
+            "mutants": sum(v["mutants"] for v in per_command.values()),
+            "crashes": sum(v["crashes"] for v in per_command.values()),
+            "seed": seed,
+            "workers": workers,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "seeds": sorted(seeds),
+            "machine": _machine(),
+            "commands": per_command,
+        }
+
+    def save(finished: bool) -> dict[str, Any]:
+        doc = summary(finished)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        tmp = results.with_suffix(".json.part")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(results)
+        return doc
+
+    saver = threading.Event()
+    threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(workers)]
     for th in threads:
         th.start()
-    for th in threads:
-        th.join()
+    while any(th.is_alive() for th in threads):
+        saver.wait(30)
+        with lock:
+            save(False)
     shutil.rmtree(work, ignore_errors=True)
-    per_command = {}
-    for command in PLAN:
-        t = tallies.get(command, Tally())
-        per_command[command] = {
-            "mutants": t.mutants,
-            "exit_0": t.exit0,
-            "exit_1": t.exit1,
-            "crashes": t.crashes,
-            "untyped_errors": t.untyped_errors,
-            "untyped_error_types": dict(t.untyped_examples.most_common(8)),
-            "errors_with_extra_stderr": t.noisy_errors,
-            "top_errors": dict(t.messages.most_common(12)),
-            "mean_seconds": round(t.seconds / t.mutants, 3) if t.mutants else None,
-            "crash_examples": t.crash_examples,
-        }
-    return {
-        "mutants": sum(v["mutants"] for v in per_command.values()),
-        "crashes": sum(v["crashes"] for v in per_command.values()),
-        "seed": seed,
-        "workers": workers,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "seeds": sorted(seeds),
-        "machine": _machine(),
-        "commands": per_command,
-    }
+    with lock:
+        return save(True)
 
 
 def _machine() -> dict[str, Any]:
@@ -713,11 +733,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    doc = run_fuzz(args.mutants, args.workers, args.seed, args.out.resolve(), args.timeout)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.results.with_suffix(".json.part")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(args.results)
+    doc = run_fuzz(
+        args.mutants, args.workers, args.seed, args.out.resolve(), args.timeout, args.results
+    )
     print(json.dumps({k: doc[k] for k in ("mutants", "crashes", "wall_seconds")}))
     for command, v in doc["commands"].items():
         print(f"{command:9s} {v['mutants']:6d} mutants  exit0 {v['exit_0']:5d}  exit1 "
