@@ -83,7 +83,7 @@ def run_mutant(
     )
 
 
-@settings(SETTINGS, max_examples=120)
+@settings(SETTINGS, max_examples=100)
 @given(job=st.sampled_from(TFLITE_JOBS), rng=st.integers(0, 2**48))
 def test_tflite_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, job: tuple[str, str], rng: int
@@ -91,7 +91,7 @@ def test_tflite_mutants(
     run_mutant(worker, seeds, jobs_dir, *job, rng)
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=30)
 @given(job=st.sampled_from(MODEL_JOBS), rng=st.integers(0, 2**48))
 def test_keras_and_h5_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, job: tuple[str, str], rng: int
@@ -99,7 +99,8 @@ def test_keras_and_h5_mutants(
     run_mutant(worker, seeds, jobs_dir, *job, rng)
 
 
-@settings(SETTINGS, max_examples=12)
+@pytest.mark.slow  # a mutant that is still a valid recipe runs a whole optimize (seconds)
+@settings(SETTINGS, max_examples=8)
 @given(recipe=st.sampled_from(RECIPES), rng=st.integers(0, 2**48))
 def test_recipe_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, recipe: str, rng: int
