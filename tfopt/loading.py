@@ -138,8 +138,10 @@ def _keras_inputs(
         tensors = None
     if tensors:
         names = list(getattr(model, "input_names", None) or [_tensor_name(t) for t in tensors])
+        # The batch size is free: a Keras 3 Sequential built by `fit` records the batch it first
+        # saw (e.g. 32) as if it were fixed, and tfopt converts at batch 1 anyway.
         specs = tuple(
-            TensorSpec(str(n).split(":")[0], tuple(t.shape), _dtype_name(t.dtype))
+            TensorSpec(str(n).split(":")[0], _batch_free(tuple(t.shape)), _dtype_name(t.dtype))
             for n, t in zip(names, tensors, strict=True)
         )
         structure = _functional_input(model)

@@ -142,7 +142,11 @@ def run_reference(loaded: LoadedModel, data: Dataset, batch: int = 64) -> dict[s
     if loaded.kind is SourceKind.TFLITE:
         assert loaded.path is not None
         return run_tflite(str(loaded.path), data)
-    fixed = {s.shape[0] for s in loaded.inputs if s.shape and s.shape[0] is not None}
+    fixed = {
+        s.shape[0]
+        for s in loaded.inputs
+        if loaded.kind is SourceKind.SAVED_MODEL and s.shape and s.shape[0] is not None
+    }
     if fixed:
         batch = min(fixed)
     model = loaded.model
