@@ -898,7 +898,8 @@ def cell(r: dict[str, Any] | None) -> str:
         if "top1" in r:
             bits.append(f"top1 {100 * r['top1']:.0f}%")
         return "pass" + (f" ({', '.join(bits)})" if bits else "")
-    return f"**{r['status']}**: {r['reason']}".replace("|", "\\|")
+    reason = r["reason"].replace(str(ROOT) + "/", "")
+    return f"**{r['status']}**: {reason}".replace("|", "\\|")
 
 
 def render(report: dict[str, Any]) -> str:
