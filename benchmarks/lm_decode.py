@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tfopt  # noqa: E402
-from tfopt import harness  # noqa: E402
 from tfopt.report import markdown_table  # noqa: E402
+from tfopt.runtime.lm import LmRunner  # noqa: E402
 
 VARIANTS = [
     ("float32", "float32", "converter"),
@@ -130,7 +130,7 @@ def main() -> None:
     # Greedy agreement on real prompts.
     test_prompts = prompts(args.prompts, args.prompt_len)
     new = min(32, args.max_length - args.prompt_len)
-    runners = {label: harness.LmRunner(str(p)) for label, p in paths.items()}
+    runners = {label: LmRunner(str(p)) for label, p in paths.items()}
     outputs = {label: [r.generate(p, new)[0] for p in test_prompts] for label, r in runners.items()}
     model.compile(sampler="greedy")  # keras-hub samples top-k unless told otherwise
     keras_out = [keras_greedy(model, p, new) for p in test_prompts]

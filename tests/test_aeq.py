@@ -64,7 +64,8 @@ def test_keep_float_overrides_a_layer(cnn: Any, files: dict[str, Path], tmp_path
 
 def test_lm_with_aeq(tmp_path: Path) -> None:
     from tests.test_lm import MAX_LEN
-    from tfopt import harness, keras_worlds
+    from tfopt import keras_worlds
+    from tfopt.runtime.lm import LmRunner
 
     hub = keras_worlds.keras_hub()
     keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
@@ -80,7 +81,7 @@ def test_lm_with_aeq(tmp_path: Path) -> None:
     out = tmp_path / "lm_w8.tflite"
     result = convert(lm, out, "w8", quantizer="aeq", lm=True, max_length=MAX_LEN)
     assert result.source == "keras3-lm+aeq" and result.check["passed"]
-    tokens, _ = harness.LmRunner(str(out)).generate([1, 2, 3], 5)
+    tokens, _ = LmRunner(str(out)).generate([1, 2, 3], 5)
     assert len(tokens) == 5 and all(0 <= t < 260 for t in tokens)
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import invoke
-from tfopt import harness
 from tfopt.errors import BenchError
 from tfopt.inspection import graph_summary
+from tfopt.runtime.feeding import load_sample
+from tfopt.runtime.gpu import CompiledRunner
 from tfopt.targets import gpu_env, real_gpu_icds, soft_gpu_dir
 
 
@@ -93,8 +94,8 @@ def test_no_vulkan_device_is_one_clear_line(
 
 def test_compiled_model_reads_quantized_outputs_as_real_values(tflite: dict[str, Path]) -> None:
     """int8 I/O through CompiledModel uses the same scale/zero-point handling as the Interpreter."""
-    env = harness.CompiledRunner(str(tflite["int8io"]), "cpu")
-    sample = harness.load_sample(None, env.inputs, seed=0)
+    env = CompiledRunner(str(tflite["int8io"]), "cpu")
+    sample = load_sample(None, env.inputs, seed=0)
     env.feed(sample)
     env.invoke()
     out = env.read()

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import invoke
-from tfopt import harness
 from tfopt.conversion import convert
 from tfopt.errors import ConversionError
 from tfopt.inspection import inspect_tflite
+from tfopt.runtime.lm import LmRunner
 
 MAX_LEN = 40
 
@@ -75,7 +75,7 @@ def test_two_signatures(gpt2_tflite: dict[str, Path]) -> None:
 def test_greedy_tokens_equal_keras_hub(
     gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path], prompt: list[int]
 ) -> None:
-    lm = harness.LmRunner(str(gpt2_tflite["float32"]))
+    lm = LmRunner(str(gpt2_tflite["float32"]))
     tokens, timing = lm.generate(prompt, 12)
     assert tokens == keras_greedy(gpt2[0], prompt, 12)
     assert len(timing["decode_us"]) == 11 and timing["prefill_ms"] > 0
@@ -83,15 +83,15 @@ def test_greedy_tokens_equal_keras_hub(
 
 def test_dynamic_lm_is_smaller_and_close(gpt2_tflite: dict[str, Path]) -> None:
     assert gpt2_tflite["dynamic"].stat().st_size < 0.6 * gpt2_tflite["float32"].stat().st_size
-    f32 = harness.LmRunner(str(gpt2_tflite["float32"]))
-    dyn = harness.LmRunner(str(gpt2_tflite["dynamic"]))
+    f32 = LmRunner(str(gpt2_tflite["float32"]))
+    dyn = LmRunner(str(gpt2_tflite["dynamic"]))
     a, _ = f32.prefill([5, 17, 42])
     b, _ = dyn.prefill([5, 17, 42])
     assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
 def test_top_k_is_seeded(gpt2_tflite: dict[str, Path]) -> None:
-    lm = harness.LmRunner(str(gpt2_tflite["float32"]))
+    lm = LmRunner(str(gpt2_tflite["float32"]))
     a, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=7)
     b, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=7)
     c, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=8)

@@ -1,26 +1,36 @@
-"""The timing harness: TensorFlow-free, self-contained, and numerically sound."""
+"""The runtime that travels to devices: TensorFlow-free, self-contained (one zipapp), and
+numerically sound."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from tfopt import harness
+from tfopt.runtime.cpu import run
+from tfopt.runtime.feeding import dequantize, quantize, synthetic_input
+from tfopt.runtime.gpu import parse_gpu_log
+from tfopt.runtime.stats import summarize
+from tfopt.targets.base import RUNTIME_DIR, runtime_zipapp
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "keras_hub", "tfopt")
+ALLOWED = {"numpy", "ai_edge_litert"}
 
 
-def test_harness_never_imports_tensorflow(tflite: dict[str, Path]) -> None:
-    """Run the harness file exactly as a device would and list what it imported."""
+def test_runtime_zipapp_never_imports_tensorflow(tflite: dict[str, Path]) -> None:
+    """Run the zipapp exactly as a device would (`python runtime.pyz ...`) and list what it
+    imported: no TensorFlow, no Keras, and no tfopt (only the zipapp's own `runtime`)."""
+    pyz = runtime_zipapp()
     code = (
         "import runpy, sys, json\n"
-        f"sys.argv = ['harness.py', {str(tflite['int8io'])!r}, '--runs', '20']\n"
+        f"sys.argv = [{str(pyz)!r}, {str(tflite['int8io'])!r}, '--runs', '20']\n"
         "try:\n"
-        f"    runpy.run_path({harness.__file__!r}, run_name='__main__')\n"
+        f"    runpy.run_path({str(pyz)!r}, run_name='__main__')\n"
         "except SystemExit:\n"
         "    pass\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
@@ -30,6 +40,12 @@ def test_harness_never_imports_tensorflow(tflite: dict[str, Path]) -> None:
     result_line, modules_line = proc.stdout.strip().splitlines()[-2:]
     assert json.loads(result_line)["runs"] == 20
     assert json.loads(modules_line) == []
+
+
+def test_zipapp_holds_exactly_the_runtime_package() -> None:
+    names = {n for n in zipfile.ZipFile(runtime_zipapp()).namelist() if not n.endswith("/")}
+    package = {f"runtime/{p.name}" for p in RUNTIME_DIR.glob("*.py")}
+    assert names == {"__main__.py", *package}
 
 
 def test_cli_help_does_not_import_tensorflow() -> None:
@@ -47,33 +63,51 @@ def test_cli_help_does_not_import_tensorflow() -> None:
     assert proc.stdout.strip() == "[]"
 
 
-def test_harness_is_self_contained() -> None:
-    source = Path(harness.__file__).read_text()
-    imports = [ln.split()[1] for ln in source.splitlines() if ln.startswith(("import ", "from "))]
-    assert not [m for m in imports if m.split(".")[0] in HEAVY]
+def test_runtime_is_self_contained() -> None:
+    """Every import in tfopt/runtime, top-level or inside a function, is relative (the package
+    itself), the standard library, numpy or ai_edge_litert."""
+    outside = []
+    for path in sorted(RUNTIME_DIR.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top not in ALLOWED and top not in sys.stdlib_module_names:
+                    outside.append(f"{path.name}: {module}")
+    assert outside == []
+
+
+def test_every_runtime_module_stays_small() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in RUNTIME_DIR.glob("*.py")}
+    assert max(sizes.values()) < 400, sizes
 
 
 def test_quantize_round_trip() -> None:
     detail = {"dtype": np.int8, "quantization": (0.05, -3)}
     values = np.linspace(-6, 6, 101, dtype=np.float32)
-    q = harness.quantize(values, detail)
+    q = quantize(values, detail)
     assert q.dtype == np.int8
-    back = harness.dequantize(q, detail)
+    back = dequantize(q, detail)
     assert np.max(np.abs(back - values)) <= 0.025 + 1e-6
     # Saturates instead of wrapping around.
-    assert harness.quantize(np.array([1e6, -1e6], np.float32), detail).tolist() == [127, -128]
+    assert quantize(np.array([1e6, -1e6], np.float32), detail).tolist() == [127, -128]
 
 
 def test_synthetic_inputs_are_valid_indices() -> None:
     rng = np.random.default_rng(0)
     q = (0.0, 0)
-    ids = harness.synthetic_input(
+    ids = synthetic_input(
         "token_ids", {"shape": [1, 64], "dtype": np.int32, "quantization": q}, rng
     )
-    mask = harness.synthetic_input(
+    mask = synthetic_input(
         "padding_mask", {"shape": [1, 64], "dtype": np.int32, "quantization": q}, rng
     )
-    floats = harness.synthetic_input(
+    floats = synthetic_input(
         "image", {"shape": [1, 4], "dtype": np.float32, "quantization": q}, rng
     )
     assert ids.min() >= 0 and ids.max() < 100 and ids.dtype == np.int32
@@ -82,13 +116,13 @@ def test_synthetic_inputs_are_valid_indices() -> None:
 
 
 def test_summary_percentiles() -> None:
-    s = harness.summarize([float(v) for v in range(1, 101)])
+    s = summarize([float(v) for v in range(1, 101)])
     assert s["p50"] == 50.5 and s["min"] == 1 and s["max"] == 100
     assert s["p90"] == 90.1 and s["p99"] == 99.01
 
 
 def test_run_min_seconds(tflite: dict[str, Path]) -> None:
-    r = harness.run(str(tflite["float32"]), threads=1, min_seconds=0.05, warmup=2)
+    r = run(str(tflite["float32"]), threads=1, min_seconds=0.05, warmup=2)
     assert r["runs"] >= 1 and r["warmup"] == 2  # how many fit in 0.05 s is speed, not behaviour
     assert r["latency_us"]["p50"] > 0
 
@@ -96,7 +130,7 @@ def test_run_min_seconds(tflite: dict[str, Path]) -> None:
 def test_parse_gpu_log_on_a_recorded_litert_log() -> None:
     """LiteRT 2.3.0's WebGPU accelerator on lavapipe, compiling a 2-layer keras-hub BERT."""
     text = (Path(__file__).parent / "data" / "litert_gpu" / "bert_lavapipe.log").read_text()
-    verdict = harness.parse_gpu_log(text)
+    verdict = parse_gpu_log(text)
     assert verdict["fallback_reasons"] == {
         "GATHER": "Only support 1D indices",
         "STRIDED_SLICE": "Slice does not support shrink_axis_mask parameter.",
@@ -112,7 +146,7 @@ def test_parse_gpu_log_classic_delegate_wording() -> None:
         "INFO: Replacing 293 out of 300 node(s) with delegate (TfLiteGpuDelegateV2) node, "
         "yielding 2 partitions for the whole graph.\n"
     )
-    verdict = harness.parse_gpu_log(text)
+    verdict = parse_gpu_log(text)
     assert verdict["fallback_reasons"] == {}  # a log line is not an op
     assert (verdict["gpu_ops"], verdict["cpu_ops"]) == (293, 7)
     assert verdict["adapter"] is None and verdict["software"] is False

@@ -41,7 +41,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 def test_ssh_target_returns_the_local_json_shape(
     runner: Any, sshd: Sshd, tflite: dict[str, Path], files: dict[str, Path]
 ) -> None:
-    """Same harness, same input data (copied along), same JSON; the machine names the host."""
+    """Same runtime zipapp, same input data (copied along), same JSON; the machine names the host."""
     common = ["--threads", "1", "--runs", "30", "--warmup", "2", "--data", files["calib"], "--json"]
     local = invoke(runner, "bench", tflite["int8"], *common)
     remote = invoke(
@@ -362,11 +362,11 @@ def test_adb_report_labels_means_as_means(
 def test_ssh_crash_is_reported_as_a_crash(
     runner: Any, sshd: Sshd, tflite: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A python on the device that segfaults in the harness: the local crash message."""
+    """A python on the device that segfaults in the runtime: the local crash message."""
     wrapper = tmp_path / "crashing-python"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'case "$*" in *harness.py*) exec {sys.executable} -c '
+        f'case "$*" in *runtime.pyz*) exec {sys.executable} -c '
         '"import ctypes; ctypes.string_at(0)";; esac\n'
         f'exec {sys.executable} "$@"\n'
     )

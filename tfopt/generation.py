@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tfopt import harness
 from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.inspection import read_tflite
 from tfopt.loading import probe_tflite
+from tfopt.runtime.lm import LmRunner, tokens_per_s, ttft_ms
 
 
 def parse_prompt(prompt: str | None, token_ids: str | None) -> tuple[list[int], bool]:
@@ -49,7 +49,7 @@ def generate(
     broken = f"{model} is a broken .tflite file"
     probe_tflite(model)
     try:
-        lm = harness.LmRunner(str(model), threads)
+        lm = LmRunner(str(model), threads)
     except ValueError as exc:  # LmRunner names the file when the signatures are wrong
         msg = first_line(exc)
         raise ModelLoadError(msg if msg.startswith(str(model)) else f"{broken}: {msg}") from None
@@ -61,7 +61,6 @@ def generate(
         raise InputError(first_line(exc)) from None
     except (RuntimeError, KeyError, IndexError) as exc:
         raise ModelLoadError(f"{broken}: {type(exc).__name__}: {first_line(exc)}") from None
-    steps = timing["decode_us"]
     text = (
         bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace") if is_text else None
     )
@@ -71,6 +70,6 @@ def generate(
         "tokens": tokens,
         "text": text,
         "prefill_ms": round(timing["prefill_ms"], 3),
-        "ttft_ms": round(timing["prefill_ms"] + (steps[0] / 1e3 if steps else 0.0), 3),
-        "decode_tokens_per_s": round(len(steps) / (sum(steps) / 1e6), 1) if steps else 0.0,
+        "ttft_ms": round(ttft_ms(timing), 3),
+        "decode_tokens_per_s": round(tokens_per_s(timing["decode_us"]), 1),
     }

@@ -10,17 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from tfopt import harness
 from tfopt.errors import InputError, ModelLoadError, first_line
+from tfopt.flatbuffer import enum_names, is_tflite, model_root, operators, schema
 from tfopt.fsutil import existing
-from tfopt.loading import TFLITE_MAGIC
+from tfopt.runtime.feeding import make_interpreter, short_name
 
 # Ops that move between float and integer domains; they do not count as "float compute".
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE", "CAST"}
-
-
-def _enum_names(cls: type) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 def gzip_size(data: bytes) -> int:
@@ -30,33 +26,24 @@ def gzip_size(data: bytes) -> int:
 
 def graph_summary(data: bytes) -> dict[str, Any]:
     """Op counts, tensor dtype counts, custom ops and float-compute ops over all subgraphs."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    model = schema.Model.GetRootAs(data, 0)
+    type_names = enum_names(schema().TensorType)
+    model = model_root(data)
     ops: Counter[str] = Counter()
     dtypes: Counter[str] = Counter()
     float_ops: Counter[str] = Counter()
     custom: set[str] = set()
-    for g in range(model.SubgraphsLength()):
+    for g, nodes in enumerate(operators(model)):
         graph = model.Subgraphs(g)
         tensor_types = [type_names[graph.Tensors(t).Type()] for t in range(graph.TensorsLength())]
         dtypes.update(name.lower() for name in tensor_types)
-        for o in range(graph.OperatorsLength()):
-            op = graph.Operators(o)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            name = op_names.get(builtin, f"BUILTIN_{builtin}")
-            if name == "CUSTOM":
-                name = (code.CustomCode() or b"?").decode()
-                custom.add(name)
-            ops[name] += 1
-            outs = [op.Outputs(i) for i in range(op.OutputsLength())]
-            if name not in _CONVERSION_OPS and any(
-                i >= 0 and tensor_types[i] in ("FLOAT32", "FLOAT16") for i in outs
+        for op in nodes:
+            if op.custom:
+                custom.add(op.name)
+            ops[op.name] += 1
+            if op.name not in _CONVERSION_OPS and any(
+                i >= 0 and tensor_types[i] in ("FLOAT32", "FLOAT16") for i in op.outputs
             ):
-                float_ops[name] += 1
+                float_ops[op.name] += 1
     return {
         "subgraphs": model.SubgraphsLength(),
         "ops": dict(ops.most_common()),
@@ -90,7 +77,7 @@ def read_tflite(path: str | os.PathLike[str]) -> bytes:
     if p.is_dir():
         raise InputError(f"{p} is a folder, not a .tflite file")
     data = p.read_bytes()
-    if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
+    if not is_tflite(data):
         raise ModelLoadError(f"{p} is not a TFLite flatbuffer (no TFL3 identifier)")
     return data
 
@@ -99,7 +86,7 @@ _NUMPY_TYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "FLOAT64": "float64"
 
 
 def _tensor_doc(graph: Any, index: int, name: str, type_names: dict[int, str]) -> dict[str, Any]:
-    """One I/O tensor read from the flatbuffer, in the shape `harness.io_details` reports."""
+    """One I/O tensor read from the flatbuffer, in the shape `runtime.feeding.io_details` reports."""
     tensor = graph.Tensors(index)
     if tensor.ShapeSignatureLength() > 0:
         shape = [int(d) for d in tensor.ShapeSignatureAsNumpy()]
@@ -119,21 +106,14 @@ def _tensor_doc(graph: Any, index: int, name: str, type_names: dict[int, str]) -
     }
 
 
-def _short(tensor_name: str) -> str:
-    name = tensor_name.split(":")[0]
-    return name[len("serving_default_") :] if name.startswith("serving_default_") else name
-
-
 def flatbuffer_io(data: bytes) -> dict[str, Any]:
     """Inputs, outputs and signatures read from the flatbuffer alone: no kernels needed, so a
     file with custom ops the runtime does not ship is still described.
 
     Raises ValueError (or the flatbuffer reader's own errors) on a structurally broken file.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    type_names = _enum_names(schema.TensorType)
-    model = schema.Model.GetRootAs(data, 0)
+    type_names = enum_names(schema().TensorType)
+    model = model_root(data)
     if model.SubgraphsLength() < 1:
         raise ValueError("no subgraphs")
     for count in (model.SubgraphsLength(), model.BuffersLength(), model.OperatorCodesLength()):
@@ -179,7 +159,7 @@ def flatbuffer_io(data: bytes) -> dict[str, Any]:
                 _tensor_doc(
                     graph,
                     checked(i, n_tensors),
-                    _short((graph.Tensors(checked(i, n_tensors)).Name() or b"").decode()),
+                    short_name((graph.Tensors(checked(i, n_tensors)).Name() or b"").decode()),
                     type_names,
                 )
                 for i in indices
@@ -201,7 +181,7 @@ def _missing_kernels(path: str | os.PathLike[str], custom_ops: list[str]) -> lis
 
     probe_tflite(path)  # a native crash (damaged file, int16 op without kernel) stays in a child
     try:  # without XNNPACK: it segfaults preparing some damaged int8 graphs (found by fuzzing)
-        harness.make_interpreter(str(path), xnnpack=False)
+        make_interpreter(str(path), xnnpack=False)
     except (ValueError, RuntimeError) as exc:
         text = str(exc)
         missing = sorted(op for op in custom_ops if op in text)
@@ -246,12 +226,10 @@ def weight_stats(path: str | os.PathLike[str], min_size: int = 64) -> dict[str, 
     Per channel means along axis 0, the output channels of TFLite's FULLY_CONNECTED and CONV
     kernels: with per-channel int8 scales, a clustered kernel keeps K values per channel.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
     data = read_tflite(path)
-    model = schema.Model.GetRootAs(data, 0)
+    model = model_root(data)
     graph = model.Subgraphs(0)
-    interpreter = harness.make_interpreter(str(path), xnnpack=False)
+    interpreter = make_interpreter(str(path), xnnpack=False)
     out: dict[str, dict[str, Any]] = {}
     for t in range(graph.TensorsLength()):
         tensor = graph.Tensors(t)

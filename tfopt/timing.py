@@ -1,4 +1,4 @@
-"""Time stage: one fresh harness process per measurement, on a target (see `tfopt.targets`).
+"""Time stage: one fresh runtime process per measurement, on a target (see `tfopt.targets`).
 
 A child process per (model, accelerator, threads, repeat) keeps measurements independent and turns
 a model that crashes the runtime into a clear error instead of a dead CLI. Nothing here imports
@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tfopt.errors import InputError
-from tfopt.harness import parse_cpus
 from tfopt.inspection import read_tflite
+from tfopt.placement import with_op_placement
+from tfopt.runtime.stats import parse_cpus
 from tfopt.targets import ACCELERATORS, LocalTarget, RunSpec, Target
 
 NOISY_SPREAD_PCT = 10.0
@@ -115,6 +117,13 @@ def _spec(s: BenchSettings, accelerator: str, threads: int) -> RunSpec:
     )
 
 
+def _measure(
+    where: Target, path: Path, spec: RunSpec, data: str | None, timeout: float
+) -> dict[str, Any]:
+    """One measurement on `where`; a GPU verdict gains its per-op placement here, on the host."""
+    return with_op_placement(where.measure(path, spec, data, timeout), path)
+
+
 def bench(
     model: str | os.PathLike[str],
     settings: BenchSettings | None = None,
@@ -139,7 +148,7 @@ def bench(
     for accelerator in s.accelerators:
         for threads in s.threads:
             spec = _spec(s, accelerator, threads)
-            runs = [where.measure(path, spec, s.data, s.timeout_s) for _ in range(s.repeat)]
+            runs = [_measure(where, path, spec, s.data, s.timeout_s) for _ in range(s.repeat)]
             machine = runs[0].get("machine", machine)
             results.append(_merge(runs))
     return BenchReport(
@@ -157,7 +166,54 @@ def gpu_placement(model: str | os.PathLike[str], target: Target | None = None) -
     path = Path(model)
     read_tflite(path)
     spec = RunSpec("gpu", 1, 0, 1.0, None, True, None, placement_only=True)
-    doc = (target or LocalTarget()).measure(path, spec, None, 300)
+    doc = _measure(target or LocalTarget(), path, spec, None, 300)
     for key in ("threads", "accelerator", "harness_version"):
         doc.pop(key, None)
     return doc
+
+
+@dataclass(frozen=True)
+class BenchMatrix:
+    """Several models timed on several targets: one `BenchReport` per (target, model), in the
+    order they ran (targets outer, models inner)."""
+
+    reports: list[BenchReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": [r.to_dict() for r in self.reports]}
+
+
+def bench_matrix(
+    models: Sequence[str | os.PathLike[str]],
+    targets: Sequence[str | Target] = ("local",),
+    settings: BenchSettings | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    **target_options: Any,
+) -> BenchMatrix:
+    """Time every model on every target (`bench` per cell), one target open at a time.
+
+    A target given as a spec ('local', 'ssh://user@host[:port]', 'adb[:SERIAL]') is made with
+    `make_target(spec, **target_options)` (ssh_key, ssh_options, remote_python,
+    benchmark_binary). Every target is closed after its models, removing what was copied there.
+    `on_progress(done, total)` is called before the first cell and after each one.
+
+    Raises:
+        InputError / ModelLoadError / BenchError: as `bench`, or a target spec that is not one.
+    """
+    from tfopt.targets import make_target, opened
+
+    if not models:
+        raise InputError("bench_matrix: give at least one model")
+    targets = targets or ("local",)
+    total = len(models) * len(targets)
+    reports: list[BenchReport] = []
+    if on_progress is not None:
+        on_progress(0, total)
+    for spec in targets:
+        target = make_target(spec, **target_options) if isinstance(spec, str) else spec
+        with opened(target) as where:
+            for model in models:
+                reports.append(bench(model, settings, where))
+                if on_progress is not None:
+                    on_progress(len(reports), total)
+    return BenchMatrix(reports)

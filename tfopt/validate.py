@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from tfopt import harness
 from tfopt.data import Dataset, load_data
 from tfopt.errors import InputError, ValidationError
 from tfopt.loading import LoadedModel, SourceKind, load
+from tfopt.runtime import feeding
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 METRICS: dict[str, Metric] = {}
@@ -111,8 +111,8 @@ class CompareResult:
 
 def run_tflite(model_path: str, data: Dataset, threads: int = 2) -> dict[str, np.ndarray]:
     """Run a `.tflite` sample by sample; outputs in real values, keyed by output name."""
-    interpreter = harness.make_interpreter(model_path, threads)
-    inputs, outputs = harness.io_details(interpreter)
+    interpreter = feeding.make_interpreter(model_path, threads)
+    inputs, outputs = feeding.io_details(interpreter)
     missing = [n for n in inputs if n not in data.x]
     if missing:
         raise ValidationError(
@@ -120,11 +120,11 @@ def run_tflite(model_path: str, data: Dataset, threads: int = 2) -> dict[str, np
         )
     results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for i in range(len(data)):
-        harness.feed(interpreter, inputs, data.sample(i))
+        feeding.feed(interpreter, inputs, data.sample(i))
         interpreter.invoke()
         for name, detail in outputs.items():
             value = interpreter.get_tensor(detail["index"])
-            results[name].append(harness.dequantize(value, detail))
+            results[name].append(feeding.dequantize(value, detail))
     return {name: np.concatenate(v) for name, v in results.items()}
 
 

@@ -1,0 +1,9 @@
+"""The runtime that times a `.tflite` model: on this machine, and on a device.
+
+It imports only the standard library, numpy and ai_edge_litert (never TensorFlow, never the rest
+of tfopt), so it travels to an ssh device as one zipapp and runs there with the device's python;
+local runs use the very same zipapp. Modules: `feeding` (interpreter, I/O, quantization, inputs),
+`stats` (percentiles, memory, machine, pinning), `cpu` (Interpreter timing), `gpu`
+(CompiledModel timing and LiteRT's GPU verdict), `lm` (prefill/decode generation, TTFT and
+tokens/s) and `__main__` (the command line; one JSON document out).
+"""

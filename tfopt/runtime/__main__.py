@@ -1,0 +1,96 @@
+"""The runtime's command line: time one model at one thread count, print one JSON document.
+
+    python runtime.pyz MODEL.tflite --threads 2 --runs 100 --warmup 10 [--no-xnnpack] [--data X.npz]
+        [--pin 0,1] [--accelerator gpu [--placement-only]] [--lm --prompt-len 16 --new-tokens 32]
+
+The same entry runs locally and on an ssh device: the host builds `tfopt/runtime` into one zipapp
+(`tfopt.targets.base.runtime_zipapp`) and runs it with the target's python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .cpu import run
+from .gpu import run_compiled
+from .lm import run_lm
+from .stats import machine_info, pin
+
+HARNESS_VERSION = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Time one .tflite model with LiteRT.")
+    parser.add_argument("model")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--no-xnnpack", action="store_true")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lm", action="store_true", help="time prefill/decode of an exported LM")
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--accelerator",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: Interpreter + XNNPACK; gpu: CompiledModel on the GPU with CPU fallback",
+    )
+    parser.add_argument("--placement-only", action="store_true", help="GPU op placement, no timing")
+    parser.add_argument("--pin", default=None, help="CPU ids to pin this process to, e.g. 0,1")
+    args = parser.parse_args(argv)
+    try:
+        pinned = pin(args.pin) if args.pin else None
+        if args.accelerator == "gpu":
+            if args.lm:
+                raise ValueError("--lm runs on the CPU Interpreter only")
+            result = run_compiled(
+                args.model,
+                "gpu",
+                threads=args.threads,
+                runs=args.runs,
+                min_seconds=args.min_seconds,
+                warmup=args.warmup,
+                data_path=args.data,
+                seed=args.seed,
+                timing=not args.placement_only,
+            )
+        elif args.lm:
+            result = run_lm(
+                args.model,
+                args.threads,
+                not args.no_xnnpack,
+                args.prompt_len,
+                args.new_tokens,
+                runs=args.runs or 5,
+                warmup=min(args.warmup, 2),
+                seed=args.seed,
+            )
+        else:
+            result = run(
+                args.model,
+                threads=args.threads,
+                xnnpack=not args.no_xnnpack,
+                runs=args.runs,
+                min_seconds=args.min_seconds,
+                warmup=args.warmup,
+                data_path=args.data,
+                seed=args.seed,
+            )
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line of JSON
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}".partition("\n")[0]}))
+        return 1
+    if pinned is not None:
+        result["pinned_cpus"] = pinned
+    result["machine"] = machine_info()
+    result["harness_version"] = HARNESS_VERSION
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Feeding a `.tflite` model: the Interpreter, its inputs and outputs by name, (de)quantization,
+and the values fed to it (a data file's first sample, or realistic synthetic ones).
+
+The one copy of "how to feed and read a .tflite": the device runtime uses it, and so do
+`tfopt.validate` and the loaders on the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def make_interpreter(model_path: str, threads: int = 1, xnnpack: bool = True) -> Any:
+    """Build a LiteRT Interpreter with threads and XNNPACK set explicitly."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(
+        model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
+    )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def short_name(tensor_name: str) -> str:
+    """'serving_default_token_ids:0' -> 'token_ids' (signature-less tensor names)."""
+    name = tensor_name.split(":")[0]
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_") :]
+    return name
+
+
+def io_details(interpreter: Any) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Inputs and outputs keyed by user-facing name (signature names if there is one signature)."""
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        return runner.get_input_details(), runner.get_output_details()
+    ins = {short_name(d["name"]): d for d in interpreter.get_input_details()}
+    outs = {short_name(d["name"]): d for d in interpreter.get_output_details()}
+    return ins, outs
+
+
+def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Cast real values to the tensor's dtype, applying its scale and zero point when quantized."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(dtype, np.integer) and np.issubdtype(values.dtype, np.floating):
+        info = np.iinfo(dtype)
+        q = np.round(values / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Real values of a tensor: (q - zero_point) * scale when quantized, else float32."""
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(values.dtype, np.integer):
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32) if values.dtype != np.float32 else values
+
+
+def synthetic_input(name: str, detail: dict, rng: np.random.Generator) -> np.ndarray:
+    """Realistic random values for one input: floats in [0, 1), small non-negative ids for ints.
+
+    Integer inputs are usually indices (token ids, segment ids, masks), so negative or large values
+    would make gathers fail; masks and segment/type ids stay in {0, 1}.
+    """
+    shape = [int(s) for s in detail["shape"]]
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    if np.issubdtype(dtype, np.floating):
+        return rng.random(shape, dtype=np.float32).astype(dtype)
+    scale, _ = detail["quantization"]
+    if scale:  # a quantized (int8 I/O) tensor: realistic float values, then quantized
+        return quantize(rng.random(shape, dtype=np.float32), detail)
+    lowered = name.lower()
+    high = 2 if any(k in lowered for k in ("mask", "segment", "type")) else 100
+    return rng.integers(0, high, shape).astype(dtype)
+
+
+def feed(interpreter: Any, inputs: dict[str, dict], sample: dict[str, np.ndarray]) -> None:
+    """Set every input tensor from a {name: array} sample (batch dimension included)."""
+    for name, detail in inputs.items():
+        interpreter.set_tensor(detail["index"], quantize(np.asarray(sample[name]), detail))
+
+
+def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> dict[str, np.ndarray]:
+    """First sample of a .npz/.npy file (by input name, or `x`), else synthetic values."""
+    rng = np.random.default_rng(seed)
+    if not data_path:
+        return {name: synthetic_input(name, d, rng) for name, d in inputs.items()}
+    if data_path.endswith(".npy"):
+        arrays = {"x": np.load(data_path, allow_pickle=False)}
+    else:
+        with np.load(data_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    sample = {}
+    for name, detail in inputs.items():
+        key = name if name in arrays else "x" if len(inputs) == 1 and "x" in arrays else None
+        if key is None:
+            raise ValueError(f"data has no array named '{name}'")
+        sample[name] = arrays[key][:1].reshape([int(s) for s in detail["shape"]])
+    return sample

@@ -1,0 +1,26 @@
+"""This machine: a fresh child process per measurement, running the runtime zipapp."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tfopt.errors import BenchError, InputError
+from tfopt.targets.base import RunSpec, Target, runtime_doc, runtime_zipapp
+from tfopt.targets.softgpu import gpu_env
+
+
+class LocalTarget(Target):
+    """A fresh child process of this machine's python per measurement."""
+
+    def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
+        if spec.accelerator == "nnapi":
+            raise InputError("--accelerator nnapi exists on Android only (--target adb)")
+        cmd = [sys.executable, str(runtime_zipapp()), str(model), *spec.runtime_args(data)]
+        env = gpu_env() if spec.accelerator == "gpu" else None
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{model}: timing run exceeded {timeout:.0f} s") from None
+        return runtime_doc(str(model), proc)
