@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from converters import PRECISIONS, Precision, backend_for
-from tfopt import harness, keras_worlds
+from tfopt import keras_worlds
 from tfopt.data import Dataset, load_data
 from tfopt.errors import (
     ConversionError,
@@ -34,6 +34,8 @@ from tfopt.errors import (
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import InputShapes, LoadedModel, SourceKind, TensorSpec, load
+from tfopt.runtime.feeding import make_interpreter, synthetic_input
+from tfopt.runtime.lm import LmRunner
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 CHECK_SAMPLES = 32
@@ -86,7 +88,7 @@ def vocabulary_bound(model: Any) -> int | None:
 def synthetic_data(
     inputs: tuple[TensorSpec, ...], n: int, seed: int = 0, max_id: int | None = None
 ) -> Dataset:
-    """`n` realistic random samples (the harness's rule: floats in [0,1), small ids for ints;
+    """`n` realistic random samples (the runtime's rule: floats in [0,1), small ids for ints;
     ids below `max_id` when the model's embedding table is smaller than that)."""
     rng = np.random.default_rng(seed)
     x: dict[str, list[np.ndarray]] = {s.name: [] for s in inputs}
@@ -99,7 +101,7 @@ def synthetic_data(
                 "dtype": np.dtype(s.dtype),
                 "quantization": (0, 0),
             }
-            value = harness.synthetic_input(s.name, detail, rng)
+            value = synthetic_input(s.name, detail, rng)
             if max_id is not None and np.issubdtype(value.dtype, np.integer):
                 value = value % max_id
             x[s.name].append(value)
@@ -340,7 +342,7 @@ def _check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[s
     from tfopt import keras_worlds
 
     tf = keras_worlds.tf()
-    runner = harness.LmRunner(path)
+    runner = LmRunner(path)
     prompt_len = min(16, max_length - 1)
     tokens = np.zeros((1, max_length), np.int32)
     tokens[0, :prompt_len] = np.random.default_rng(0).integers(
@@ -461,6 +463,6 @@ def _aeq(
         with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
             f.write(float_model)
             f.flush()
-            key = next(iter(harness.make_interpreter(f.name).get_signature_list()))
+            key = next(iter(make_interpreter(f.name).get_signature_list()))
         calibration = {key: [data.sample(i) for i in range(len(data))]}
     return quantize(float_model, AeqScheme(prec.value), keep_float, calibration)

@@ -276,7 +276,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
 
 # Build the interpreter as the caller will (XNNPACK on) and run it once on zeros.
 _PROBE = (
-    "import sys\nfrom tfopt.harness import make_interpreter\n"
+    "import sys\nfrom tfopt.runtime.feeding import make_interpreter\n"
     "try:\n    make_interpreter(sys.argv[1]).invoke()\nexcept Exception:\n    pass\n"
 )
 
@@ -309,15 +309,15 @@ def probe_tflite(path: str | os.PathLike[str], timeout: float = 120.0) -> None:
 
 
 def _load_tflite(path: Path) -> LoadedModel:
-    from tfopt import harness
+    from tfopt.runtime.feeding import io_details, make_interpreter
 
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
         raise ModelLoadError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
     probe_tflite(path)
     try:
-        interpreter = harness.make_interpreter(str(path))
-        inputs, _ = harness.io_details(interpreter)
+        interpreter = make_interpreter(str(path))
+        inputs, _ = io_details(interpreter)
     except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
         if "unresolved custom op" in str(exc):
             raise ModelLoadError(
@@ -325,7 +325,7 @@ def _load_tflite(path: Path) -> LoadedModel:
                 f"({first_line(exc)}); `tfopt inspect` still describes it"
             ) from exc
         raise ModelLoadError(f"{path} is a broken .tflite file: {first_line(exc)}") from exc
-    # A quantized (int8 I/O) input takes real values: the harness quantizes them.
+    # A quantized (int8 I/O) input takes real values: the runtime quantizes them.
     specs = tuple(
         TensorSpec(
             n,
