@@ -41,7 +41,7 @@ def peak_rss_mb() -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count and library versions of the machine running the harness."""
+    """CPU model, core count and library versions of the machine running the runtime."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -69,7 +69,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def parse_cpus(cpus: str) -> list[int]:
-    """'4,5,6,7' -> [4, 5, 6, 7]; the one parser of --pin (host, harness and adb's taskset)."""
+    """'4,5,6,7' -> [4, 5, 6, 7]; the one parser of --pin (host, runtime and adb's taskset)."""
     try:
         wanted = sorted({int(c) for c in cpus.split(",") if c.strip()})
     except ValueError:

@@ -175,7 +175,7 @@ class AdbTarget(Target):
 
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         if spec.lm:
-            raise InputError("--lm timing runs through the Python harness: use a local/ssh target")
+            raise InputError("--lm timing runs through the Python runtime: use a local/ssh target")
         if data:
             raise InputError("--data is not passed to benchmark_model; it feeds random inputs")
         self._prepare()
