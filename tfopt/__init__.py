@@ -16,6 +16,7 @@ _EXPORTS = {
     "BenchSettings": "tfopt.timing",
     "TfoptError": "tfopt.errors",
     "bench": "tfopt.timing",
+    "bench_matrix": "tfopt.timing",
     "compare": "tfopt.validate",
     "compare_files": "tfopt.validate",
     "convert": "tfopt.conversion",

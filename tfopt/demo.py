@@ -2,14 +2,14 @@
 
 Trains a small tf_keras CNN on scikit-learn's bundled handwritten digits (1,797 real 8x8 images),
 converts it to every precision, checks each `.tflite` against the Keras model on held-out digits,
-times each on the CPU, and writes `report.json` and `report.md`.
+times each on the CPU; the report stage writes `report.json`, `report.md` and `report.png`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ from converters.precision import CONVERTER_PRECISIONS
 from tfopt import keras_worlds
 from tfopt.conversion import convert
 from tfopt.data import Dataset
-from tfopt.fsutil import check_output_dir, staged_dir, write_text
+from tfopt.fsutil import check_output_dir, staged_dir
 from tfopt.loading import from_keras
-from tfopt.report import bar_chart, markdown_table, text_table, write_json
+from tfopt.report import write_demo_report
 from tfopt.timing import BenchSettings, bench
 from tfopt.validate import compare_outputs, run_reference, run_tflite
 
@@ -38,10 +38,21 @@ OUTPUT_NAMES = [
 
 @dataclass(frozen=True)
 class DemoReport:
+    """One row per precision (size, accuracy, agreement, SQNR, latency per thread count) and
+    what the rows were measured on; `tfopt.report` renders it (View.DEMO)."""
+
     out_dir: str
     rows: list[dict[str, Any]]
-    table: str
-    markdown: str
+    keras_accuracy: float
+    parameters: int
+    train_samples: int
+    test_samples: int
+    train_seconds: float
+    machine: dict[str, Any]
+    threads: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -82,16 +93,18 @@ def run_demo(
     min_seconds: float = 1.0,
     overwrite: bool = False,
 ) -> DemoReport:
-    """Train, convert to every precision, check, time and report. Returns the table."""
+    """Train, convert to every precision, check, time; write the model, data, every `.tflite`
+    and the report files to `out_dir` (all together, or none). Returns the rows."""
     names = OUTPUT_NAMES + [f"digits_{p}.tflite" for p in CONVERTER_PRECISIONS]
     settings = BenchSettings(threads=threads, min_seconds=min_seconds, warmup=10)  # checks first
     out = check_output_dir(out_dir, names, overwrite)
     with staged_dir(out, names) as staging:  # all files appear together, or none
-        table, rows, markdown = _run_in(staging, settings)
-    return DemoReport(str(out), rows, table, markdown)
+        report = _run_in(staging, str(out), settings)
+        write_demo_report(staging, report)
+    return report
 
 
-def _run_in(out: Path, settings: BenchSettings) -> tuple[str, list[dict[str, Any]], str]:
+def _run_in(out: Path, out_dir: str, settings: BenchSettings) -> DemoReport:
     from tqdm import tqdm
 
     x_train, y_train, x_test, y_test = digits_split()
@@ -130,53 +143,14 @@ def _run_in(out: Path, settings: BenchSettings) -> tuple[str, list[dict[str, Any
         rows.append(row)
 
     keras_acc = round(100 * float(np.mean(reference["probs"].argmax(1) == y_test)), 2)
-    headers = list(rows[0])
-    values = [[r[h] for h in headers] for r in rows]
-    table = text_table(headers, values)
-    machine = timing.machine
-    markdown = "\n".join(
-        [
-            "# tfopt demo: digits CNN in every precision",
-            "",
-            f"Keras model: {model.count_params():,} parameters, trained {train_s:.1f} s on "
-            f"{len(x_train)} real scikit-learn digits; test accuracy {keras_acc}% on "
-            f"{len(x_test)} held-out digits.",
-            "Accuracy and top-1 agreement: the `.tflite` through the LiteRT interpreter on the "
-            "held-out digits. Latency: batch 1, XNNPACK, median (p50) and p90 in ms.",
-            f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, "
-            f"ai-edge-litert {machine.get('ai_edge_litert')}.",
-            "",
-            markdown_table(headers, values),
-            "",
-            "![latency, size and accuracy per precision](report.png)",
-            "",
-        ]
+    return DemoReport(
+        out_dir=out_dir,
+        rows=rows,
+        keras_accuracy=keras_acc,
+        parameters=model.count_params(),
+        train_samples=len(x_train),
+        test_samples=len(x_test),
+        train_seconds=train_s,
+        machine=timing.machine,
+        threads=settings.threads,
     )
-    doc = {
-        "keras_accuracy": keras_acc,
-        "parameters": model.count_params(),
-        "train_samples": len(x_train),
-        "test_samples": len(x_test),
-        "machine": machine,
-        "rows": rows,
-    }
-    labels = [r["precision"] for r in rows]
-    bar_chart(
-        out / "report.png",
-        labels,
-        [
-            (
-                "p50 latency (ms), batch 1",
-                {f"{t} thread(s)": [r[f"p50_ms_{t}t"] for r in rows] for t in settings.threads},
-            ),
-            (
-                "size (KB)",
-                {"file": [r["size_kb"] for r in rows], "gzip": [r["gzip_kb"] for r in rows]},
-            ),
-            ("accuracy on held-out digits (%)", {".tflite": [r["accuracy"] for r in rows]}),
-        ],
-        f"digits CNN in every precision ({machine.get('cpu')}, {machine.get('cores')} cores)",
-    )
-    write_json(out / "report.json", doc)
-    write_text(out / "report.md", markdown)
-    return table, rows, markdown

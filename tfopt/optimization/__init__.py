@@ -21,7 +21,7 @@ import numpy as np
 from tfopt.conversion import convert
 from tfopt.data import Dataset
 from tfopt.errors import InputError, first_line
-from tfopt.fsutil import atomic_path, check_output_dir, staged_dir, write_text
+from tfopt.fsutil import atomic_path, check_output_dir, staged_dir
 from tfopt.inspection import weight_stats
 from tfopt.loading import SourceKind, TensorSpec, from_keras, load
 from tfopt.optimization import lowrank, native, tfmot_stages
@@ -42,7 +42,7 @@ from tfopt.optimization.training import (
     outputs_are_probabilities,
 )
 from tfopt.recipes import ConvertStage, Recipe, StageKind, load_recipe
-from tfopt.report import markdown_table, write_json
+from tfopt.report import write_optimize_report
 from tfopt.timing import BenchSettings, bench
 from tfopt.validate import compare_outputs, run_reference, run_tflite
 
@@ -124,77 +124,6 @@ def _seq_len(specs: Any, data: Dataset) -> int | None:
         if any(d is None for d in s.shape[1:]):
             return int(data.x[s.name].shape[1])
     return None
-
-
-def _markdown(r: OptimizeReport) -> str:
-    rows = [
-        [
-            s["stage"],
-            s["params"],
-            round(100 * s["sparsity"], 1),
-            s["max_unique_per_kernel"],
-            round(100 * s["val_accuracy"], 2),
-            s["seconds"],
-        ]
-        for s in r.stages
-    ]
-    t = r.tflite
-    layer_rows: list[list[Any]] = [
-        [name, v["params"], round(100 * v["sparsity"], 1), v["unique"]]
-        for name, v in r.layers.items()
-    ]
-    return "\n".join(
-        [
-            f"# tfopt optimize: recipe `{r.recipe['name']}` on {r.model} ({r.world})",
-            "",
-            r.recipe.get("description", ""),
-            "",
-            "## Stages (validation accuracy of the Keras model after each stage)",
-            "",
-            markdown_table(
-                ["stage", "params", "sparsity %", "max unique/kernel", "val acc %", "seconds"], rows
-            ),
-            "",
-            "## The .tflite",
-            "",
-            markdown_table(
-                ["precision", "size KB", "gzip KB", "val acc % (interpreter)", "p50 ms (1 thread)"],
-                [
-                    [
-                        t["precision"],
-                        round(t["size_bytes"] / 1024, 1),
-                        round(t["gzip_bytes"] / 1024, 1),
-                        round(100 * t["val_accuracy"], 2),
-                        t["p50_ms_1t"],
-                    ]
-                ],
-            ),
-            "",
-            "## Weights in the .tflite (unique values per output channel: clusters survive int8)",
-            "",
-            markdown_table(
-                ["tensor", "dtype", "shape", "sparsity %", "unique", "max unique per channel"],
-                [
-                    [
-                        n[:60],
-                        w["dtype"],
-                        "x".join(map(str, w["shape"])),
-                        round(100 * w["sparsity"], 1),
-                        w["unique"],
-                        w["unique_per_channel_max"],
-                    ]
-                    for n, w in t["weights"].items()
-                ],
-            ),
-            "",
-            "## Kernels of the optimized Keras model",
-            "",
-            markdown_table(["kernel", "params", "sparsity %", "unique values"], layer_rows),
-            "",
-            *(f"- {n}" for n in r.notes),
-            "",
-        ]
-    )
 
 
 def optimize(
@@ -312,6 +241,5 @@ def _convert_and_report(
         notes=notes,
         out_dir=str(out),
     )
-    write_json(staging / "report.json", report.to_dict())
-    write_text(staging / "report.md", _markdown(report))
+    write_optimize_report(staging, report)  # report.json, report.md
     return report

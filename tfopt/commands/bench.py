@@ -1,0 +1,114 @@
+"""`tfopt bench`: time models on targets (the matrix), render or write the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from tfopt.cli import command, thread_list
+from tfopt.report.registry import View
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--runs", type=int, help="Timed invocations per setting (default: --min-seconds).")
+@click.option(
+    "--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long."
+)
+@click.option("--warmup", default=5, show_default=True, help="Untimed invocations first.")
+@click.option("--no-xnnpack", is_flag=True, help="Use the built-in kernels only.")
+@click.option("--repeat", default=1, show_default=True, help="Independent processes per setting.")
+@click.option("--data", type=click.Path(), help="Use the first sample of this .npz/.npy as input.")
+@click.option(
+    "--lm", is_flag=True, help="An LM from `convert --lm`: time to first token, decode tokens/s."
+)
+@click.option("--prompt-len", default=16, show_default=True, help="With --lm: prompt tokens.")
+@click.option(
+    "--new-tokens", default=32, show_default=True, help="With --lm: tokens generated per run."
+)
+@click.option(
+    "--accelerator",
+    default="cpu",
+    show_default=True,
+    help="Comma-separated: cpu (Interpreter + XNNPACK), gpu (LiteRT CompiledModel; reports op "
+    "placement, fallbacks and max |GPU - CPU|), nnapi (adb only).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="Where to run (repeatable): local (default), ssh://user@host[:port] (copies the model "
+    "and the harness, runs the device's python), adb or adb:SERIAL (LiteRT's benchmark_model).",
+)
+@click.option("--pin", help="Pin the timed process to these CPU ids, e.g. 0 or 4,5,6,7.")
+@click.option("--ssh-key", type=click.Path(), help="ssh targets: identity file.")
+@click.option(
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    help="ssh targets: extra -o KEY=VALUE (repeatable).",
+)
+@click.option(
+    "--remote-python",
+    default="python3",
+    show_default=True,
+    help="ssh targets: python with numpy and ai-edge-litert on the device (a command prefix "
+    "such as 'env VK_ICD_FILENAMES=... python3' works too).",
+)
+@click.option(
+    "--benchmark-binary",
+    type=click.Path(),
+    help="adb targets: LiteRT's benchmark_model built for the phone's ABI.",
+)
+@click.option(
+    "--report",
+    type=click.Path(),
+    help="Also write the matrix to this folder: bench.json, bench.md, bench.png.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report in --report.")
+@command
+def bench_cmd(
+    models: tuple[str, ...],
+    threads: str,
+    no_xnnpack: bool,
+    accelerator: str,
+    targets: tuple[str, ...],
+    report: str | None,
+    overwrite: bool,
+    **options: Any,
+) -> tuple[View, Any]:
+    """Time MODELS (.tflite) with LiteRT, one fresh process per measurement.
+
+    Reports load time, first-invoke time, p50/p90/p99 latency and peak RSS per accelerator and
+    thread count, with the machine, library versions and the model's sha256. On the GPU it also
+    reports which ops run there, which fall back to the CPU and why, and the largest difference
+    of the outputs against a CPU run. Several models and targets give one matrix; --report DIR
+    also writes it as bench.json, bench.md and a bench.png bar chart.
+
+    \b
+      tfopt bench m.tflite --accelerator cpu,gpu
+      tfopt bench m.tflite --target ssh://pi@raspberrypi.local --threads 1,4
+      tfopt bench m.tflite --target adb --benchmark-binary ./benchmark_model --pin 4,5,6,7
+    """
+    from tfopt.fsutil import check_output_dir
+    from tfopt.report import BENCH_REPORT_FILES, progress, write_bench_report
+    from tfopt.timing import BenchSettings, bench_matrix
+
+    where = {
+        k: options.pop(k) for k in ("ssh_key", "ssh_options", "remote_python", "benchmark_binary")
+    }
+    settings = BenchSettings(
+        threads=thread_list(threads),
+        xnnpack=not no_xnnpack,
+        accelerators=tuple(a.strip() for a in accelerator.split(",") if a.strip()),
+        **options,
+    )
+    if report:
+        check_output_dir(report, BENCH_REPORT_FILES, overwrite)
+    with progress("timing", unit="model") as on_progress:
+        matrix = bench_matrix(models, targets, settings, on_progress, **where)
+    if report:
+        write_bench_report(report, matrix)
+    return (View.LM_BENCH if settings.lm else View.BENCH), matrix

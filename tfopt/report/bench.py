@@ -1,0 +1,207 @@
+"""Views of timing: one `BenchReport` as a table, a `BenchMatrix` (models x targets x
+accelerators x threads) as tables, one Markdown matrix, a bar chart, and the bench report folder."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tfopt.fsutil import write_text
+from tfopt.report import lm
+from tfopt.report.chart import bar_chart_png, write_png
+from tfopt.report.inspection import placement_lines
+from tfopt.report.registry import Format, View, renders
+from tfopt.report.tables import markdown_table, text_table, to_json, write_json
+
+BENCH_REPORT_FILES = ["bench.json", "bench.md", "bench.png"]
+HEADERS = ["accel", "threads", "runs", "load_ms", "first_ms", "p50_ms", "p90_ms"]
+HEADERS += ["p99_ms", "mem_mb", "max|gpu-cpu|", "spread"]
+
+
+def reports(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The BenchReport documents of a matrix (`{"models": [...]}`) or of one report."""
+    return doc["models"] if "models" in doc else [doc]
+
+
+def _ms(e: dict[str, Any], key: str) -> float | None:
+    value = e["latency_us"].get(key)
+    return None if value is None else round(value / 1000, 3)
+
+
+def _row(e: dict[str, Any]) -> list[Any]:
+    return [
+        e["accelerator"] + (" (sw)" if e.get("software_gpu") else ""),
+        e["threads"],
+        e["runs"],
+        e["load_ms"],
+        e["first_ms"],
+        _ms(e, "p50") if e.get("latency_stat", "p50") == "p50" else f"{_ms(e, 'mean')} (avg)",
+        _ms(e, "p90"),
+        _ms(e, "p99"),
+        e.get("peak_rss_mb", e.get("peak_memory_mb")),
+        e.get("max_abs_vs_cpu"),
+        f"{e['p50_spread_pct']:.1f}%" + (" NOISY" if e["noisy"] else ""),
+    ]
+
+
+def _one(r: dict[str, Any]) -> str:
+    if any("ttft_ms" in e for e in r["results"]):
+        return lm.bench_text(r)
+    m = r["machine"]
+    where = m.get("cpu") or m.get("device")
+    pinned = r["results"][0].get("pinned_cpus") if r["results"] else None
+    gpu = next((e for e in r["results"] if "op_placement" in e), None)
+    return "\n".join(
+        [
+            f"{r['model']} (sha256 {r['sha256'][:12]}) on {r['target']}: {where}, "
+            f"{m.get('cores', '?')} cores, ai-edge-litert {m.get('ai_edge_litert', '?')}"
+            + (f", pinned to CPUs {pinned}" if pinned else ""),
+            text_table(HEADERS, [_row(e) for e in r["results"]]),
+            *(placement_lines(gpu) if gpu else []),
+        ]
+    )
+
+
+@renders(View.BENCH, Format.TEXT)
+def text(doc: dict[str, Any]) -> str:
+    return "\n\n".join(_one(r) for r in reports(doc))
+
+
+@renders(View.BENCH, Format.JSON)
+@renders(View.LM_BENCH, Format.JSON)
+def json(doc: dict[str, Any]) -> str:
+    """One report as itself; a matrix of several as {"models": [...]}."""
+    docs = reports(doc)
+    return to_json(docs[0] if len(docs) == 1 else {"models": docs})
+
+
+@dataclass
+class _Matrix:
+    """The numbers of the matrix view: one row per model, one column per target/accel/threads."""
+
+    models: list[str]
+    columns: list[str]
+    labels: dict[str, str]  # column -> what its numbers are: p50, or benchmark_model's mean
+    cells: dict[str, dict[str, float]]  # model -> column -> ms
+    size: dict[str, int]
+    sha: dict[str, str]
+    machines: dict[str, dict[str, Any]]
+
+
+def _column(doc: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Matrix column: target / accelerator / threads, e.g. 'local gpu (sw) 1t'."""
+    accel = entry.get("accelerator", "cpu") + (" (sw)" if entry.get("software_gpu") else "")
+    target = doc.get("target", "local")
+    return f"{'' if target == 'local' else target + ' '}{accel} {entry['threads']}t"
+
+
+def _matrix(docs: list[dict[str, Any]]) -> _Matrix:
+    from tfopt.timing import headline_us
+
+    names = [Path(d["model"]).name for d in docs]
+    if len({d["model"] for d in docs}) > len(set(names)):  # same file name in other folders
+        names = [str(d["model"]) for d in docs]
+    m = _Matrix([], [], {}, {}, {}, {}, {})
+    stats: dict[str, set[str]] = {}
+    for name, d in zip(names, docs, strict=True):
+        if name not in m.cells:
+            m.models.append(name)
+            m.cells[name], m.size[name], m.sha[name] = {}, d["size_bytes"], d["sha256"]
+        for e in d["results"]:
+            column = _column(d, e)
+            if column not in m.columns:
+                m.columns.append(column)
+            stats.setdefault(column, set()).add(e.get("latency_stat", "p50"))
+            m.cells[name][column] = round(headline_us(e) / 1000, 4)
+    m.labels = {c: "/".join(sorted(stats[c])) for c in m.columns}
+    m.machines = {d.get("target", "local"): d.get("machine", {}) for d in docs}
+    return m
+
+
+def _placement(docs: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"- {Path(d['model']).name} on {d.get('target', 'local')}: "
+        f"{e['gpu_op_count']} ops on GPU, {e['cpu_op_count']} on CPU, "
+        f"max |GPU-CPU| {e.get('max_abs_vs_cpu')}"
+        + (f"; falls back: {', '.join(e['fallback_reasons'])}" if e["fallback_reasons"] else "")
+        for d in docs
+        for e in d["results"]
+        if "op_placement" in e and e["threads"] == d["results"][0]["threads"]
+    ]
+
+
+@renders(View.BENCH, Format.MARKDOWN)
+def markdown(doc: dict[str, Any]) -> str:
+    """The matrix as Markdown; columns say what they hold: `p50` from the harness, `mean` where
+    only a mean exists (LiteRT's benchmark_model on Android)."""
+    docs = reports(doc)
+    m = _matrix(docs)
+    headers = ["model", "size KB", *(f"{m.labels[c]} ms {c}" for c in m.columns), "sha256"]
+    rows = [
+        [n, round(m.size[n] / 1024, 1), *(m.cells[n].get(c) for c in m.columns), m.sha[n][:12]]
+        for n in m.models
+    ]
+    described = "\n".join(
+        f"- {t}: {mc.get('cpu') or mc.get('device')}, {mc.get('cores', '?')} cores, "
+        f"ai-edge-litert {mc.get('ai_edge_litert', '?')}"
+        for t, mc in m.machines.items()
+    )
+    software = any(e.get("software_gpu") for d in docs for e in d["results"])
+    note = "\n(sw) = software GPU: its op placement and numerics are real, its timings are not.\n"
+    placement = _placement(docs)
+    return (
+        f"# tfopt bench\n\nMachines:\n{described}\n\n{markdown_table(headers, rows)}\n"
+        + (note if software else "")
+        + ("\nGPU placement:\n" + "\n".join(placement) + "\n" if placement else "")
+        + "\n![latency per model and target/accelerator](bench.png)\n"
+    )
+
+
+@renders(View.BENCH, Format.PNG)
+def png(doc: dict[str, Any]) -> bytes:
+    """Latency per model, one bar per target/accelerator/threads column."""
+    m = _matrix(reports(doc))
+    series = {c: [m.cells[n].get(c, 0.0) for n in m.models] for c in m.columns}
+    ylabel = f"{'/'.join(sorted(set(m.labels.values())))} latency (ms), batch 1"
+    return bar_chart_png(m.models, [(ylabel, series)], "tfopt bench: " + ", ".join(m.machines))
+
+
+def write_bench_report(out_dir: str | Path, matrix: Any) -> None:
+    """Write a matrix (a `BenchMatrix`, its document, or a list of BenchReport documents) to
+    `out_dir` as bench.json (machines and every report), bench.md and bench.png."""
+    from tfopt.report import document
+
+    doc = document(matrix)
+    doc = {"models": [document(d) for d in doc]} if isinstance(doc, list) else doc
+    docs = reports(doc)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "bench.json", {"machines": _matrix(docs).machines, "models": docs})
+    write_text(folder / "bench.md", markdown(doc))
+    write_png(folder / "bench.png", png(doc))
+
+
+@contextlib.contextmanager
+def progress(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """An `on_progress(done, total)` callback drawing a bar on stderr, only for more than one
+    step and only when stderr is a terminal."""
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if total < 2:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

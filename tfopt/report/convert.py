@@ -1,0 +1,54 @@
+"""Views of a conversion (`ConvertResult`): what was written, how close it is, what stayed float."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfopt.report.registry import Format, View, renders
+from tfopt.report.tables import counts, markdown_table
+
+
+def _float_ops(r: dict[str, Any]) -> str | None:
+    if r["precision"] in ("int8", "int16x8") and r.get("float_compute_ops"):
+        return counts(r["float_compute_ops"])
+    return None
+
+
+@renders(View.CONVERT, Format.TEXT)
+def text(r: dict[str, Any]) -> str:
+    lines = [
+        f"wrote {r['output']}: {r['precision']}, {r['size_bytes'] / 1024:.1f} KB "
+        f"({r['gzip_bytes'] / 1024:.1f} KB gzipped), {r['seconds']:.1f} s"
+    ]
+    if r["check"]:
+        worst = min(r["check"]["outputs"], key=lambda o: o["sqnr_db"])
+        lines.append(
+            f"check passed on {r['check']['samples']} samples: "
+            f"SQNR {worst['sqnr_db']:.1f} dB, cosine {worst['cosine']:.5f}"
+        )
+    if ops := _float_ops(r):
+        lines.append(f"ops left in float: {ops}")
+    return "\n".join(lines)
+
+
+@renders(View.CONVERT, Format.MARKDOWN)
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"# tfopt convert: `{r['output']}` ({r['precision']})",
+        "",
+        markdown_table(
+            ["precision", "size KB", "gzip KB", "seconds"],
+            [[r["precision"], r["size_bytes"] / 1024, r["gzip_bytes"] / 1024, r["seconds"]]],
+        ),
+    ]
+    if r["check"]:
+        rows = [[o["name"], o["max_abs"], o["sqnr_db"], o["cosine"]] for o in r["check"]["outputs"]]
+        lines += [
+            "",
+            f"Check on {r['check']['samples']} samples:",
+            "",
+            markdown_table(["output", "max_abs", "sqnr_db", "cosine"], rows),
+        ]
+    if ops := _float_ops(r):
+        lines += ["", f"Ops left in float: {ops}"]
+    return "\n".join(lines) + "\n"
