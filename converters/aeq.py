@@ -9,21 +9,15 @@ layers (matched on their op's output tensor name) stay in float.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any
 
+from tfopt.core import AEQ_PRECISIONS, Precision
 from tfopt.errors import ConversionError, first_line
 
-
-class AeqScheme(StrEnum):
-    WEIGHT_INT8 = "w8"  # weight-only int8, channelwise; compute in float
-    WEIGHT_INT4 = "w4"  # weight-only int4, channelwise; compute in float
-    # int4 weights in blocks of 32, activations quantized on the fly: aeq 0.10 rejects blockwise
-    # int4 for weight-only FULLY_CONNECTED ("Unsupported op for FLOAT"), so blocks need this form.
-    INT4_BLOCK32 = "w4b32"
-    DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
-    A8W8 = "int8"  # static: int8 activations (calibrated) and weights
-    A16W8 = "int16x8"  # static: int16 activations (calibrated), int8 weights
+# The quantizer's schemes are tfopt's precisions (`core.AEQ_PRECISIONS`): w8 and w4 weight-only
+# channelwise (float compute); w4b32 int4 weights in blocks of 32 with activations quantized on
+# the fly (aeq 0.10 rejects blockwise int4 for weight-only FULLY_CONNECTED, "Unsupported op for
+# FLOAT", so blocks need this form); dynamic; int8 (a8w8) and int16x8 (a16w8), both calibrated.
 
 
 def _weights(bits: int, granularity: str = "CHANNELWISE") -> dict[str, Any]:
@@ -34,32 +28,32 @@ def _activations(bits: int) -> dict[str, Any]:
     return {"num_bits": bits, "symmetric": bits == 16, "granularity": "TENSORWISE", "dtype": "INT"}
 
 
-def _op_config(scheme: AeqScheme) -> dict[str, Any]:
-    if scheme is AeqScheme.WEIGHT_INT8:
+def _op_config(scheme: Precision) -> dict[str, Any]:
+    if scheme is Precision.W8:
         return {
             "weight_tensor_config": _weights(8),
             "compute_precision": "FLOAT",
             "explicit_dequantize": True,
         }
-    if scheme is AeqScheme.WEIGHT_INT4:
+    if scheme is Precision.W4:
         return {
             "weight_tensor_config": _weights(4),
             "compute_precision": "FLOAT",
             "explicit_dequantize": True,
         }
-    if scheme is AeqScheme.INT4_BLOCK32:
+    if scheme is Precision.W4B32:
         return {
             "weight_tensor_config": _weights(4, "BLOCKWISE_32"),
             "compute_precision": "INTEGER",
             "explicit_dequantize": False,
         }
-    if scheme is AeqScheme.DYNAMIC:
+    if scheme is Precision.DYNAMIC:
         return {
             "weight_tensor_config": _weights(8),
             "compute_precision": "INTEGER",
             "explicit_dequantize": False,
         }
-    bits = 8 if scheme is AeqScheme.A8W8 else 16
+    bits = 8 if scheme is Precision.INT8 else 16
     return {
         "activation_tensor_config": _activations(bits),
         "weight_tensor_config": _weights(8),
@@ -68,7 +62,7 @@ def _op_config(scheme: AeqScheme) -> dict[str, Any]:
     }
 
 
-def recipe(scheme: AeqScheme, keep_float: Iterable[str] = ()) -> list[dict[str, Any]]:
+def recipe(scheme: Precision, keep_float: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The quantizer recipe for `scheme`, with `keep_float` layers left in float."""
     entries: list[dict[str, Any]] = [
         {
@@ -82,19 +76,17 @@ def recipe(scheme: AeqScheme, keep_float: Iterable[str] = ()) -> list[dict[str, 
     return entries
 
 
-def needs_calibration(scheme: AeqScheme) -> bool:
-    return scheme in (AeqScheme.A8W8, AeqScheme.A16W8)
-
-
 def quantize(
     float_model: bytes,
-    scheme: AeqScheme,
+    scheme: Precision,
     keep_float: Iterable[str] = (),
     calibration: dict[str, list[dict[str, Any]]] | None = None,
 ) -> bytes:
     """Quantize a float `.tflite` flatbuffer; `calibration` maps signature key -> samples."""
     from ai_edge_quantizer import quantizer
 
+    if scheme not in AEQ_PRECISIONS:
+        raise ConversionError(f"the LiteRT quantizer has no {scheme} scheme")
     try:
         qt = quantizer.Quantizer(bytearray(float_model), recipe(scheme, keep_float))
         result = None

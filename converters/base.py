@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfopt.core import LoadedModel, SourceKind, TensorSpec
 from tfopt.errors import ConversionError
-from tfopt.loading import LoadedModel, SourceKind, TensorSpec
 
 
 @dataclass(frozen=True)

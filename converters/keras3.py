@@ -14,8 +14,8 @@ from pathlib import Path
 from converters.base import Prepared, fixed_shape, register
 from converters.saved_model import from_folder
 from tfopt import keras_worlds
+from tfopt.core import LoadedModel, SourceKind
 from tfopt.errors import ConversionError, first_line
-from tfopt.loading import LoadedModel, SourceKind
 
 
 @register(SourceKind.KERAS3)

@@ -8,22 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from tfopt import keras_worlds
-
-
-class Precision(StrEnum):
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    DYNAMIC = "dynamic"
-    INT8 = "int8"
-    INT16X8 = "int16x8"
-    W8 = "w8"  # weight-only int8 (LiteRT quantizer)
-    W4 = "w4"  # weight-only int4, channelwise (LiteRT quantizer)
-    W4B32 = "w4b32"  # int4 weights in blocks of 32, dynamic activations (LiteRT quantizer)
-
+from tfopt.core import CONVERTER_PRECISIONS, Precision  # noqa: F401 - re-exported
 
 Configure = Callable[[Any, Callable[[], Iterator[Any]] | None, bool], None]
 
@@ -37,7 +25,6 @@ class PrecisionSpec:
     min_sqnr_db: float
     min_cosine: float
     configure: Configure
-    summary: str
 
 
 PRECISIONS: dict[Precision, PrecisionSpec] = {}
@@ -53,7 +40,6 @@ def _precision(
             min_sqnr_db,
             min_cosine,
             fn,
-            (fn.__doc__ or "").strip(),
         )
         return fn
 
@@ -115,13 +101,3 @@ def _w4(converter: Any, representative: Any, int8_io: bool) -> None:
 @_precision(Precision.W4B32, False, min_sqnr_db=10.0, min_cosine=0.98)
 def _w4b32(converter: Any, representative: Any, int8_io: bool) -> None:
     """int4 weights in blocks of 32, activations quantized on the fly (LiteRT quantizer)."""
-
-
-#: What TFLiteConverter reaches by itself (w8 and w4 come from the LiteRT quantizer).
-CONVERTER_PRECISIONS = (
-    Precision.FLOAT32,
-    Precision.FLOAT16,
-    Precision.DYNAMIC,
-    Precision.INT8,
-    Precision.INT16X8,
-)

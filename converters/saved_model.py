@@ -6,7 +6,7 @@ from pathlib import Path
 
 from converters.base import Prepared, register
 from tfopt import keras_worlds
-from tfopt.loading import LoadedModel, SourceKind
+from tfopt.core import LoadedModel, SourceKind
 
 
 def from_folder(folder: Path) -> Prepared:

@@ -12,7 +12,7 @@ from typing import Any
 
 from converters.base import Prepared, fixed_shape, has_free_dims, register
 from tfopt import keras_worlds
-from tfopt.loading import LoadedModel, SourceKind
+from tfopt.core import LoadedModel, SourceKind
 
 
 def _at_batch_one(loaded: LoadedModel, seq_len: int | None) -> Any:

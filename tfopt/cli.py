@@ -19,11 +19,12 @@ from typing import Any
 
 import click
 
+from tfopt.core import Precision
 from tfopt.errors import TfoptError, first_line
 from tfopt.quiet import quiet
 from tfopt.report.registry import View
 
-PRECISIONS = ["float32", "float16", "dynamic", "int8", "int16x8", "w8", "w4", "w4b32"]
+PRECISIONS = [p.value for p in Precision]
 
 
 @contextlib.contextmanager
@@ -60,7 +61,7 @@ def command(fn: Callable[..., tuple[View, Any]]) -> Callable[..., None]:
                 traceback.print_exc()
             if as_json:
                 click.echo(json.dumps({"error": exc.format_message()}))
-            raise
+            raise click.ClickException(exc.format_message()) from exc
         except click.exceptions.Exit:
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure still ends in one line
@@ -69,13 +70,15 @@ def command(fn: Callable[..., tuple[View, Any]]) -> Callable[..., None]:
             message = first_line(exc)
             if as_json:
                 click.echo(json.dumps({"error": f"{type(exc).__name__}: {message}"}))
-            raise TfoptError(f"{type(exc).__name__}: {message} (rerun with --debug)") from exc
+            raise click.ClickException(
+                f"{type(exc).__name__}: {message} (rerun with --debug)"
+            ) from exc
         from tfopt import report
 
         doc = report.document(result)
         click.echo(report.render(view, doc, report.Format.JSON if as_json else report.Format.TEXT))
         if isinstance(doc, dict) and doc.get("passed") is False:
-            raise TfoptError(f"check failed: {'; '.join(doc['failures'])}")
+            raise click.ClickException(f"check failed: {'; '.join(doc['failures'])}")
 
     return wrapper
 

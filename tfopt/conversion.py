@@ -456,7 +456,7 @@ def _aeq(
     float_model: bytes, prec: Precision, keep_float: tuple[str, ...], data: Dataset | None
 ) -> bytes:
     """Quantize a float flatbuffer with the LiteRT quantizer; calibrate static schemes on `data`."""
-    from converters.aeq import AeqScheme, quantize
+    from converters.aeq import quantize
 
     calibration = None
     if data is not None:
@@ -465,4 +465,4 @@ def _aeq(
             f.flush()
             key = next(iter(make_interpreter(f.name).get_signature_list()))
         calibration = {key: [data.sample(i) for i in range(len(data))]}
-    return quantize(float_model, AeqScheme(prec.value), keep_float, calibration)
+    return quantize(float_model, prec, keep_float, calibration)

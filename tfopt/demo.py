@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.precision import CONVERTER_PRECISIONS
 from tfopt import keras_worlds
 from tfopt.conversion import convert
+from tfopt.core import CONVERTER_PRECISIONS
 from tfopt.data import Dataset
 from tfopt.fsutil import check_output_dir, staged_dir
 from tfopt.loading import from_keras

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-import click
 
+class TfoptError(Exception):
+    """Base class of user-facing errors: one line naming the problem.
 
-class TfoptError(click.ClickException):
-    """Base class of user-facing errors; the CLI prints `Error: <message>` and exits 1."""
+    The library knows nothing of the command line; `tfopt.cli` turns these into `Error: <line>`
+    and exit code 1 (`exit_code`).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def format_message(self) -> str:
+        return self.message
 
 
 class InputError(TfoptError):

@@ -8,75 +8,23 @@ Keras files load in safe mode: a Lambda layer is refused unless `unsafe=True`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tfopt import keras_worlds
+from tfopt.core import (  # noqa: F401 - re-exported: the load stage's types
+    TFLITE_MAGIC,
+    CallStructure,
+    InputShapes,
+    LoadedModel,
+    SourceKind,
+    TensorSpec,
+    arrange,
+)
 from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.fsutil import existing
-
-TFLITE_MAGIC = b"TFL3"
-
-
-class SourceKind(StrEnum):
-    TF_KERAS = "tf_keras"
-    KERAS3 = "keras3"
-    SAVED_MODEL = "saved_model"
-    TFLITE = "tflite"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input: its name, shape (None for free dimensions) and numpy dtype name."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
-
-    @property
-    def is_float(self) -> bool:
-        return np.issubdtype(np.dtype(self.dtype), np.floating)
-
-
-# How a Keras model takes its inputs: one tensor (None), a list in this order of input names,
-# or a dict from call keys to input names.
-CallStructure = None | tuple[str, ...] | dict[str, str]
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready for conversion or reference runs."""
-
-    kind: SourceKind
-    model: Any  # Keras model, SavedModel signature function, or None for .tflite
-    inputs: tuple[TensorSpec, ...]
-    path: Path | None = None
-    structure: CallStructure = None
-
-    @property
-    def input_names(self) -> list[str]:
-        return [s.name for s in self.inputs]
-
-    def call_args(self, x: dict[str, Any]) -> Any:
-        """Named arrays arranged the way the Keras model is called (one, a list or a dict)."""
-        return arrange(self.structure, self.input_names, x)
-
-
-def arrange(structure: CallStructure, names: list[str], x: dict[str, Any]) -> Any:
-    """Named arrays as a model call's argument: one array, a list or a dict (by `structure`)."""
-    if isinstance(structure, dict):
-        return {key: x[name] for key, name in structure.items()}
-    if isinstance(structure, tuple):
-        return [x[name] for name in structure]
-    return x[names[0]] if names and names[0] in x else next(iter(x.values()))
-
-
-# Input shapes given by the user (--input-shape): one shape for a single-input model, or by name.
-InputShapes = tuple[int | None, ...] | dict[str, tuple[int | None, ...]]
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -16,9 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tfopt.core import CONVERTER_PRECISIONS
 from tfopt.errors import TfoptError, first_line
 
-PRECISION_NAMES = ("float32", "float16", "dynamic", "int8", "int16x8")
+PRECISION_NAMES = tuple(p.value for p in CONVERTER_PRECISIONS)
 
 
 class RecipeError(TfoptError):
