@@ -7,7 +7,7 @@
    (all-MiniLM-L6-v2, fed a real tokenized fortune), on the software Vulkan device from
    `make soft-gpu`. Its timings say nothing about real GPUs and are not reported as such.
 2. ssh vs local: the same .tflite timed on this machine directly and through a real sshd on
-   127.0.0.1 (copy model + harness, run with the "device's" python), alternating, `rounds` times
+   127.0.0.1 (copy model + runtime zipapp, run with the "device's" python), alternating, `rounds` times
    each; the ratio of the medians shows whether the remote path distorts the timing.
 """
 

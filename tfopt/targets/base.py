@@ -4,7 +4,6 @@ answer, and the runtime itself built into one zipapp (PEP 441) that local and ss
 from __future__ import annotations
 
 import atexit
-import functools
 import io
 import json
 import shutil
@@ -74,15 +73,19 @@ def build_zipapp() -> bytes:
     return archive.getvalue()
 
 
-@functools.cache
+_built: list[Path] = []  # this process's zipapp, once built
+
+
 def runtime_zipapp() -> Path:
     """The runtime zipapp on this machine, built once per process into a private folder that is
-    removed at exit."""
-    folder = Path(tempfile.mkdtemp(prefix="tfopt-runtime-"))
-    atexit.register(shutil.rmtree, folder, True)
-    path = folder / ZIPAPP_NAME
-    path.write_bytes(build_zipapp())
-    return path
+    removed at exit (and built again should that folder vanish meanwhile)."""
+    if not _built or not _built[0].is_file():
+        folder = Path(tempfile.mkdtemp(prefix="tfopt-runtime-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / ZIPAPP_NAME
+        path.write_bytes(build_zipapp())
+        _built[:] = [path]
+    return _built[0]
 
 
 def runtime_doc(label: str, proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
