@@ -32,6 +32,20 @@ def time_loop(
             return first_ms, latencies
 
 
+def timing_entry(
+    load_ms: float, first_ms: float, warmup: int, latencies: list[float]
+) -> dict[str, Any]:
+    """The timing part of a result: load, first invoke, warm-up, timed runs, peak memory."""
+    return {
+        "load_ms": round(load_ms, 3),
+        "first_ms": round(first_ms, 3),
+        "warmup": warmup,
+        "runs": len(latencies),
+        "latency_us": summarize(latencies),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def run(
     model_path: str,
     threads: int = 1,
@@ -58,10 +72,5 @@ def run(
         "accelerator": "cpu",
         "threads": threads,
         "xnnpack": xnnpack,
-        "load_ms": round(load_ms, 3),
-        "first_ms": round(first_ms, 3),
-        "warmup": warmup,
-        "runs": len(latencies),
-        "latency_us": summarize(latencies),
-        "peak_rss_mb": peak_rss_mb(),
+        **timing_entry(load_ms, first_ms, warmup, latencies),
     }

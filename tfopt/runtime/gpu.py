@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import time_loop
+from .cpu import time_loop, timing_entry
 from .feeding import dequantize, io_details, load_sample, make_interpreter, quantize
-from .stats import peak_rss_mb, summarize
 
 LITERT_OP_TOTALS = "litert_op_totals"  # the verdict's totals, as the device returns them
 
@@ -194,16 +193,7 @@ def run_compiled(
     sample = load_sample(data_path, runner.inputs, seed)
     runner.feed(sample)
     first_ms, latencies = time_loop(runner.invoke, runs, min_seconds, min_runs, warmup)
-    result.update(
-        {
-            "load_ms": round(load_ms, 3),
-            "first_ms": round(first_ms, 3),
-            "warmup": warmup,
-            "runs": len(latencies),
-            "latency_us": summarize(latencies),
-            "peak_rss_mb": peak_rss_mb(),
-        }
-    )
+    result.update(timing_entry(load_ms, first_ms, warmup, latencies))
     if accelerator == "gpu":
         got = runner.read()
         reference = CompiledRunner(model_path, "cpu", threads)
