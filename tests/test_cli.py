@@ -334,3 +334,37 @@ def test_bench_matrix_report(runner: CliRunner, tflite: dict[str, Path], tmp_pat
     assert human.exit_code == 0 and human.stdout.count("sha256") == 2
     again = invoke(runner, "bench", tflite["float32"], "--runs", "5", "--report", out)
     assert again.exit_code == 1 and "--overwrite" in again.stderr
+
+
+def test_every_view_renders_text_markdown_and_json() -> None:
+    """The report stage owns the views: each result type has a terminal and a Markdown view;
+    the bench matrix and the demo a PNG too."""
+    from tfopt import report
+
+    for view in report.View:
+        assert {"text", "markdown", "json"} <= set(report.formats(view)), view
+    assert "png" in report.formats("bench") and "png" in report.formats("demo")
+    doc = {"samples": 3, "pooling": "mean", "mean_cosine": 0.99, "worst_cosine": 0.9}
+    assert "worst 0.90000" in report.render("embedding", doc)
+    assert report.render("embedding", doc, "markdown").startswith("# tfopt compare --embedding")
+    with pytest.raises(ValueError, match="no png view of a convert result"):
+        report.render("convert", {}, "png")
+
+
+def test_bench_matrix_from_python(tflite: dict[str, Path]) -> None:
+    """What `tfopt bench A B` does, from the library: a matrix result the report stage renders."""
+    import tfopt
+    from tfopt import report
+
+    seen: list[tuple[int, int]] = []
+    matrix = tfopt.bench_matrix(
+        [tflite["float32"], tflite["int8"]],
+        settings=tfopt.BenchSettings(threads=(1,), runs=5, warmup=1),
+        on_progress=lambda done, total: seen.append((done, total)),
+    )
+    assert [Path(r.model).name for r in matrix.reports] == ["cnn_float32.tflite", "cnn_int8.tflite"]
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+    table = report.render(report.View.BENCH, matrix, "markdown")
+    assert "| cnn_int8.tflite |" in table and "p50 ms cpu 1t" in table
+    assert report.render(report.View.BENCH, matrix, "png")[:4] == b"\x89PNG"
+    assert json.loads(report.render(report.View.BENCH, matrix.reports[0], "json"))["results"]
