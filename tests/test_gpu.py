@@ -17,8 +17,9 @@ import pytest
 from tests.conftest import invoke
 from tfopt.errors import BenchError
 from tfopt.inspection import graph_summary
+from tfopt.placement import with_op_placement
 from tfopt.runtime.feeding import load_sample
-from tfopt.runtime.gpu import CompiledRunner
+from tfopt.runtime.gpu import LITERT_OP_TOTALS, CompiledRunner
 from tfopt.targets import gpu_env, real_gpu_icds, soft_gpu_dir
 
 
@@ -101,6 +102,40 @@ def test_compiled_model_reads_quantized_outputs_as_real_values(tflite: dict[str,
     out = env.read()
     probs = next(iter(out.values()))
     assert probs.dtype == np.float32 and abs(float(probs.sum()) - 1.0) < 0.05
+
+
+def test_placement_is_computed_on_the_host_in_the_runtimes_place(tflite: dict[str, Path]) -> None:
+    """The runtime returns LiteRT's verdict and totals; the host replays the partitioning on the
+    graph and puts the per-op placement where the totals were (same JSON keys and order)."""
+    ops = graph_summary(tflite["float32"].read_bytes())["ops"]
+    last = "SOFTMAX"
+    n = sum(ops.values())
+    doc = {
+        "accelerator": "gpu",
+        "threads": 1,
+        "fully_accelerated": False,
+        LITERT_OP_TOTALS: {"gpu": n - 1, "cpu": 1},
+        "fallback_reasons": {last: "not supported here"},
+        "gpu_device": None,
+    }
+    placed = with_op_placement(doc, tflite["float32"])
+    assert list(placed) == [
+        "accelerator",
+        "threads",
+        "fully_accelerated",
+        "op_placement",
+        "op_placement_exact",
+        "gpu_op_count",
+        "cpu_op_count",
+        "fallback_reasons",
+        "gpu_device",
+    ]
+    on_gpu = {k: v for k, v in ops.items() if k != last}
+    assert placed["op_placement"] == {"gpu": on_gpu, "cpu": {last: 1}}
+    assert placed["op_placement_exact"] is True
+    assert (placed["gpu_op_count"], placed["cpu_op_count"]) == (n - 1, 1)
+    cpu_result = {"accelerator": "cpu", "threads": 1}
+    assert with_op_placement(cpu_result, tflite["float32"]) is cpu_result
 
 
 # --- which Vulkan device: temporary ICD folders, device nodes and caches, no GPU needed ----------
