@@ -1,12 +1,12 @@
-"""The one reader of the `.tflite` flatbuffer schema: the file identifier, the model root, enum
-names and each subgraph's operators. `inspection` (I/O, op counts, weights) and `placement`
+"""The one reader of the `.tflite` flatbuffer schema: the file check, the model root, enum names
+and each subgraph's operators. `inspection` (I/O, op counts, weights) and `placement`
 (GPU op placement) read the graph through it; no kernels and no TensorFlow are needed."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-TFLITE_MAGIC = b"TFL3"  # the flatbuffer file identifier, bytes 4..8
+from tfopt.core import TFLITE_MAGIC  # the flatbuffer file identifier, bytes 4..8
 
 
 class Op(NamedTuple):
