@@ -4,7 +4,7 @@ accelerators x threads) as tables, one Markdown matrix, a bar chart, and the ben
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +164,9 @@ def markdown(doc: dict[str, Any]) -> str:
 def png(doc: dict[str, Any]) -> bytes:
     """Latency per model, one bar per target/accelerator/threads column."""
     m = _matrix(reports(doc))
-    series = {c: [m.cells[n].get(c, 0.0) for n in m.models] for c in m.columns}
+    series: dict[str, Sequence[float]] = {
+        c: [m.cells[n].get(c, 0.0) for n in m.models] for c in m.columns
+    }
     ylabel = f"{'/'.join(sorted(set(m.labels.values())))} latency (ms), batch 1"
     return bar_chart_png(m.models, [(ylabel, series)], "tfopt bench: " + ", ".join(m.machines))
 
