@@ -91,7 +91,7 @@ bench-targets: $(STAMP) soft-gpu sshd  ## GPU placement + numerics, ssh vs local
 	$(BIN)/python benchmarks/targets.py
 
 # Mutants of real .tflite/.keras/.h5/recipe files through inspect, bench, compare, convert, generate
-# and optimize; every one must exit 0, or 1 with one line, and leave nothing partial (about 30 min
+# and optimize; every one must exit 0, or 1 with one line, and leave nothing partial (about 45 min
 # on 2 cores). Writes benchmarks/results/fuzz.json; crashing mutants are kept in fuzz-out/crashes.
 FUZZ_MUTANTS ?= 10000
 fuzz: $(STAMP)  ## Fuzz every file-reading command (counts crashes).
