@@ -1,0 +1,86 @@
+"""The data a conversion works on: fixed input specs, calibration and check sets, synthetic data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from tfopt.core import TensorSpec
+from tfopt.data import Dataset, load_data
+from tfopt.errors import ConversionError
+from tfopt.runtime.feeding import synthetic_input
+
+CHECK_SAMPLES = 32
+
+
+def fixed_specs(inputs: tuple[TensorSpec, ...], seq_len: int | None) -> tuple[TensorSpec, ...]:
+    """Input specs with free non-batch dimensions set to `seq_len` (when given)."""
+    if seq_len is None:
+        return inputs
+    return tuple(
+        TensorSpec(
+            s.name, (s.shape[0], *(seq_len if d is None else d for d in s.shape[1:])), s.dtype
+        )
+        for s in inputs
+    )
+
+
+def vocabulary_bound(model: Any) -> int | None:
+    """The smallest embedding table of a Keras model: synthetic token ids must stay below it."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if not callable(flatten):
+        return None
+    sizes = [
+        getattr(layer, "input_dim", None) or getattr(layer, "vocabulary_size", None)
+        for layer in flatten(include_self=False)
+        if "Embedding" in type(layer).__name__
+    ]
+    sizes = [int(v) for v in sizes if isinstance(v, int) and v > 0]
+    return min(sizes) if sizes else None
+
+
+def synthetic_data(
+    inputs: tuple[TensorSpec, ...], n: int, seed: int = 0, max_id: int | None = None
+) -> Dataset:
+    """`n` realistic random samples (the runtime's rule: floats in [0,1), small ids for ints;
+    ids below `max_id` when the model's embedding table is smaller than that)."""
+    rng = np.random.default_rng(seed)
+    x: dict[str, list[np.ndarray]] = {s.name: [] for s in inputs}
+    for _ in range(n):
+        for s in inputs:
+            if any(d is None for d in s.shape[1:]):
+                raise ConversionError(f"input '{s.name}' has a free dimension; pass --seq-len N")
+            detail = {
+                "shape": [1, *s.shape[1:]],
+                "dtype": np.dtype(s.dtype),
+                "quantization": (0, 0),
+            }
+            value = synthetic_input(s.name, detail, rng)
+            if max_id is not None and np.issubdtype(value.dtype, np.integer):
+                value = value % max_id
+            x[s.name].append(value)
+    return Dataset({k: np.concatenate(v) for k, v in x.items()})
+
+
+def dataset(
+    source: str | os.PathLike[str] | Dataset | None, specs: tuple[TensorSpec, ...], limit: int
+) -> Dataset | None:
+    if source is None or isinstance(source, Dataset):
+        return source.take(limit) if source is not None else None
+    return load_data(source, specs, limit=limit)
+
+
+def representative(data: Dataset, order: list[str] | None) -> Any:
+    from tqdm import tqdm
+
+    def gen() -> Iterator[Any]:
+        for i in tqdm(
+            range(len(data)), desc="calibrating", unit="sample", leave=False, disable=None
+        ):
+            sample = data.sample(i)
+            yield [sample[n] for n in order] if order is not None else sample
+
+    return gen

@@ -1,0 +1,87 @@
+"""Causal LMs: one `.tflite` with prefill and decode signatures, checked on prefill logits."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import PRECISIONS
+from tfopt import keras_worlds
+from tfopt.conversion.guards import run_converter
+from tfopt.conversion.result import ConvertResult
+from tfopt.core import LoadedModel, Precision, SourceKind
+from tfopt.errors import ConversionError, ValidationError
+from tfopt.fsutil import atomic_path
+from tfopt.inspection import gzip_size
+from tfopt.runtime.lm import LmRunner
+from tfopt.validate import compare_outputs, with_thresholds
+
+
+def convert_lm(
+    loaded: LoadedModel,
+    out: Path,
+    prec: Precision,
+    max_length: int,
+    check: bool,
+    use_aeq: bool = False,
+    keep_float: tuple[str, ...] = (),
+) -> ConvertResult:
+    """A causal LM with prefill/decode signatures; checked on the prefill logits of a prompt."""
+    from converters.lm import lm_converter
+
+    if prec in (Precision.INT8, Precision.INT16X8):
+        raise ConversionError(
+            f"--lm supports float32, float16, dynamic (and w8/w4 with --quantizer aeq); {prec} needs "
+            "per-signature calibration (use --precision dynamic)"
+        )
+    if loaded.kind is not SourceKind.KERAS3:
+        raise ConversionError("--lm needs a keras-hub CausalLM (a Keras 3 model)")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
+        converter = lm_converter(loaded.model, Path(work), max_length)
+        PRECISIONS[Precision.FLOAT32 if use_aeq else prec].configure(converter, None, False)
+        flatbuffer = run_converter(converter, prec, use_aeq, keep_float, None)
+    seconds = time.perf_counter() - started
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(flatbuffer)
+        result = check_lm(loaded.model, str(tmp), max_length, prec) if check else None
+    return ConvertResult(
+        output=str(out),
+        precision=prec.value,
+        source="keras3-lm" + ("+aeq" if use_aeq else ""),
+        size_bytes=len(flatbuffer),
+        gzip_bytes=gzip_size(flatbuffer),
+        seconds=round(seconds, 2),
+        float_compute_ops={},
+        check=result,
+    )
+
+
+def check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[str, Any]:
+    """Prefill logits of a realistic prompt, .tflite against Keras, within the tolerance."""
+    from converters.lm import cache_spec
+
+    tf = keras_worlds.tf()
+    runner = LmRunner(path)
+    prompt_len = min(16, max_length - 1)
+    tokens = np.zeros((1, max_length), np.int32)
+    tokens[0, :prompt_len] = np.random.default_rng(0).integers(
+        0, min(runner.vocab, 100), prompt_len
+    )
+    shape, dtype = cache_spec(model, max_length)
+    ref, _, _ = model.call_with_cache(tf.constant(tokens), tf.zeros(shape, dtype), 0)
+    cand = runner._prefill(token_ids=tokens)["logits"]  # noqa: SLF001
+    diff = compare_outputs(
+        {"logits": np.asarray(ref)[:, :prompt_len]}, {"logits": cand[:, :prompt_len]}
+    )
+    spec = PRECISIONS[prec]
+    verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
+    if not verdict.passed:
+        raise ValidationError(
+            f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass --no-check to keep it)"
+        )
+    return verdict.to_dict()

@@ -1,0 +1,103 @@
+"""A typed convert request: every option in one frozen dataclass, meaningless combinations refused.
+
+`ConvertRequest(...)` raises `InputError` with one line naming the combination at fault, so the
+library never silently ignores an option (`--calibration` with `--lm`, `--int8-io` with a float
+precision, `--keep-float` without the LiteRT quantizer...).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS, InputShapes, Precision
+from tfopt.errors import InputError
+
+DataSource = str | os.PathLike[str] | Any  # a path, or an in-memory `tfopt.data.Dataset`
+
+
+class Quantizer(StrEnum):
+    CONVERTER = "converter"  # TFLiteConverter's post-training quantization
+    AEQ = "aeq"  # the LiteRT quantizer (ai-edge-quantizer) on the float model
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    """What to convert to and how; see `tfopt.convert` for each field's meaning."""
+
+    precision: Precision = Precision.FLOAT32
+    calibration: DataSource | None = None
+    num_calibration: int = 100
+    int8_io: bool = False
+    seq_len: int | None = None
+    overwrite: bool = False
+    unsafe: bool = False
+    check: bool = True
+    check_data: DataSource | None = None
+    lm: bool = False
+    max_length: int = 128
+    quantizer: Quantizer = Quantizer.CONVERTER
+    keep_float: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
+    input_shapes: InputShapes | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise the enums once, here
+        set_(self, "precision", _enum(Precision, self.precision, "precision"))
+        set_(self, "quantizer", _enum(Quantizer, self.quantizer, "quantizer"))
+        set_(self, "keep_float", tuple(self.keep_float))
+        set_(self, "imports", tuple(self.imports))
+        for problem in self._problems():
+            raise InputError(problem)
+
+    @property
+    def use_aeq(self) -> bool:
+        return self.quantizer is Quantizer.AEQ
+
+    def _problems(self) -> list[str]:
+        p, aeq = self.precision, self.use_aeq
+        problems = []
+        if self.num_calibration < 1:
+            problems.append("--num-calibration must be at least 1")
+        if self.seq_len is not None and self.seq_len < 1:
+            problems.append("--seq-len must be at least 1")
+        if aeq and p not in AEQ_PRECISIONS:
+            allowed = ", ".join(AEQ_PRECISIONS)
+            problems.append(f"--quantizer aeq quantizes: choose {allowed}")
+        if not aeq and p not in CONVERTER_PRECISIONS:
+            problems.append(f"{p} (weight-only) needs --quantizer aeq")
+        if self.keep_float and not aeq:
+            problems.append("--keep-float needs --quantizer aeq")
+        if self.int8_io and (p is not Precision.INT8 or aeq):
+            problems.append("--int8-io applies to --precision int8 (the converter) only")
+        if self.lm:
+            given = [
+                flag
+                for flag, value in (
+                    ("--calibration", self.calibration),
+                    ("--check-data", self.check_data),
+                    ("--seq-len", self.seq_len),
+                    ("--input-shape", self.input_shapes),
+                )
+                if value is not None
+            ]
+            if given:
+                problems.append(
+                    f"--lm exports prefill/decode at --max-length and checks on its own prompt: "
+                    f"it takes no {', '.join(given)}"
+                )
+            if self.max_length < 2:
+                problems.append("--max-length must be at least 2")
+        elif self.max_length != 128:
+            problems.append("--max-length applies to --lm only")
+        return problems
+
+
+def _enum(cls: type[StrEnum], value: Any, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
+        raise InputError(f"unknown {what} '{value}' (choose from {allowed})") from None

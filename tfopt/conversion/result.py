@@ -1,0 +1,24 @@
+"""What a conversion returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What was written and the evidence that it still computes what the source computes."""
+
+    output: str
+    precision: str
+    source: str
+    size_bytes: int
+    gzip_bytes: int
+    seconds: float
+    float_compute_ops: dict[str, int]
+    check: dict[str, Any] | None
+    seq_len: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

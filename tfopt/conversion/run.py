@@ -1,0 +1,149 @@
+"""The conversion itself: load -> backend -> precision settings -> flatbuffer -> check -> keep."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from converters import PRECISIONS, backend_for
+from tfopt import keras_worlds
+from tfopt.conversion.guards import may_loop, probe, refuse_loops, run_converter
+from tfopt.conversion.inputs import (
+    CHECK_SAMPLES,
+    dataset,
+    fixed_specs,
+    representative,
+    synthetic_data,
+    vocabulary_bound,
+)
+from tfopt.conversion.lm import convert_lm
+from tfopt.conversion.request import ConvertRequest
+from tfopt.conversion.result import ConvertResult
+from tfopt.core import LoadedModel, Precision, SourceKind
+from tfopt.errors import ConversionError, DataError, InputError, ValidationError, note
+from tfopt.fsutil import atomic_path, check_output
+from tfopt.inspection import graph_summary, gzip_size
+from tfopt.loading import load
+from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
+
+
+def convert(
+    model: str | os.PathLike[str] | Any,
+    output: str | os.PathLike[str],
+    precision: str = "float32",
+    **options: Any,
+) -> ConvertResult:
+    """Convert a Keras model, model file or SavedModel to a `.tflite` file at `precision`.
+
+    Options (`ConvertRequest` fields): `calibration` (data for int8/int16x8), `num_calibration`,
+    `int8_io`, `seq_len` (free sequence dimensions; a keras-hub model's own length by default),
+    `overwrite`, `unsafe`, `check` (on by default), `check_data`, `lm` with `max_length` (a causal
+    LM with prefill/decode signatures), `quantizer` ("converter" or "aeq"), `keep_float`,
+    `imports` (modules or `.py` files with custom layers; need `unsafe`) and `input_shapes`.
+
+    The result is checked on `check_data` (else the calibration data, else realistic random
+    inputs; at most 32 samples) against the precision's tolerance before it is kept.
+
+    Raises:
+        InputError: a bad option or combination of options, a bad model path.
+        ModelLoadError, DataError: bad model or data.
+        ConversionError: the precision cannot be reached; names the ops at fault.
+        ValidationError: the converted model misses the precision's tolerance.
+        OutputError: `output` exists without `overwrite`, or cannot be written.
+    """
+    return convert_request(model, output, ConvertRequest(precision=precision, **options))  # type: ignore[arg-type]
+
+
+def convert_request(
+    model: str | os.PathLike[str] | Any, output: str | os.PathLike[str], req: ConvertRequest
+) -> ConvertResult:
+    """`convert` for a ready request."""
+    out = check_output(output, req.overwrite)
+    loaded: LoadedModel = load(
+        model, unsafe=req.unsafe, imports=req.imports, input_shapes=req.input_shapes
+    )
+    if loaded.kind is SourceKind.TFLITE:
+        raise InputError(f"{model} is already a .tflite file; convert its source model instead")
+    if req.lm:
+        return convert_lm(
+            loaded, out, req.precision, req.max_length, req.check, req.use_aeq, req.keep_float
+        )
+    prec, spec = req.precision, PRECISIONS[req.precision]
+    seq_len = req.seq_len
+    if seq_len is None and any(d is None for s in loaded.inputs for d in s.shape[1:]):
+        seq_len = keras_worlds.default_sequence_length(loaded.model)
+        if seq_len is not None:
+            note(f"--seq-len {seq_len}: the model's own sequence length (pass --seq-len to change)")
+    specs = fixed_specs(loaded.inputs, seq_len)
+    if prec is Precision.INT16X8 and not req.use_aeq:
+        ints = [f"{s.name} ({s.dtype})" for s in specs if not s.is_float]
+        if ints:
+            raise ConversionError(
+                f"int16x8 cannot calibrate integer inputs {', '.join(ints)}: TF 2.21 records no "
+                "range for them; use --precision int8 or dynamic"
+            )
+    data = dataset(req.calibration, specs, req.num_calibration)
+    held_out = dataset(req.check_data, specs, CHECK_SAMPLES)
+    if spec.needs_calibration and data is None:
+        raise DataError(
+            f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
+        )
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
+        prepared = backend_for(loaded.kind)(loaded, seq_len, Path(work))
+        calibrated = spec.needs_calibration and not req.use_aeq
+        if calibrated and may_loop(loaded):
+            refuse_loops(prepared.converter, prec)
+
+        def configured(converter: Any) -> Any:
+            if req.use_aeq:
+                PRECISIONS[Precision.FLOAT32].configure(converter, None, False)
+            else:
+                order = prepared.calibration_order
+                feed = representative(data, order) if data else None
+                spec.configure(converter, feed, req.int8_io)
+            return converter
+
+        def attempt(converter: Any) -> bytes:
+            return run_converter(configured(converter), prec, req.use_aeq, req.keep_float, data)
+
+        try:
+            flatbuffer = attempt(prepared.converter)
+        except ConversionError:
+            if prepared.fallback is None:
+                raise
+            flatbuffer = attempt(prepared.fallback())
+    seconds = time.perf_counter() - started
+
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(flatbuffer)
+        result = None
+        if req.check:
+            probe(tmp, prec)
+            synthetic = synthetic_data(specs, 8, max_id=vocabulary_bound(loaded.model))
+            checked_on = (held_out or data or synthetic).take(CHECK_SAMPLES)
+            diff = compare_outputs(
+                run_reference(loaded, checked_on), run_tflite(str(tmp), checked_on)
+            )
+            verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
+            if not verdict.passed:
+                raise ValidationError(
+                    f"{prec} model fails its numeric check: {verdict.failures[0]} "
+                    "(pass --no-check to keep it anyway)"
+                )
+            result = verdict.to_dict()
+    return ConvertResult(
+        output=str(out),
+        precision=prec.value,
+        source=loaded.kind.value,
+        size_bytes=len(flatbuffer),
+        gzip_bytes=gzip_size(flatbuffer),
+        seconds=round(seconds, 2),
+        float_compute_ops=graph_summary(flatbuffer)["float_compute_ops"],
+        check=result,
+        seq_len=seq_len,
+    )
