@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -721,7 +720,6 @@ def convert_worker(case: Case, models: Path, precisions: list[str]) -> None:
     model, calib, check = paths(models, case)
     out = models.parent / "tflite"
     out.mkdir(parents=True, exist_ok=True)
-    accepted = inspect.signature(tfopt.convert).parameters
     for prec in precisions:
         print(MARK + json.dumps({"start": prec}), flush=True)
         kwargs: dict[str, Any] = {
@@ -732,8 +730,7 @@ def convert_worker(case: Case, models: Path, precisions: list[str]) -> None:
             kwargs = {"precision": prec, "lm": True, "max_length": HUB_LEN, "overwrite": True}
         if case.options.get("imports"):
             kwargs["unsafe"] = True
-            if "imports" in accepted:
-                kwargs["imports"] = [str(custom_module_path(models, case.world))]
+            kwargs["imports"] = [str(custom_module_path(models, case.world))]
         target = out / (paths(models, case)[0].stem + ("-lm" if case.options.get("lm") else ""))
         started = time.perf_counter()
         row: dict[str, Any]

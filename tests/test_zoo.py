@@ -9,7 +9,6 @@ family, both Keras worlds, keras.applications, five precisions) is `make bench-z
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,7 +66,6 @@ def test_zoo_family_converts_from_its_file(name: str, quantized: str, models: Pa
     model_file, calib, check = _built(case, models)
     kwargs: dict[str, Any] = {}
     if case.options.get("imports"):
-        assert "imports" in inspect.signature(tfopt.convert).parameters, "convert(imports=...)"
         kwargs = {"imports": [str(zoo.custom_module_path(models, case.world))], "unsafe": True}
     for precision in ("float32", quantized):
         out = models.parent / f"{model_file.stem}.{precision}.tflite"
