@@ -67,8 +67,9 @@ adb:
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q adb)
 
 # TFOPT_REQUIRE_ALL=1: a GPU, ssh or adb test whose prerequisite is missing fails, not skips.
-test: $(STAMP) fashion-mnist fortunes soft-gpu sshd adb  ## Lint, then the whole test suite.
+test: $(STAMP) fashion-mnist fortunes soft-gpu sshd adb  ## Lint, layer contracts, the whole suite.
 	$(BIN)/ruff check tfopt converters tests benchmarks examples
+	$(BIN)/lint-imports
 	TFOPT_REQUIRE_ALL=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -76,6 +77,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tfopt converters tests benchmarks examples
+	$(BIN)/lint-imports
 	$(BIN)/mypy tfopt converters --ignore-missing-imports
 
 bench: $(STAMP)  ## Harness vs LiteRT's own benchmark tool (writes benchmarks/results/).
