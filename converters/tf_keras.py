@@ -37,5 +37,5 @@ def prepare(loaded: LoadedModel, seq_len: int | None, workdir: Path) -> Prepared
     if symbolic and (not has_free_dims(loaded.inputs) or seq_len is None):
         converter = tf.lite.TFLiteConverter.from_keras_model(loaded.model)
         fallback = None if has_free_dims(loaded.inputs) else lambda: _at_batch_one(loaded, None)
-        return Prepared(converter, order, fallback)
+        return Prepared(converter, None, fallback)  # samples as dicts keyed by input name
     return Prepared(_at_batch_one(loaded, seq_len), order)

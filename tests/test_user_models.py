@@ -27,7 +27,7 @@ from tfopt.inspection import inspect_tflite
 from tfopt.loading import load, parse_input_shapes
 
 SUBCLASS_MODULE = textwrap.dedent(
-    '''
+    """
     import keras
 
 
@@ -44,7 +44,7 @@ SUBCLASS_MODULE = textwrap.dedent(
 
         def get_config(self):
             return {**super().get_config(), "units": self.units}
-    '''
+    """
 )
 
 
@@ -339,3 +339,43 @@ def test_optimize_a_keras3_sequential_file(
     doc = json.loads(result.stdout)
     assert doc["stages"][-1]["sparsity"] >= 0.45
     assert (tmp_path / "out" / "model.tflite").exists()
+
+
+def test_free_lengths_follow_the_users_data(
+    runner: CliRunner, tf_keras: Any, tmp_path: Path
+) -> None:
+    # A tf_keras text model saved without an Input: its time axis is free. The length comes from
+    # the calibration data (no --seq-len needed), and the LSTM converts at that static length.
+    model = tf_keras.Sequential(
+        [tf_keras.layers.Embedding(30, 4), tf_keras.layers.LSTM(4), tf_keras.layers.Dense(2)]
+    )
+    tokens = np.random.default_rng(0).integers(0, 30, (24, 12)).astype(np.int32)
+    model.compile("adam", "mse")
+    model.fit(tokens, np.zeros((24, 2)), epochs=1, verbose=0)
+    model.save(tmp_path / "lstm.h5")
+    np.savez(tmp_path / "tokens.npz", x=tokens)
+    out = tmp_path / "lstm.tflite"
+    result = invoke(
+        runner, "convert", tmp_path / "lstm.h5", "-o", out, "--precision", "dynamic",
+        "--calibration", tmp_path / "tokens.npz", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fixed to (12,) from the data" in result.stderr
+    assert json.loads(result.stdout)["seq_len"] == 12
+
+
+def test_tf_keras_multi_input_int8_calibrates_each_input_by_name(
+    tf_keras: Any, digits: dict[str, Any], tmp_path: Path
+) -> None:
+    image = tf_keras.Input((8, 8, 1), name="image")
+    stats = tf_keras.Input((4,), name="stats")
+    h = tf_keras.layers.Flatten()(tf_keras.layers.Conv2D(4, 3)(image))
+    joined = tf_keras.layers.Concatenate()([h, tf_keras.layers.Dense(4)(stats)])
+    model = tf_keras.Model([image, stats], tf_keras.layers.Dense(10, "softmax")(joined))
+    x = digits["x_train"][:32]
+    np.savez(tmp_path / "c.npz", image=x, stats=x.reshape(32, -1)[:, :4])
+    model.save(tmp_path / "mi.keras")  # as users do: the file, not the object in memory
+    result = convert(
+        tmp_path / "mi.keras", tmp_path / "m.tflite", "int8", calibration=tmp_path / "c.npz"
+    )
+    assert result.check is not None and result.check["passed"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tfopt.core import TensorSpec
-from tfopt.data import Dataset, load_data
+from tfopt.data import Dataset, check_array, load_data
 from tfopt.errors import ConversionError
 from tfopt.runtime.feeding import synthetic_input
 
@@ -26,6 +27,28 @@ def fixed_specs(inputs: tuple[TensorSpec, ...], seq_len: int | None) -> tuple[Te
         )
         for s in inputs
     )
+
+
+def specs_from_data(
+    inputs: tuple[TensorSpec, ...], data: Dataset | None
+) -> tuple[tuple[TensorSpec, ...], list[str]]:
+    """Free non-batch dimensions fixed to the sizes the user's data has, input by input (a
+    text model's time axis, a masked LM's `mask_positions`), and a note for each one fixed."""
+    if data is None:
+        return inputs, []
+    fixed, notes = [], []
+    for s in inputs:
+        arr = data.x.get(s.name)
+        if arr is None or arr.ndim != len(s.shape) or all(d is not None for d in s.shape[1:]):
+            fixed.append(s)
+            continue
+        shape = (
+            s.shape[0],
+            *(a if d is None else d for d, a in zip(s.shape[1:], arr.shape[1:], strict=True)),
+        )
+        fixed.append(TensorSpec(s.name, shape, s.dtype))
+        notes.append(f"input '{s.name}' fixed to {tuple(shape[1:])} from the data")
+    return tuple(fixed), notes
 
 
 def vocabulary_bound(model: Any) -> int | None:
@@ -68,8 +91,16 @@ def synthetic_data(
 def dataset(
     source: str | os.PathLike[str] | Dataset | None, specs: tuple[TensorSpec, ...], limit: int
 ) -> Dataset | None:
-    if source is None or isinstance(source, Dataset):
-        return source.take(limit) if source is not None else None
+    """Data for `specs` from a path (checked and cast by `load_data`) or an in-memory Dataset
+    (checked against `specs` too: its arrays may come from before the free sizes were fixed)."""
+    if source is None:
+        return None
+    if isinstance(source, Dataset):
+        where = Path("the data")
+        for spec in specs:
+            if spec.name in source.x:
+                check_array(spec.name, source.x[spec.name], spec, where)
+        return source.take(limit)
     return load_data(source, specs, limit=limit)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tfopt.conversion.inputs import (
     dataset,
     fixed_specs,
     representative,
+    specs_from_data,
     synthetic_data,
     vocabulary_bound,
 )
@@ -73,11 +75,22 @@ def convert_request(
         )
     prec, spec = req.precision, PRECISIONS[req.precision]
     seq_len = req.seq_len
-    if seq_len is None and any(d is None for s in loaded.inputs for d in s.shape[1:]):
-        seq_len = keras_worlds.default_sequence_length(loaded.model)
-        if seq_len is not None:
-            note(f"--seq-len {seq_len}: the model's own sequence length (pass --seq-len to change)")
-    specs = fixed_specs(loaded.inputs, seq_len)
+    free = any(d is None for s in loaded.inputs for d in s.shape[1:])
+    data = dataset(req.calibration, loaded.inputs, req.num_calibration)
+    specs = loaded.inputs
+    if free and seq_len is None:
+        # Free lengths follow the user's own data first, then a keras-hub model's own length.
+        specs, fixed = specs_from_data(specs, data or dataset(req.check_data, specs, 1))
+        for line in fixed:
+            note(line)
+        if any(d is None for s in specs for d in s.shape[1:]):
+            seq_len = keras_worlds.default_sequence_length(loaded.model)
+            if seq_len is not None:
+                note(f"--seq-len {seq_len}: the model's own sequence length (--seq-len changes it)")
+        elif fixed:
+            seq_len = next(d for s in specs if s.shape[1:] for d in s.shape[1:2])
+    specs = fixed_specs(specs, seq_len)
+    loaded = replace(loaded, inputs=specs)  # the backends export exactly these shapes
     if prec is Precision.INT16X8 and not req.use_aeq:
         ints = [f"{s.name} ({s.dtype})" for s in specs if not s.is_float]
         if ints:
@@ -85,7 +98,8 @@ def convert_request(
                 f"int16x8 cannot calibrate integer inputs {', '.join(ints)}: TF 2.21 records no "
                 "range for them; use --precision int8 or dynamic"
             )
-    data = dataset(req.calibration, specs, req.num_calibration)
+    if data is not None:
+        data = dataset(data, specs, req.num_calibration)  # checked against the fixed shapes
     held_out = dataset(req.check_data, specs, CHECK_SAMPLES)
     if spec.needs_calibration and data is None:
         raise DataError(
@@ -94,7 +108,7 @@ def convert_request(
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
-        prepared = backend_for(loaded.kind)(loaded, seq_len, Path(work))
+        prepared = backend_for(loaded.kind)(loaded, None, Path(work))
         calibrated = spec.needs_calibration and not req.use_aeq
         if calibrated and may_loop(loaded):
             refuse_loops(prepared.converter, prec)
