@@ -354,3 +354,15 @@ def test_overwrite_never_mixes_two_runs(
     assert json.loads((out / "report.json").read_text())["tflite"]["path"] == str(
         out / "model.tflite"
     )
+
+
+def test_native_prune_refuses_an_end_past_the_fine_tune(
+    keras3: Any, opt_data: Path, tmp_path: Path
+) -> None:
+    # One schedule for both pruning paths: the Keras 3 (native) one used to accept this silently.
+    inputs = keras3.Input((8, 8, 1), name="image")
+    flat = keras3.layers.Flatten()(inputs)
+    model = keras3.Model(inputs, keras3.layers.Dense(10, activation="softmax")(flat))
+    recipe = "stages: [{stage: prune, sparsity: 0.5, end: 50}, {stage: convert}]"
+    with pytest.raises(StageError, match="past the fine-tune"):
+        run(model, recipe, opt_data, tmp_path / "out", epochs=1)

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from tfopt import keras_worlds
-from tfopt.optimization.context import Context, StageError, World, matches
+from tfopt.optimization.context import Context, StageError, World
+from tfopt.optimization.pruning import schedule_steps, select_layers
 from tfopt.optimization.training import callback_base, model_args
-from tfopt.recipes import DistillStage, PruneStage, Schedule, Unit
+from tfopt.recipes import DistillStage, PruneStage, Schedule
 
 KERNEL_LAYERS = ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D")
 
@@ -81,28 +82,12 @@ def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     """Keras 3 magnitude pruning, unstructured or M:N, on a schedule."""
     if tuple(stage.block_size) != (1, 1):
         raise StageError("prune: block_size needs tfmot, which accepts only tf_keras models")
-    chosen, notes = [], []
-    for path, layer in kernel_layers(ctx.model):
-        if (stage.layers and not matches(stage.layers, path)) or matches(stage.skip, path):
-            continue
-        size = int(layer.kernel.shape[input_axis(layer)])
-        if stage.m_n and size % stage.m_n[1]:
-            why = f"input size {size} is not a multiple of {stage.m_n[1]}"
-            if stage.layers:
-                raise StageError(f"prune {stage.m_by_n}: layer '{path}': {why}")
-            notes.append(f"{path} left dense ({why})")
-            continue
-        chosen.append((path, layer))
-    if not chosen:
-        raise StageError(
-            "prune: no Dense, EinsumDense or Conv layer to prune (check 'layers'/'skip')"
-        )
-
-    spe, total = ctx.steps_per_epoch, ctx.steps_per_epoch * ctx.epochs_for(stage)
-    scale = spe if stage.unit is Unit.EPOCHS else 1
-    begin = int(stage.start * scale)
-    end = int(stage.end * scale) if stage.end is not None else max(begin + 1, int(0.7 * total))
-    freq = max(1, (end - begin) // 20)
+    candidates = [
+        (path, layer, int(layer.kernel.shape[input_axis(layer)]))
+        for path, layer in kernel_layers(ctx.model)
+    ]
+    chosen, notes = select_layers(candidates, stage, "Dense, EinsumDense or Conv layer")
+    begin, end, freq = schedule_steps(ctx, stage)
     axes = [input_axis(layer) for _, layer in chosen]
 
     def target(step: int) -> float:

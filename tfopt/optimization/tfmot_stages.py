@@ -12,7 +12,8 @@ from typing import Any
 
 from tfopt.errors import first_line
 from tfopt.optimization.context import Context, StageError, kernel_stats, matches
-from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule, Unit
+from tfopt.optimization.pruning import schedule_steps, select_layers
+from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule
 
 
 def tfmot() -> Any:
@@ -32,42 +33,12 @@ def input_size(layer: Any) -> int:
     return int(layer.kernel.shape[-2])
 
 
-def select_layers(layers: list[Any], stage: PruneStage) -> tuple[list[Any], list[str]]:
-    """Layers to prune, and notes on the ones left dense. Raises if a named layer cannot be M:N."""
-    chosen, notes = [], []
-    for layer in layers:
-        if stage.layers and not matches(stage.layers, layer.name):
-            continue
-        if matches(stage.skip, layer.name):
-            continue
-        mn = stage.m_n
-        if mn and input_size(layer) % mn[1]:
-            why = f"input size {input_size(layer)} is not a multiple of {mn[1]}"
-            if stage.layers:
-                raise StageError(f"prune {stage.m_by_n}: layer '{layer.name}': {why}")
-            notes.append(f"{layer.name} left dense ({why})")
-            continue
-        chosen.append(layer)
-    if not chosen:
-        raise StageError("prune: no layer to prune (check 'layers' and 'skip')")
-    return chosen, notes
-
-
-def schedule_steps(ctx: Context, stage: PruneStage) -> tuple[int, int, int]:
-    """(begin, end, frequency) in steps; frequency ~20 mask updates, so short fine-tunes prune."""
-    spe, total = ctx.steps_per_epoch, ctx.steps_per_epoch * ctx.epochs_for(stage)
-    scale = spe if stage.unit is Unit.EPOCHS else 1
-    begin = int(stage.start * scale)
-    end = int(stage.end * scale) if stage.end is not None else max(begin + 1, int(0.7 * total))
-    if total and end > total:
-        raise StageError(f"prune: end step {end} is past the fine-tune's last step {total}")
-    return begin, end, max(1, (end - begin) // 20)
-
-
 def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     t = tfmot()
     keras = importlib.import_module("tf_keras")
-    chosen, notes = select_layers([layer for layer in ctx.model.layers if _prunable(layer)], stage)
+    candidates = [(x.name, x, input_size(x)) for x in ctx.model.layers if _prunable(x)]
+    pairs, notes = select_layers(candidates, stage)
+    chosen = [layer for _, layer in pairs]
     begin, end, freq = schedule_steps(ctx, stage)
     if stage.schedule is Schedule.POLYNOMIAL:
         sched = t.sparsity.keras.PolynomialDecay(0.0, stage.sparsity, begin, end, frequency=freq)
