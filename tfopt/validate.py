@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -20,30 +20,16 @@ from tfopt.loading import LoadedModel, SourceKind, load
 from tfopt.runtime import feeding
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
-METRICS: dict[str, Metric] = {}
 
 
-def metric(name: str) -> Callable[[Metric], Metric]:
-    """Decorator: register an output-comparison metric under `name`."""
-
-    def wrap(fn: Metric) -> Metric:
-        METRICS[name] = fn
-        return fn
-
-    return wrap
-
-
-@metric("max_abs")
 def _max_abs(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(np.max(np.abs(ref - cand)))
 
 
-@metric("mean_abs")
 def _mean_abs(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(np.mean(np.abs(ref - cand)))
 
 
-@metric("sqnr_db")
 def _sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in dB, clipped to +-200 (200 means identical)."""
     signal = float(np.sum(ref.astype(np.float64) ** 2))
@@ -55,7 +41,6 @@ def _sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
     return max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
 
 
-@metric("cosine")
 def _cosine(ref: np.ndarray, cand: np.ndarray) -> float:
     """Mean per-sample cosine similarity of the flattened outputs."""
     a = ref.reshape(len(ref), -1).astype(np.float64)
@@ -78,6 +63,18 @@ class OutputDiff:
     # False when the reference gives (almost) the same output for every sample: a random-weight
     # or untrained model, where SQNR/cosine say nothing about the conversion.
     reference_varies: bool = True
+
+
+# The metrics of every output pair: exactly OutputDiff's metric fields (a new metric is a new
+# field there and an entry here; the check below fails at import if the two drift apart).
+METRICS: dict[str, Metric] = {
+    "max_abs": _max_abs,
+    "mean_abs": _mean_abs,
+    "sqnr_db": _sqnr_db,
+    "cosine": _cosine,
+}
+_FIELDS = [f.name for f in fields(OutputDiff)]
+assert _FIELDS[3 : 3 + len(METRICS)] == list(METRICS), "METRICS and OutputDiff disagree"
 
 
 def varies(ref: np.ndarray) -> bool:
