@@ -21,7 +21,6 @@ def _at_batch_one(loaded: LoadedModel, seq_len: int | None) -> Any:
     names = loaded.input_names
     specs = [tf.TensorSpec(fixed_shape(s, seq_len), s.dtype, name=s.name) for s in loaded.inputs]
 
-    @tf.autograph.experimental.do_not_convert
     def call(*xs: Any) -> Any:
         return model(loaded.call_args(dict(zip(names, xs, strict=True))), training=False)
 

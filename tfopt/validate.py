@@ -117,6 +117,9 @@ def run_tflite(model_path: str, data: Dataset, threads: int = 2) -> dict[str, np
         )
     results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for i in range(len(data)):
+        # Every sample starts from zero state: a converted Keras LSTM keeps its state tensors
+        # as variables that would otherwise carry one sample's state into the next.
+        interpreter.reset_all_variables()
         feeding.feed(interpreter, inputs, data.sample(i))
         interpreter.invoke()
         for name, detail in outputs.items():

@@ -150,6 +150,13 @@ def convert_request(
                     "(pass --no-check to keep it anyway)"
                 )
             result = verdict.to_dict()
+    summary = graph_summary(flatbuffer)
+    stateful = sorted(op for op in summary["ops"] if "SEQUENCE_" in op)
+    if stateful:
+        note(
+            f"{', '.join(stateful)} keep their state in variable tensors between invocations: an "
+            "app calls the interpreter's reset_all_variables() before each new sequence"
+        )
     return ConvertResult(
         output=str(out),
         precision=prec.value,
@@ -157,7 +164,7 @@ def convert_request(
         size_bytes=len(flatbuffer),
         gzip_bytes=gzip_size(flatbuffer),
         seconds=round(seconds, 2),
-        float_compute_ops=graph_summary(flatbuffer)["float_compute_ops"],
+        float_compute_ops=summary["float_compute_ops"],
         check=result,
         seq_len=seq_len,
     )
