@@ -83,7 +83,7 @@ def run_mutant(
     )
 
 
-@settings(SETTINGS, max_examples=100)
+@settings(SETTINGS, max_examples=40)  # breadth is `make fuzz`: 10,000 mutants
 @given(job=st.sampled_from(TFLITE_JOBS), rng=st.integers(0, 2**48))
 def test_tflite_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, job: tuple[str, str], rng: int
@@ -91,7 +91,7 @@ def test_tflite_mutants(
     run_mutant(worker, seeds, jobs_dir, *job, rng)
 
 
-@settings(SETTINGS, max_examples=30)
+@settings(SETTINGS, max_examples=15)
 @given(job=st.sampled_from(MODEL_JOBS), rng=st.integers(0, 2**48))
 def test_keras_and_h5_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, job: tuple[str, str], rng: int
@@ -100,7 +100,7 @@ def test_keras_and_h5_mutants(
 
 
 @pytest.mark.slow  # a mutant that is still a valid recipe runs a whole optimize (seconds)
-@settings(SETTINGS, max_examples=8)
+@settings(SETTINGS, max_examples=4)
 @given(recipe=st.sampled_from(RECIPES), rng=st.integers(0, 2**48))
 def test_recipe_mutants(
     worker: Worker, seeds: dict[str, Path], jobs_dir: Path, recipe: str, rng: int
