@@ -18,8 +18,9 @@ from typing import Any
 from tfopt.errors import InputError
 from tfopt.inspection import read_tflite
 from tfopt.placement import with_op_placement
+from tfopt.runtime.cpuopts import COMPILED, parse_cpu_options
 from tfopt.runtime.stats import parse_cpus
-from tfopt.targets import ACCELERATORS, LocalTarget, RunSpec, Target
+from tfopt.targets import ACCELERATORS, AdbTarget, LocalTarget, RunSpec, Target
 
 NOISY_SPREAD_PCT = 10.0
 
@@ -41,6 +42,9 @@ class BenchSettings:
     new_tokens: int = 32
     accelerators: tuple[str, ...] = ("cpu",)
     pin: str | None = None  # CPU ids, e.g. "0" or "4,5,6,7"
+    cpu_options: tuple[str, ...] = ()  # LiteRT CPU options, KEY=VALUE (tfopt.runtime.cpuopts)
+    profile: bool = False  # add LiteRT's per-op profile of each CPU setting
+    profile_runs: int = 20
 
     def __post_init__(self) -> None:
         bad = [a for a in self.accelerators if a not in ACCELERATORS]
@@ -53,6 +57,7 @@ class BenchSettings:
                 raise InputError(str(exc)) from None
         if self.lm and self.accelerators != ("cpu",):
             raise InputError("--lm timing runs on the CPU interpreter only")
+        self._check_cpu_options()
         if not self.threads or any(t < 1 for t in self.threads):
             raise InputError("threads: give one or more positive thread counts, e.g. 1,2")
         if self.runs is not None and self.runs < 1:
@@ -65,6 +70,23 @@ class BenchSettings:
             raise InputError("repeat must be at least 1")
         if self.lm and (self.prompt_len < 1 or self.new_tokens < 1):
             raise InputError("--prompt-len and --new-tokens must be at least 1")
+
+    def _check_cpu_options(self) -> None:
+        try:
+            cpu = parse_cpu_options(self.cpu_options)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if (self.cpu_options or self.profile) and "cpu" not in self.accelerators:
+            raise InputError("--cpu-option and --profile apply to --accelerator cpu")
+        if self.lm and (self.cpu_options or self.profile):
+            raise InputError("--lm timing takes neither --cpu-option nor --profile")
+        if not self.xnnpack and cpu["api"] == COMPILED:
+            raise InputError(
+                "--no-xnnpack is the Interpreter's; with api=compiled use "
+                "--cpu-option kernel_mode=builtin"
+            )
+        if self.profile_runs < 1:
+            raise InputError("--profile-runs must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,9 @@ def _spec(s: BenchSettings, accelerator: str, threads: int) -> RunSpec:
         lm=s.lm,
         prompt_len=s.prompt_len,
         new_tokens=s.new_tokens,
+        cpu_options=s.cpu_options if accelerator == "cpu" else (),
+        profile=s.profile and accelerator == "cpu",
+        profile_runs=s.profile_runs,
     )
 
 
@@ -143,6 +168,11 @@ def bench(
     data = read_tflite(path)
     if s.data and not Path(s.data).is_file():
         raise InputError(f"data not found: {s.data}")
+    if isinstance(where, AdbTarget) and (s.profile or s.cpu_options):
+        raise InputError(
+            "--profile and --cpu-option drive LiteRT's Python runtime; an adb target runs "
+            "benchmark_model (use a local or ssh target)"
+        )
     results: list[dict[str, Any]] = []
     machine: dict[str, Any] = {}
     for accelerator in s.accelerators:

@@ -8,6 +8,11 @@ import click
 
 from tfopt.cli import command, thread_list
 from tfopt.report.registry import View
+from tfopt.runtime.cpuopts import CPU_KEYS
+
+
+def _kind(kind: Any) -> str:
+    return "true/false" if kind is bool else kind if isinstance(kind, str) else "|".join(kind)
 
 
 @click.command("bench")
@@ -43,6 +48,24 @@ from tfopt.report.registry import View
     "and the harness, runs the device's python), adb or adb:SERIAL (LiteRT's benchmark_model).",
 )
 @click.option("--pin", help="Pin the timed process to these CPU ids, e.g. 0 or 4,5,6,7.")
+@click.option(
+    "--cpu-option",
+    "cpu_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="LiteRT CPU option (repeatable), recorded in the result: "
+    + "; ".join(f"{k} ({_kind(v.kind)})" for k, v in CPU_KEYS.items())
+    + ". Keys only CompiledModel takes switch api to compiled.",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Add LiteRT's per-op profile of each CPU setting: time per op type and whether it ran "
+    "in XNNPACK or on the default TFLite kernels.",
+)
+@click.option(
+    "--profile-runs", default=20, show_default=True, help="With --profile: profiled invocations."
+)
 @click.option("--ssh-key", type=click.Path(), help="ssh targets: identity file.")
 @click.option(
     "--ssh-option",
@@ -91,6 +114,8 @@ def bench_cmd(
       tfopt bench m.tflite --accelerator cpu,gpu
       tfopt bench m.tflite --target ssh://pi@raspberrypi.local --threads 1,4
       tfopt bench m.tflite --target adb --benchmark-binary ./benchmark_model --pin 4,5,6,7
+      tfopt bench m.tflite --threads 1 --profile
+      tfopt bench m.tflite --cpu-option api=compiled --cpu-option force_fp16=true
     """
     from tfopt.fsutil import check_output_dir
     from tfopt.report import BENCH_REPORT_FILES, progress, write_bench_report

@@ -31,6 +31,13 @@ def _ms(e: dict[str, Any], key: str) -> float | None:
     return None if value is None else round(value / 1000, 3)
 
 
+def cpu_options_text(e: dict[str, Any]) -> str:
+    """'api=compiled force_fp16=true', or '' for the default Interpreter."""
+    options = e.get("cpu_options") or {}
+    shown = {k: v for k, v in options.items() if (k, v) != ("api", "interpreter")}
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in shown.items())
+
+
 def _row(e: dict[str, Any]) -> list[Any]:
     return [
         e["accelerator"] + (" (sw)" if e.get("software_gpu") else ""),
@@ -54,15 +61,46 @@ def _one(r: dict[str, Any]) -> str:
     where = m.get("cpu") or m.get("device")
     pinned = r["results"][0].get("pinned_cpus") if r["results"] else None
     gpu = next((e for e in r["results"] if "op_placement" in e), None)
+    options = next((cpu_options_text(e) for e in r["results"] if cpu_options_text(e)), "")
     return "\n".join(
         [
             f"{r['model']} (sha256 {r['sha256'][:12]}) on {r['target']}: {where}, "
             f"{m.get('cores', '?')} cores, ai-edge-litert {m.get('ai_edge_litert', '?')}"
-            + (f", pinned to CPUs {pinned}" if pinned else ""),
+            + (f", pinned to CPUs {pinned}" if pinned else "")
+            + (f", CPU options: {options}" if options else ""),
             text_table(HEADERS, [_row(e) for e in r["results"]]),
             *(placement_lines(gpu) if gpu else []),
+            *(line for e in r["results"] if "op_profile" in e for line in profile_lines(e)),
         ]
     )
+
+
+PROFILE_HEADERS = ["op", "where", "count", "total_ms", "% of run"]
+
+
+def profile_lines(e: dict[str, Any]) -> list[str]:
+    """LiteRT's per-op profile of one CPU result: the top op types by time, and what ran outside
+    XNNPACK."""
+    p = e["op_profile"]
+    rows = [
+        [o["op"], o["where"], o["count"], o["total_ms"], o["pct"]] for o in p["ops"][: p["top"]]
+    ]
+    outside = [o for o in p["ops"] if o["where"] == "tflite"]
+    lines = [
+        "",
+        f"Per-op profile, {e['threads']} thread(s), {p['runs']} runs ({p['tool']}): "
+        f"{p['run_ms']} ms per run, {p['profiled_ms']} ms in ops; "
+        f"{p['ops_by_place']['xnnpack']:g} ops in {p['xnnpack_partitions']:g} XNNPACK "
+        f"partition(s) ({p['ms_by_place']['xnnpack']} ms), {p['ops_by_place']['tflite']:g} on "
+        f"TFLite kernels ({p['ms_by_place']['tflite']} ms)",
+        text_table(PROFILE_HEADERS, rows),
+    ]
+    if outside:
+        lines.append(
+            "not in XNNPACK: "
+            + ", ".join(f"{o['op']} x{o['count']:g} ({o['total_ms']} ms)" for o in outside)
+        )
+    return lines
 
 
 @renders(View.BENCH, Format.TEXT)

@@ -2,6 +2,7 @@
 
     python runtime.pyz MODEL.tflite --threads 2 --runs 100 --warmup 10 [--no-xnnpack] [--data X.npz]
         [--pin 0,1] [--accelerator gpu [--placement-only]] [--lm --prompt-len 16 --new-tokens 32]
+        [--cpu-option KEY=VALUE ...] [--profile]
 
 The same entry runs locally and on an ssh device: the host builds `tfopt/runtime` into one zipapp
 (`tfopt.targets.base.runtime_zipapp`) and runs it with the target's python.
@@ -14,8 +15,10 @@ import json
 import sys
 
 from .cpu import run
+from .cpuopts import COMPILED, parse_cpu_options
 from .gpu import run_compiled
 from .lm import run_lm
+from .profile import profile_ops
 from .stats import machine_info, pin
 
 HARNESS_VERSION = 1
@@ -42,15 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--placement-only", action="store_true", help="GPU op placement, no timing")
     parser.add_argument("--pin", default=None, help="CPU ids to pin this process to, e.g. 0,1")
+    parser.add_argument(
+        "--cpu-option", action="append", default=[], help="LiteRT CPU option KEY=VALUE (cpuopts)"
+    )
+    parser.add_argument("--profile", action="store_true", help="add LiteRT's per-op profile")
+    parser.add_argument("--profile-runs", type=int, default=20)
     args = parser.parse_args(argv)
     try:
         pinned = pin(args.pin) if args.pin else None
-        if args.accelerator == "gpu":
+        cpu = parse_cpu_options(args.cpu_option)
+        if args.accelerator == "gpu" or cpu["api"] == COMPILED:
             if args.lm:
                 raise ValueError("--lm runs on the CPU Interpreter only")
             result = run_compiled(
                 args.model,
-                "gpu",
+                args.accelerator,
                 threads=args.threads,
                 runs=args.runs,
                 min_seconds=args.min_seconds,
@@ -58,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 data_path=args.data,
                 seed=args.seed,
                 timing=not args.placement_only,
+                cpu=cpu if args.accelerator == "cpu" else None,
             )
         elif args.lm:
             result = run_lm(
@@ -78,6 +88,21 @@ def main(argv: list[str] | None = None) -> int:
                 runs=args.runs,
                 min_seconds=args.min_seconds,
                 warmup=args.warmup,
+                data_path=args.data,
+                seed=args.seed,
+                cpu=cpu,
+            )
+        if args.accelerator == "cpu":
+            result["cpu_options"] = cpu
+        if args.profile:
+            if args.accelerator != "cpu" or args.lm:
+                raise ValueError("--profile profiles the CPU accelerator of a plain model only")
+            result["op_profile"] = profile_ops(
+                args.model,
+                threads=args.threads,
+                runs=args.profile_runs,
+                warmup=min(args.warmup, 3),
+                cpu={**cpu, "kernel_mode": "builtin"} if args.no_xnnpack else cpu,
                 data_path=args.data,
                 seed=args.seed,
             )

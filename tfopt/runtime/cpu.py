@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .cpuopts import interpreter_kwargs
 from .feeding import feed, io_details, load_sample, make_interpreter
 from .stats import peak_rss_mb, summarize
 
@@ -56,14 +57,16 @@ def run(
     warmup: int = 5,
     data_path: str | None = None,
     seed: int = 0,
+    cpu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load, warm up and time one model; return one result entry (times in ms/us).
 
     `runs` fixes the number of timed invokes; otherwise invokes repeat until `min_seconds` have
-    passed and at least `min_runs` were taken. Inputs are set once, before warm-up.
+    passed and at least `min_runs` were taken. Inputs are set once, before warm-up. `cpu` holds
+    parsed Interpreter options (`cpuopts.parse_cpu_options`).
     """
     t0 = time.perf_counter_ns()
-    interpreter = make_interpreter(model_path, threads, xnnpack)
+    interpreter = make_interpreter(model_path, threads, xnnpack, interpreter_kwargs(cpu or {}))
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     inputs, _ = io_details(interpreter)
     feed(interpreter, inputs, load_sample(data_path, inputs, seed))

@@ -12,13 +12,19 @@ from typing import Any
 import numpy as np
 
 
-def make_interpreter(model_path: str, threads: int = 1, xnnpack: bool = True) -> Any:
-    """Build a LiteRT Interpreter with threads and XNNPACK set explicitly."""
+def make_interpreter(
+    model_path: str, threads: int = 1, xnnpack: bool = True, options: dict[str, bool] | None = None
+) -> Any:
+    """Build a LiteRT Interpreter with threads and XNNPACK set explicitly; `options` are further
+    Interpreter keyword arguments (see `cpuopts.interpreter_kwargs`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = Interpreter(
-        model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
+        model_path=model_path,
+        num_threads=threads,
+        experimental_op_resolver_type=resolver,
+        **(options or {}),
     )
     interpreter.allocate_tensors()
     return interpreter

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .cpu import time_loop, timing_entry
+from .cpuopts import xnnpack_flags
 from .feeding import dequantize, io_details, load_sample, make_interpreter, quantize
 
 LITERT_OP_TOTALS = "litert_op_totals"  # the verdict's totals, as the device returns them
@@ -80,7 +81,13 @@ def parse_gpu_log(text: str) -> dict[str, Any]:
 class CompiledRunner:
     """One model compiled by LiteRT for the CPU or the GPU (with CPU fallback), inputs bound."""
 
-    def __init__(self, model_path: str, accelerator: str, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        accelerator: str,
+        threads: int = 1,
+        cpu: dict[str, Any] | None = None,
+    ) -> None:
         from ai_edge_litert.compiled_model import (
             CompiledModel,
             CpuOptions,
@@ -91,7 +98,7 @@ class CompiledRunner:
 
         options = Options(
             hardware_accelerators=HardwareAccelerator.CPU,
-            cpu_options=CpuOptions(num_threads=threads),
+            cpu_options=cpu_options(CpuOptions, threads, cpu or {}),
         )
         if accelerator == "gpu":
             # CPU too, so unsupported ops fall back instead of failing; benchmark_mode makes a run
@@ -108,6 +115,8 @@ class CompiledRunner:
             except RuntimeError as exc:
                 failure = str(exc)
         if failure is not None:
+            if accelerator == "cpu" and cpu:
+                raise RuntimeError(_cpu_failure(failure, cpu))
             raise RuntimeError(_gpu_failure(failure, log))
         self.log = log[0] if log else ""
         self.fully_accelerated = self.model.is_fully_accelerated()
@@ -146,6 +155,29 @@ class CompiledRunner:
         return out
 
 
+def cpu_options(cpu_options_cls: Any, threads: int, cpu: dict[str, Any]) -> Any:
+    """`CpuOptions` of CompiledModel for parsed `--cpu-option`s (see `cpuopts`)."""
+    from ai_edge_litert.cpu_kernel_mode import CpuKernelMode
+
+    kwargs: dict[str, Any] = {"num_threads": threads, "xnnpack_flags": xnnpack_flags(cpu)}
+    if "kernel_mode" in cpu:
+        kwargs["kernel_mode"] = CpuKernelMode[cpu["kernel_mode"].upper()]
+    if "ynnpack" in cpu:
+        kwargs["enable_ynnpack"] = bool(cpu["ynnpack"])
+    if "weight_cache" in cpu:
+        kwargs["xnnpack_weight_cache_path"] = cpu["weight_cache"]
+    return cpu_options_cls(**kwargs)
+
+
+def _cpu_failure(message: str, cpu: dict[str, Any]) -> str:
+    """One line for CPU options LiteRT refused; its message is often only source locations."""
+    options = " ".join(f"{k}={str(v).lower()}" for k, v in cpu.items() if k != "api")
+    lines = [ln.lstrip("└ ").strip() for ln in message.strip().splitlines() if ln.strip()]
+    said = [ln for ln in lines if not (ln.startswith("ERROR: [") and ln.endswith("]"))]
+    reason = said[-1] if said else f"it gave no reason beyond {lines[-1] if lines else '?'}"
+    return f"LiteRT's CPU accelerator could not compile the model with {options}: {reason}"
+
+
 def _gpu_failure(message: str, log: list[str]) -> str:
     """One line for a failed compile: no usable GPU, or LiteRT's own last words."""
     text = (log[0] if log else "") + message
@@ -169,6 +201,7 @@ def run_compiled(
     data_path: str | None = None,
     seed: int = 0,
     timing: bool = True,
+    cpu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Time one model through CompiledModel; on the GPU also report placement and numerics.
 
@@ -177,7 +210,7 @@ def run_compiled(
     the per-op placement on the host.
     """
     t0 = time.perf_counter_ns()
-    runner = CompiledRunner(model_path, accelerator, threads)
+    runner = CompiledRunner(model_path, accelerator, threads, cpu)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     result: dict[str, Any] = {"accelerator": accelerator, "threads": threads}
     if accelerator == "gpu":

@@ -39,6 +39,9 @@ class RunSpec:
     prompt_len: int = 16
     new_tokens: int = 32
     placement_only: bool = False
+    cpu_options: tuple[str, ...] = ()  # KEY=VALUE, as `tfopt.runtime.cpuopts` parses them
+    profile: bool = False
+    profile_runs: int = 20
 
     def runtime_args(self, data: str | None) -> list[str]:
         args = ["--threads", str(self.threads), "--warmup", str(self.warmup)]
@@ -58,6 +61,10 @@ class RunSpec:
             args.append("--placement-only")
         if self.pin:
             args += ["--pin", self.pin]
+        for option in self.cpu_options:
+            args += ["--cpu-option", option]
+        if self.profile:
+            args += ["--profile", "--profile-runs", str(self.profile_runs)]
         return args
 
 
