@@ -175,3 +175,21 @@ def test_cpu_options_are_recorded_in_the_result(
 def test_profile_is_refused_on_adb_in_one_line(tflite: dict[str, Path]) -> None:
     with pytest.raises(InputError, match="adb target runs benchmark_model"):
         bench(tflite["int8"], BenchSettings(profile=True), AdbTarget())
+
+
+def test_openvino_dispatch_runs_or_says_why_in_one_line(
+    runner: CliRunner, tflite: dict[str, Path]
+) -> None:
+    """LiteRT's OpenVINO plugin needs OpenVINO 2026.3 libraries: with them the float CNN runs
+    whole on OpenVINO and matches the CPU; without them, one line says what is missing."""
+    args = ["bench", tflite["float32"], "--threads", "1", "--runs", "5"]
+    result = invoke(runner, *args, "--accelerator", "openvino", "--json")
+    if result.exit_code == 1:
+        lines = result.output.strip().splitlines()
+        assert "needs OpenVINO 2026.3 (libopenvino.so.2631)" in lines[-1]
+        assert len([ln for ln in lines if ln.startswith("Error:")]) == 1
+        return
+    entry = json.loads(result.stdout)["results"][0]
+    assert entry["accelerator"] == "openvino" and entry["fully_accelerated"] is True
+    assert entry["openvino_partitions"] == 1 and entry["cpu_ops"] == 0
+    assert entry["max_abs_vs_cpu"] < 1e-4

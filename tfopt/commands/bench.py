@@ -38,7 +38,9 @@ def _kind(kind: Any) -> str:
     default="cpu",
     show_default=True,
     help="Comma-separated: cpu (Interpreter + XNNPACK), gpu (LiteRT CompiledModel; reports op "
-    "placement, fallbacks and max |GPU - CPU|), nnapi (adb only).",
+    "placement, fallbacks and max |GPU - CPU|), nnapi (adb only), openvino (LiteRT's OpenVINO "
+    "compiler plugin + dispatch on OpenVINO's CPU device; needs OpenVINO 2026.3 libraries, "
+    "TFOPT_OPENVINO_LIBS).",
 )
 @click.option(
     "--target",

@@ -70,6 +70,13 @@ def _one(r: dict[str, Any]) -> str:
             + (f", CPU options: {options}" if options else ""),
             text_table(HEADERS, [_row(e) for e in r["results"]]),
             *(placement_lines(gpu) if gpu else []),
+            *(
+                f"openvino, {e['threads']} thread(s): {e['openvino_ops']} ops in "
+                f"{e['openvino_partitions']} OpenVINO partition(s) on its {e['device']} device, "
+                f"{e['cpu_ops']} on LiteRT's CPU, max |OpenVINO-CPU| {e.get('max_abs_vs_cpu')}"
+                for e in r["results"]
+                if "openvino_ops" in e
+            ),
             *(line for e in r["results"] if "op_profile" in e for line in profile_lines(e)),
         ]
     )

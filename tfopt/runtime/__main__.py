@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument(
         "--accelerator",
-        choices=("cpu", "gpu"),
+        choices=("cpu", "gpu", "openvino"),
         default="cpu",
-        help="cpu: Interpreter + XNNPACK; gpu: CompiledModel on the GPU with CPU fallback",
+        help="cpu: Interpreter + XNNPACK; gpu: CompiledModel on the GPU with CPU fallback; "
+        "openvino: LiteRT's OpenVINO compiler plugin and dispatch (OpenVINO's CPU device)",
     )
     parser.add_argument("--placement-only", action="store_true", help="GPU op placement, no timing")
     parser.add_argument("--pin", default=None, help="CPU ids to pin this process to, e.g. 0,1")
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pinned = pin(args.pin) if args.pin else None
         cpu = parse_cpu_options(args.cpu_option)
-        if args.accelerator == "gpu" or cpu["api"] == COMPILED:
+        if args.accelerator != "cpu" or cpu["api"] == COMPILED:
             if args.lm:
                 raise ValueError("--lm runs on the CPU Interpreter only")
             result = run_compiled(

@@ -21,6 +21,7 @@ import numpy as np
 from .cpu import time_loop, timing_entry
 from .cpuopts import xnnpack_flags
 from .feeding import dequantize, io_details, load_sample, make_interpreter, quantize
+from .openvino import openvino_environment, openvino_options, parse_openvino_log
 
 LITERT_OP_TOTALS = "litert_op_totals"  # the verdict's totals, as the device returns them
 
@@ -108,15 +109,22 @@ class CompiledRunner:
                 cpu_options=CpuOptions(num_threads=threads),
                 gpu_options=GpuOptions(benchmark_mode=True),
             )
+        environment = None
+        if accelerator == "openvino":
+            environment, options = openvino_environment(), openvino_options(threads)
         failure = None
         with native_stderr() as log:
             try:
-                self.model = CompiledModel.from_file(model_path, options=options)
+                self.model = CompiledModel.from_file(
+                    model_path, environment=environment, options=options
+                )
             except RuntimeError as exc:
                 failure = str(exc)
         if failure is not None:
             if accelerator == "cpu" and cpu:
                 raise RuntimeError(_cpu_failure(failure, cpu))
+            if accelerator == "openvino":
+                raise RuntimeError(f"LiteRT's OpenVINO dispatch failed: {failure.splitlines()[0]}")
             raise RuntimeError(_gpu_failure(failure, log))
         self.log = log[0] if log else ""
         self.fully_accelerated = self.model.is_fully_accelerated()
@@ -221,13 +229,16 @@ def run_compiled(
         result["fallback_reasons"] = verdict["fallback_reasons"]
         result["gpu_device"] = verdict["adapter"]
         result["software_gpu"] = verdict["software"]
+    if accelerator == "openvino":
+        result["fully_accelerated"] = runner.fully_accelerated
+        result.update(parse_openvino_log(runner.log))
     if not timing:
         return result
     sample = load_sample(data_path, runner.inputs, seed)
     runner.feed(sample)
     first_ms, latencies = time_loop(runner.invoke, runs, min_seconds, min_runs, warmup)
     result.update(timing_entry(load_ms, first_ms, warmup, latencies))
-    if accelerator == "gpu":
+    if accelerator in ("gpu", "openvino"):
         got = runner.read()
         reference = CompiledRunner(model_path, "cpu", threads)
         reference.feed(sample)

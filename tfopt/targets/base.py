@@ -17,7 +17,7 @@ from typing import Any
 
 from tfopt.errors import BenchError
 
-ACCELERATORS = ("cpu", "gpu", "nnapi")
+ACCELERATORS = ("cpu", "gpu", "nnapi", "openvino")
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
 ZIPAPP_NAME = "runtime.pyz"
 # The zipapp's entry: the package keeps its relative imports, so it is `runtime` inside the zip.
