@@ -13,6 +13,8 @@ import json
 import os
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -249,3 +251,42 @@ def default_sequence_length(model: Any) -> int | None:
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
+
+
+def has_masked_softmax(model: Any) -> bool:
+    """Whether a Keras 3 model holds attention or a Softmax layer (which may take a mask)."""
+    keras = module(World.KERAS3)
+    kinds = (keras.layers.MultiHeadAttention, keras.layers.Softmax)
+    layers = getattr(model, "_flatten_layers", None)
+    return layers is not None and any(isinstance(x, kinds) for x in layers(include_self=False))
+
+
+@contextmanager
+def bounded_softmax_masks(margin: float) -> Iterator[None]:
+    """Keras 3's masked softmax with a fill one int8 scale can hold, while exporting.
+
+    `keras.layers.Softmax` fills masked scores with -1e9 (`SELECT_V2(mask, x, -1e9)`), so the
+    calibrated range of that tensor is [-1e9, max] and int8 puts every real score in one bucket.
+    Inside this context the fill is the row's smallest score minus `margin`: the range grows by
+    `margin` only, and a masked position keeps at most e**-margin of the weight the row's largest
+    score gets (margin 12: 6e-6), so float outputs are unchanged to about 1e-5. The second select
+    Keras adds after the softmax (zeros for a row with every position masked) is dropped: such a
+    row, which padding and causal masks never make, averages its values instead.
+    """
+    keras = module(World.KERAS3)
+    ops, original = keras.ops, keras.layers.Softmax.call
+
+    def call(self: Any, inputs: Any, mask: Any = None) -> Any:
+        if mask is None:
+            return original(self, inputs)
+        if keras.backend.standardize_dtype(mask.dtype) != "bool":
+            mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
+        axis = tuple(self.axis) if isinstance(self.axis, list) else self.axis
+        fill = ops.min(inputs, axis=axis, keepdims=True) - margin
+        return original(self, ops.where(mask, inputs, fill))
+
+    keras.layers.Softmax.call = call
+    try:
+        yield
+    finally:
+        keras.layers.Softmax.call = original
