@@ -244,18 +244,6 @@ def test_keras_hub_lowrank_and_distill(bert_classifier: tuple[Path, Path], tmp_p
     assert distilled.stages[-1]["sparsity"] == pytest.approx(0.75, abs=0.01)
 
 
-def test_keras_hub_qat_says_why_not(
-    bert_classifier: tuple[Path, Path], tmp_path: Path, runner: CliRunner
-) -> None:
-    model, data = bert_classifier
-    result = invoke(
-        runner, "optimize", model, "--recipe", "qat-int8", "--data", data, "-o", tmp_path / "q"
-    )
-    assert result.exit_code == 1
-    assert "tfmot" in result.stderr and "BertBackbone" in result.stderr
-    assert result.stderr.strip().count("\n") == 0
-
-
 def test_optimize_cli_json(
     runner: CliRunner, small_cnn: Path, opt_data: Path, tmp_path: Path
 ) -> None:

@@ -274,19 +274,27 @@ def bounded_softmax_masks(margin: float) -> Iterator[None]:
     row, which padding and causal masks never make, averages its values instead.
     """
     keras = module(World.KERAS3)
-    ops, original = keras.ops, keras.layers.Softmax.call
+    original = keras.layers.Softmax.call
 
     def call(self: Any, inputs: Any, mask: Any = None) -> Any:
         if mask is None:
             return original(self, inputs)
-        if keras.backend.standardize_dtype(mask.dtype) != "bool":
-            mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
-        axis = tuple(self.axis) if isinstance(self.axis, list) else self.axis
-        fill = ops.min(inputs, axis=axis, keepdims=True) - margin
-        return original(self, ops.where(mask, inputs, fill))
+        return original(self, bounded_mask_fill(inputs, mask, self.axis, margin))
 
     keras.layers.Softmax.call = call
     try:
         yield
     finally:
         keras.layers.Softmax.call = original
+
+
+def bounded_mask_fill(inputs: Any, mask: Any, axis: int | list[int], margin: float) -> Any:
+    """Masked scores filled with the row's smallest score minus `margin` (see
+    `bounded_softmax_masks`); also what the Keras 3 QAT stage fake-quantizes before its softmax."""
+    keras = module(World.KERAS3)
+    ops = keras.ops
+    if keras.backend.standardize_dtype(mask.dtype) != "bool":
+        mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
+    axes = tuple(axis) if isinstance(axis, list) else axis
+    fill = ops.min(inputs, axis=axes, keepdims=True) - margin
+    return ops.where(mask, inputs, fill)

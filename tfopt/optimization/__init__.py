@@ -24,7 +24,7 @@ from tfopt.errors import InputError, first_line
 from tfopt.fsutil import atomic_path, check_output_dir, staged_dir
 from tfopt.inspection import weight_stats
 from tfopt.loading import SourceKind, TensorSpec, from_keras, load
-from tfopt.optimization import lowrank, native, tfmot_stages
+from tfopt.optimization import lowrank, native, qat_keras3, tfmot_stages
 from tfopt.optimization.context import (
     Context,
     StageError,
@@ -53,6 +53,7 @@ RUNNERS: dict[tuple[StageKind, World], Runner] = {
     (StageKind.PRUNE, World.KERAS3): native.prune,
     (StageKind.CLUSTER, World.TF_KERAS): tfmot_stages.cluster,
     (StageKind.QAT, World.TF_KERAS): tfmot_stages.qat,
+    (StageKind.QAT, World.KERAS3): qat_keras3.qat,
     (StageKind.LOWRANK, World.TF_KERAS): lowrank.lowrank,
     (StageKind.LOWRANK, World.KERAS3): lowrank.lowrank,
     (StageKind.DISTILL, World.TF_KERAS): native.distill,
