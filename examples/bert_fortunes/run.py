@@ -33,7 +33,7 @@ FOLDER = Path("/usr/share/games/fortunes")
 CATEGORIES = ("computers", "politics", "science", "songs-poems")
 SEQ_LEN = 64
 VOCAB = 4000
-RECIPES = "prune50-int8,prune2of4-int8,lowrank-dynamic,distill-prune75-int8"
+RECIPES = "prune50-int8,prune2of4-int8,lowrank-dynamic,distill-prune75-int8,qat-int8"
 
 
 def read_fortunes(limit: int | None) -> tuple[list[str], np.ndarray]:
