@@ -19,6 +19,7 @@ class ConvertResult:
     float_compute_ops: dict[str, int]
     check: dict[str, Any] | None
     seq_len: int | None = None
+    sensitivity: dict[str, Any] | None = None  # transformer int8: the op kinds kept out of int8
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

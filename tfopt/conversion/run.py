@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tfopt.conversion.inputs import (
 from tfopt.conversion.lm import convert_lm
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
+from tfopt.conversion.transformer import MASK_MARGIN, quantize_transformer
 from tfopt.core import LoadedModel, Precision, SourceKind
 from tfopt.errors import ConversionError, DataError, InputError, ValidationError, note
 from tfopt.fsutil import atomic_path, check_output
@@ -106,15 +108,31 @@ def convert_request(
             f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
         )
 
+    # A Keras 3 attention model quantized with activations: its masked softmax is exported with a
+    # bounded fill, and the default int8 path searches which op kinds to keep out of int8.
+    bounded = (
+        spec.needs_calibration
+        and loaded.kind is SourceKind.KERAS3
+        and keras_worlds.has_masked_softmax(loaded.model)
+    )
+    searched = bounded and prec is Precision.INT8 and not req.use_aeq and not req.int8_io
+    sensitivity = None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
-        prepared = backend_for(loaded.kind)(loaded, None, Path(work))
-        calibrated = spec.needs_calibration and not req.use_aeq
+        masks = keras_worlds.bounded_softmax_masks(MASK_MARGIN) if bounded else nullcontext()
+        with masks:
+            prepared = backend_for(loaded.kind)(loaded, None, Path(work))
+        if bounded:
+            note(
+                f"{prec}: masked attention scores are filled with the row's minimum - "
+                f"{MASK_MARGIN:g} instead of -1e9, so one int8 scale holds them"
+            )
+        calibrated = spec.needs_calibration and not req.use_aeq and not searched
         if calibrated and may_loop(loaded):
             refuse_loops(prepared.converter, prec)
 
         def configured(converter: Any) -> Any:
-            if req.use_aeq:
+            if req.use_aeq or searched:
                 PRECISIONS[Precision.FLOAT32].configure(converter, None, False)
             else:
                 order = prepared.calibration_order
@@ -123,6 +141,13 @@ def convert_request(
             return converter
 
         def attempt(converter: Any) -> bytes:
+            if searched:
+                assert data is not None  # int8 needs calibration, checked above
+                float_model = run_converter(configured(converter), Precision.FLOAT32, False, (), None)
+                nonlocal sensitivity
+                quantized, sensitivity = quantize_transformer(float_model, data)
+                note(sensitivity.summary())
+                return quantized
             return run_converter(configured(converter), prec, req.use_aeq, req.keep_float, data)
 
         try:
@@ -167,4 +192,5 @@ def convert_request(
         float_compute_ops=summary["float_compute_ops"],
         check=result,
         seq_len=seq_len,
+        sensitivity=sensitivity.to_dict() if sensitivity else None,
     )
