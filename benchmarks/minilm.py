@@ -37,13 +37,13 @@ VARIANTS = [  # (label, precision, quantizer)
     ("float32", "float32", "converter"),
     ("float16", "float16", "converter"),
     ("dynamic (converter)", "dynamic", "converter"),
-    ("int8 (converter)", "int8", "converter"),
+    ("int8 (default: bounded masks + op-kind search)", "int8", "converter"),
     ("int16x8 (converter)", "int16x8", "converter"),
     ("dynamic (aeq)", "dynamic", "aeq"),
     ("w8 (aeq)", "w8", "aeq"),
     ("w4 (aeq)", "w4", "aeq"),
-    ("int8 a8w8 (aeq)", "int8", "aeq"),
-    ("int8 a8w8 (aeq), softmax+layer norm float", "int8", "aeq", ("softmax", "layer_norm")),
+    ("int8 a8w8 (aeq, bounded masks)", "int8", "aeq"),
+    ("int8 a8w8 (aeq, bounded masks), softmax+layer norm float", "int8", "aeq", ("softmax", "layer_norm")),
 ]
 
 
