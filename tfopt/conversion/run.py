@@ -115,7 +115,12 @@ def convert_request(
         and loaded.kind is SourceKind.KERAS3
         and keras_worlds.has_masked_softmax(loaded.model)
     )
-    searched = bounded and prec is Precision.INT8 and not req.use_aeq and not req.int8_io
+    # A model trained through tfopt's FakeQuant (`optimize`'s qat) brings its own ranges, which
+    # only the converter honours.
+    qat = getattr(loaded.model, "_tfopt_fake_quant", False)
+    searched = (
+        bounded and prec is Precision.INT8 and not req.use_aeq and not req.int8_io and not qat
+    )
     sensitivity = None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:

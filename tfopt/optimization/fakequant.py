@@ -30,6 +30,7 @@ from tfopt.optimization.context import StageError, World
 MASK_MARGIN = 12.0  # masked scores sit this far below the row's smallest (weight e**-12)
 DECAY = 0.99  # moving average of the per-batch min/max while tracking
 KINDS = ("Dense", "EinsumDense", "LayerNormalization", "Softmax")
+MARK = "_tfopt_fake_quant"  # set on a model that computes through tfopt's FakeQuant
 _TAG = "_tfopt_fake_quantized"  # set on a tensor that already went through a FakeQuant
 
 
@@ -50,6 +51,7 @@ class FakeQuant:
     ranges: dict[str, _Range] = field(default_factory=dict)
     weight_ranges: dict[str, float] = field(default_factory=dict)
     patched: list[Any] = field(default_factory=list)
+    model: Any = None
     decay: float = DECAY  # calibration sets 1 - 1/n per batch: the plain mean of batch ranges
 
     def activation(self, name: str, x: Any) -> Any:
@@ -115,6 +117,8 @@ class FakeQuant:
         for layer in self.patched:
             layer.__dict__.pop("call", None)
         self.patched.clear()
+        if self.model is not None:
+            self.model.__dict__.pop(MARK, None)
 
 
 def _tag(tensor: Any) -> None:
@@ -162,6 +166,10 @@ def patch(model: Any) -> FakeQuant:
         else:
             layer.call = _matmul_call(state, layer, isinstance(layer, keras.layers.EinsumDense))
         state.patched.append(layer)
+    # The convert stage reads this: the converter must take these ranges (the post-training
+    # search of `conversion.transformer` would quantize the float graph afresh).
+    object.__setattr__(model, MARK, True)
+    state.model = model
     return state
 
 
