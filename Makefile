@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo fashion-mnist fortunes \
+.PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo bench-peers fashion-mnist fortunes \
 	soft-gpu sshd adb clean fuzz
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -105,6 +105,14 @@ ZOO_ARGS ?= --apps one-per-family
 bench-zoo: $(STAMP) fortunes  ## Compatibility matrix -> benchmarks/results/zoo.{json,md} (hours).
 	$(BIN)/python -c "import skimage" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[zoo]'
 	$(BIN)/python benchmarks/zoo.py --out zoo-out $(ZOO_ARGS)
+
+# tfopt's .tflite against ONNX Runtime and OpenVINO on the same two Keras models (a MobileNetV2
+# trained on Fashion-MNIST, the real all-MiniLM-L6-v2), quality next to speed, 1 and 2 threads.
+# peers-out/ is a cache (the trained CNN, every model file); about 20 min on 2 cores.
+PEERS_ARGS ?=
+bench-peers: $(STAMP) fashion-mnist fortunes  ## tfopt vs ONNX Runtime vs OpenVINO -> benchmarks/results/peers.*
+	$(BIN)/python -m pip install --quiet -e '.[dev,peers]'
+	$(BIN)/python benchmarks/peers.py --out peers-out $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) .soft-gpu demo-out .pytest_cache  # the soft GPU stays in the user cache
