@@ -13,7 +13,8 @@ kinds by their Keras scope with layer numbers removed (`transformer_layer_#_#/fe
 every block's second layer norm), scored on the calibration data against the float model, and kinds
 are kept in float by forward selection (each round adds the kind that helps most next to those
 already kept) until the outputs reach the gate. Everything else is
-int8. The LiteRT quantizer calibrates once; each trial only re-quantizes.
+int8, except the attention matmuls and softmax, which XNNPACK runs only in float. The LiteRT
+quantizer calibrates once; each trial only re-quantizes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from tfopt.runtime.feeding import make_interpreter
 GATE_COSINE = 0.99  # mean per-sample cosine of every output against the float model
 PROBE_SAMPLES = 16  # calibration samples the trials are scored on
 MASK_MARGIN = 12.0
+# Ops whose int8 form LiteRT 2.3's XNNPACK does not run: the attention matmuls (two activations)
+# and softmax fall to TFLite's reference kernels in int8 (31% and 7% of a full-int8 MiniLM run,
+# BENCHMARKS.md §12) but run in XNNPACK in float, so they stay float: faster, and never worse.
+XNNPACK_FLOAT_ONLY = ("BATCH_MATMUL", "SOFTMAX")
 WEIGHTED = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # dynamic where kept out of int8
 
 
@@ -98,8 +103,11 @@ def op_kinds(float_model: bytes) -> dict[str, list[tuple[str, str]]]:
 def islands(kinds: dict[str, list[tuple[str, str]]], keep: list[str]) -> list[dict[str, Any]]:
     """The int8 recipe with the `keep` kinds out of static int8: their matrix multiplications
     dynamic (int8 weights, activations quantized per run, float out: XNNPACK's fast path), the
-    rest float."""
+    rest float; `XNNPACK_FLOAT_ONLY` ops float everywhere."""
     entries = recipe(Precision.INT8)
+    entries += [
+        {"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in XNNPACK_FLOAT_ONLY
+    ]
     dynamic = recipe(Precision.DYNAMIC)[0]
     for kind in keep:
         for op, scope in kinds[kind]:
