@@ -124,7 +124,7 @@ class CompiledRunner:
             if accelerator == "cpu" and cpu:
                 raise RuntimeError(_cpu_failure(failure, cpu))
             if accelerator == "openvino":
-                raise RuntimeError(f"LiteRT's OpenVINO dispatch failed: {failure.splitlines()[0]}")
+                raise RuntimeError(f"LiteRT's OpenVINO dispatch failed: {(failure.strip().splitlines() or ['no message'])[0]}")
             raise RuntimeError(_gpu_failure(failure, log))
         self.log = log[0] if log else ""
         self.fully_accelerated = self.model.is_fully_accelerated()
