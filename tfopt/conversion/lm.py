@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from converters import PRECISIONS
-from tfopt import keras_worlds
 from tfopt.conversion.guards import run_converter
 from tfopt.conversion.result import ConvertResult
 from tfopt.core import LoadedModel, Precision, SourceKind
@@ -62,22 +61,22 @@ def convert_lm(
 
 
 def check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[str, Any]:
-    """Prefill logits of a realistic prompt, .tflite against Keras, within the tolerance."""
-    from converters.lm import cache_spec
-
-    tf = keras_worlds.tf()
+    """Logits of a realistic prompt and of the decode steps after it, .tflite against Keras
+    (the model's plain forward over the whole sequence), within the precision's tolerance."""
     runner = LmRunner(path)
-    prompt_len = min(16, max_length - 1)
-    tokens = np.zeros((1, max_length), np.int32)
-    tokens[0, :prompt_len] = np.random.default_rng(0).integers(
-        0, min(runner.vocab, 100), prompt_len
-    )
-    shape, dtype = cache_spec(model, max_length)
-    ref, _, _ = model.call_with_cache(tf.constant(tokens), tf.zeros(shape, dtype), 0)
-    cand = runner._prefill(token_ids=tokens)["logits"]  # noqa: SLF001
-    diff = compare_outputs(
-        {"logits": np.asarray(ref)[:, :prompt_len]}, {"logits": cand[:, :prompt_len]}
-    )
+    prompt_len = min(12, max_length - 4)
+    seq = np.random.default_rng(0).integers(0, min(runner.vocab, 100), prompt_len + 3)
+    seq = [int(t) for t in seq]
+    ref = np.asarray(
+        model(
+            {"token_ids": np.array([seq], np.int32), "padding_mask": np.ones((1, len(seq)), bool)},
+            training=False,
+        )
+    )[0, prompt_len - 1 :]
+    cand = [runner.prefill(seq[:prompt_len])]
+    for position in range(prompt_len, len(seq)):
+        cand.append(runner.decode(seq[position], position))
+    diff = compare_outputs({"logits": ref}, {"logits": np.stack(cand)})
     spec = PRECISIONS[prec]
     verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
     if not verdict.passed:

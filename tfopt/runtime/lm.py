@@ -1,10 +1,17 @@
-"""LM generation: prefill and decode signatures of an exported causal LM, time to first token
-and decode speed (the one definition of both, used by `tfopt generate` and `bench --lm`)."""
+"""LM generation: the prefill buckets and the decode step of an exported causal LM
+(converters/lm.py), time to first token and decode speed (the one definition of both, used by
+`tfopt generate` and `bench --lm`). No TensorFlow: this goes to devices.
+
+The KV cache lives in the decode signature's own input buffers, one `[kv_heads, L, head_dim]`
+pair per layer: after each step only the new row is written there (a numpy view of the buffer,
+no copy of the cache), and nothing else of the cache crosses into Python.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,22 +19,57 @@ import numpy as np
 from .feeding import make_interpreter
 from .stats import peak_rss_mb, summarize
 
+DECODE = "decode"
+PREFILL = "prefill_"
+
 
 class LmRunner:
-    """A causal LM exported with `prefill` and `decode` signatures (see converters/lm.py)."""
+    """A causal LM exported with `prefill_B` signatures and `decode` (see converters/lm.py)."""
 
-    def __init__(self, model_path: str, threads: int = 1, xnnpack: bool = True) -> None:
-        self.interpreter = make_interpreter(model_path, threads, xnnpack)
-        signatures = self.interpreter.get_signature_list()
-        if not {"prefill", "decode"} <= set(signatures):
+    def __init__(
+        self,
+        model_path: str,
+        threads: int = 1,
+        xnnpack: bool = True,
+        options: dict[str, bool] | None = None,
+    ) -> None:
+        self.interpreter = make_interpreter(model_path, threads, xnnpack, options)
+        signatures = self.interpreter._get_full_signature_list()  # noqa: SLF001
+        buckets = sorted(
+            int(k[len(PREFILL) :])
+            for k in signatures
+            if k.startswith(PREFILL) and k[len(PREFILL) :].isdigit()
+        )
+        if DECODE not in signatures or not buckets:
             raise ValueError(
-                f"{model_path} has signatures {sorted(signatures)}; an LM needs prefill and decode "
-                "(convert with --lm)"
+                f"{model_path} has signatures {sorted(signatures)}; an LM needs prefill_N and "
+                "decode (convert with --lm)"
             )
-        self._prefill = self.interpreter.get_signature_runner("prefill")
-        self._decode = self.interpreter.get_signature_runner("decode")
-        self.max_length = int(self._prefill.get_input_details()["token_ids"]["shape"][1])
-        self.vocab = int(self._prefill.get_output_details()["logits"]["shape"][-1])
+        self._w = self.interpreter._interpreter  # noqa: SLF001 - the wrapper, for subgraph I/O
+        self.buckets = buckets
+        self._prefill = {}
+        for bucket in buckets:
+            sig = signatures[f"{PREFILL}{bucket}"]
+            index = self._w.GetSubgraphIndexFromSignature(f"{PREFILL}{bucket}")
+            self._w.AllocateTensors(index)
+            self._prefill[bucket] = (index, sig["inputs"], sig["outputs"])
+        sig = signatures[DECODE]
+        self._decode = self._w.GetSubgraphIndexFromSignature(DECODE)
+        self._w.AllocateTensors(self._decode)
+        self._in, self._out = sig["inputs"], sig["outputs"]
+        self.layers = sum(1 for name in self._in if name.startswith("k_"))
+        self._caches = [self._in[f"{kind}_{i}"] for i in range(self.layers) for kind in "kv"]
+        shape = self._w.TensorSize(self._in["k_0"], self._decode)
+        self.kv_heads, self.max_length, self.head_dim = (int(d) for d in shape)
+        self.vocab = int(self._w.TensorSize(self._out["logits"], self._decode)[-1])
+        self.cache_bytes = 2 * self.layers * int(np.prod(shape)) * 4
+
+    def _write_rows(self, rows: np.ndarray, start: int) -> None:
+        """Copy new K/V rows `[layers, 2, kv_heads, T, head_dim]` into the cache at `start`."""
+        count = rows.shape[3]
+        for j, index in enumerate(self._caches):
+            view = self._w.tensor(self.interpreter, index, self._decode)
+            view[:, start : start + count, :] = rows[j // 2, j % 2]
 
     def check_prompt(self, prompt: list[int], new_tokens: int = 1) -> None:
         if not prompt:
@@ -42,33 +84,42 @@ class LmRunner:
                 f"{self.max_length} (convert with a larger --max-length)"
             )
 
-    def prefill(self, prompt: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits for the token after the prompt, and the filled cache."""
-        tokens = np.zeros((1, self.max_length), np.int32)
+    def prefill(self, prompt: list[int]) -> np.ndarray:
+        """Logits for the token after the prompt; the cache holds the prompt afterwards. The
+        smallest bucket that fits runs (a short prompt costs a short prefill)."""
+        bucket = next(b for b in self.buckets if b >= len(prompt))
+        index, ins, outs = self._prefill[bucket]
+        tokens = np.zeros((1, bucket), np.int32)
         tokens[0, : len(prompt)] = prompt
-        out = self._prefill(token_ids=tokens)
-        return out["logits"][0, len(prompt) - 1], out["cache"]
+        self._w.SetTensor(ins["token_ids"], tokens, index)
+        self._w.SetTensor(ins["length"], np.array([len(prompt)], np.int32), index)
+        self._w.Invoke(index)
+        rows = self._w.GetTensor(outs["kv"], index)
+        self._write_rows(rows[:, :, :, : len(prompt)], 0)
+        return self._w.GetTensor(outs["logits"], index)[0]
 
-    def decode(self, token: int, cache: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Logits after feeding `token` at position `index`, and the updated cache."""
-        out = self._decode(
-            token_ids=np.array([[token]], np.int32),
-            cache=cache,
-            cache_update_index=np.array([index], np.int32),
-        )
-        return out["logits"][0, 0], out["cache"]
+    def decode(self, token: int, position: int) -> np.ndarray:
+        """Logits after feeding `token` at `position` (the number of tokens already cached)."""
+        self._w.SetTensor(self._in["token_ids"], np.array([[token]], np.int32), self._decode)
+        self._w.SetTensor(self._in["position"], np.array([position], np.int32), self._decode)
+        self._w.Invoke(self._decode)
+        self._write_rows(self._w.GetTensor(self._out["kv"], self._decode), position)
+        return self._w.GetTensor(self._out["logits"], self._decode)[0]
 
-    def generate(
+    def stream(
         self,
         prompt: list[int],
         new_tokens: int,
         top_k: int | None = None,
         seed: int = 0,
         stop: set[int] | None = None,
-    ) -> tuple[list[int], dict[str, Any]]:
-        """Greedy (top_k None) or seeded top-k sampling; returns tokens and per-step timings."""
+        timing: dict[str, Any] | None = None,
+    ) -> Iterator[int]:
+        """Yield tokens as they are produced: greedy (top_k None) or seeded top-k sampling.
+        `timing`, when given, receives `prefill_ms` and the per-step `decode_us`."""
         self.check_prompt(prompt, new_tokens)
         rng = np.random.default_rng(seed)
+        timing = {} if timing is None else timing
 
         def pick(logits: np.ndarray) -> int:
             if not top_k:
@@ -79,23 +130,36 @@ class LmRunner:
 
         clock = time.perf_counter_ns
         t0 = clock()
-        logits, cache = self.prefill(prompt)
-        prefill_ms = (clock() - t0) / 1e6
-        tokens, steps_us = [pick(logits)], []
-        for index in range(len(prompt), len(prompt) + new_tokens - 1):
-            if stop and tokens[-1] in stop:
-                break
+        token = pick(self.prefill(prompt))
+        timing["prefill_ms"] = (clock() - t0) / 1e6
+        timing["decode_us"] = steps = []
+        yield token
+        for position in range(len(prompt), len(prompt) + new_tokens - 1):
+            if stop and token in stop:
+                return
             t0 = clock()
-            logits, cache = self.decode(tokens[-1], cache, index)
-            steps_us.append((clock() - t0) / 1e3)
-            tokens.append(pick(logits))
-        return tokens, {"prefill_ms": prefill_ms, "decode_us": steps_us}
+            logits = self.decode(token, position)
+            steps.append((clock() - t0) / 1e3)
+            token = pick(logits)
+            yield token
+
+    def generate(
+        self,
+        prompt: list[int],
+        new_tokens: int,
+        top_k: int | None = None,
+        seed: int = 0,
+        stop: set[int] | None = None,
+    ) -> tuple[list[int], dict[str, Any]]:
+        """All tokens of `stream` and its timings."""
+        timing: dict[str, Any] = {}
+        tokens = list(self.stream(prompt, new_tokens, top_k, seed, stop, timing))
+        return tokens, timing
 
 
 def ttft_ms(timing: dict[str, Any]) -> float:
-    """Time to first token of one `generate` timing: prefill plus the first decode step."""
-    steps = timing["decode_us"]
-    return timing["prefill_ms"] + (steps[0] / 1e3 if steps else 0.0)
+    """Time to first token of one `generate` timing: the prefill (it yields the first token)."""
+    return timing["prefill_ms"]
 
 
 def tokens_per_s(decode_us: list[float]) -> float:
