@@ -250,3 +250,63 @@ def test_lm_errors(
     assert not_lm.exit_code == 1 and "CausalLM" in not_lm.stderr
     plain = invoke(runner, "generate", tflite["float32"], "--prompt", "hi")
     assert plain.exit_code == 1 and "prefill_N and decode" in plain.stderr
+
+
+def test_generate_streams_text(gpt2_tflite: dict[str, Path], tmp_path: Path) -> None:
+    """Text mode writes each token as it comes (before the speed line); a real process, so the
+    stream goes through the real stdout file descriptor."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfopt", "generate", str(gpt2_tflite["float32"]),
+         "--token-ids", "5,17,42", "--max-new-tokens", "6"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    expected = LmRunner(str(gpt2_tflite["float32"])).generate([5, 17, 42], 6)[0]
+    assert lines[0].split() == [str(t) for t in expected]
+    assert "tokens/s" in lines[-1]
+
+
+def _bpe_files(folder: Path) -> Path:
+    """A GPT-2 BPE vocabulary in the real file formats (keras-hub's documented example, with the
+    intermediate merges its loader checks for)."""
+    folder.mkdir()
+    pieces = ["<|endoftext|>", "a", "Ġ", "q", "u", "i", "c", "k", "f", "o", "x", "ui", "ck"]
+    pieces += ["uick", "Ġq", "Ġquick", "Ġf", "ox", "Ġfox"]
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    merges = ["Ġ q", "u i", "c k", "ui ck", "Ġq uick", "Ġ f", "o x", "Ġf ox"]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return folder
+
+
+def test_generate_with_a_tokenizer(
+    runner: CliRunner, gpt2_tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    """--tokenizer: a bare GPT-2 BPE folder and the same tokenizer saved as a keras-hub preset
+    give the same prompt ids, and the generated ids come back as the tokenizer's text."""
+    from tfopt import keras_worlds
+
+    bare = _bpe_files(tmp_path / "bpe")
+    hub = keras_worlds.keras_hub()
+    preset = tmp_path / "preset"
+    hub.models.GPT2Tokenizer(
+        vocabulary=str(bare / "vocab.json"), merges=str(bare / "merges.txt")
+    ).save_to_preset(str(preset))
+    docs = []
+    for folder in (bare, preset):
+        result = invoke(
+            runner, "generate", gpt2_tflite["float32"], "--tokenizer", folder,
+            "--prompt", "a quick fox", "--max-new-tokens", "4", "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        docs.append(json.loads(result.stdout))
+    assert docs[0]["prompt_tokens"] == 3 and docs[0]["tokens"] == docs[1]["tokens"]
+    assert "GPT2Tokenizer" in docs[1]["tokenizer"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = invoke(runner, "generate", gpt2_tflite["float32"], "--tokenizer", empty, "--prompt", "a")
+    assert bad.exit_code == 1 and "vocab.json" in bad.stderr

@@ -42,11 +42,15 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def command(fn: Callable[..., tuple[View, Any]]) -> Callable[..., None]:
+def command(fn: Callable[..., tuple[View, Any]] | None = None, *, streams: bool = False) -> Any:
     """Wrap a command body: JSON mode, quiet stdout, errors as one line and exit code 1.
 
     The body returns (view, result); the report stage renders it as text, or JSON with --json.
+    A body that `streams` gets `stream=True` in text mode and may write to stdout as it works
+    (fd 1 stays stdout then; with --json it is kept for the one document, as everywhere).
     """
+    if fn is None:
+        return functools.partial(command, streams=streams)
 
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @click.pass_context
@@ -54,7 +58,10 @@ def command(fn: Callable[..., tuple[View, Any]]) -> Callable[..., None]:
     def wrapper(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
         debug = bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            with quiet(debug), _stdout_to_stderr():
+            live = streams and not as_json
+            if streams:
+                kwargs["stream"] = live
+            with quiet(debug), contextlib.nullcontext() if live else _stdout_to_stderr():
                 view, result = fn(**kwargs)
         except TfoptError as exc:
             if debug:
@@ -304,18 +311,35 @@ def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, An
 
 @cli.command("generate")
 @click.argument("model", type=click.Path())
-@click.option("--prompt", help="Text, tokenized as UTF-8 bytes (the byte-level tokenizer).")
+@click.option(
+    "--prompt", help="Text: tokenized by --tokenizer, or as UTF-8 bytes (byte-level) without it."
+)
 @click.option("--token-ids", help="Comma-separated token ids instead of --prompt (any tokenizer).")
+@click.option(
+    "--tokenizer",
+    type=click.Path(),
+    help="A keras-hub preset folder's tokenizer (tokenizer.json + assets, any family), or a folder "
+    "with GPT-2 BPE vocab.json and merges.txt. Default: byte-level (token id = UTF-8 byte).",
+)
 @click.option("--max-new-tokens", default=32, show_default=True)
 @click.option("--top-k", type=int, help="Sample from the top K tokens (default: greedy).")
 @click.option("--seed", default=0, show_default=True, help="Seed for --top-k sampling.")
 @click.option("--threads", default=1, show_default=True)
-@command
-def generate_cmd(**options: Any) -> tuple[View, Any]:
-    """Generate text with an LM exported by `convert --lm`, through the TFLite signatures."""
+@command(streams=True)
+def generate_cmd(stream: bool, **options: Any) -> tuple[View, Any]:
+    """Generate text with an LM exported by `convert --lm`, through the TFLite signatures.
+
+    Text streams to stdout as tokens are produced (greedy, or seeded top-k with --top-k); the
+    speed line (prefill, time to first token, decode tokens/s) follows. --json prints one
+    document at the end instead.
+    """
     from tfopt.generation import generate
 
-    return View.GENERATE, generate(**options)
+    def show(piece: str) -> None:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+
+    return View.GENERATE, generate(**options, on_text=show if stream else None)
 
 
 def thread_list(threads: str) -> tuple[int, ...]:

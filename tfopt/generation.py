@@ -1,9 +1,21 @@
-"""Generate with an exported LM through its TFLite signatures (no TensorFlow involved)."""
+"""Generate with an exported LM through its TFLite signatures, streaming text as it is produced.
+
+Tokenizers: byte-level (token id = UTF-8 byte, no files), or `--tokenizer FOLDER`: a keras-hub
+preset folder (its `tokenizer.json` and assets: GPT-2 BPE, SentencePiece for Gemma/Llama, ...)
+or a bare folder with GPT-2's `vocab.json` and `merges.txt`. Tokenizers load through keras-hub
+(TensorFlow) on the host; the decode loop itself is LiteRT only.
+"""
 
 from __future__ import annotations
 
+import codecs
+import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.inspection import read_tflite
@@ -11,14 +23,85 @@ from tfopt.loading import probe_tflite
 from tfopt.runtime.lm import LmRunner, tokens_per_s, ttft_ms
 
 
-def parse_prompt(prompt: str | None, token_ids: str | None) -> tuple[list[int], bool]:
-    """Token ids from text (UTF-8 bytes) or an explicit id list; True if text was given."""
+class ByteTokenizer:
+    """Token id = UTF-8 byte; ids of 256 and above (specials) print nothing."""
+
+    name = "byte-level"
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decoder(self) -> Callable[[int], str]:
+        incremental = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return lambda t: incremental.decode(bytes([t])) if t < 256 else ""
+
+
+class HubTokenizer:
+    """A keras-hub tokenizer; streaming detokenizes the ids so far and prints what is new, so
+    merges and multi-byte characters come out whole."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        path = Path(folder)
+        if not path.is_dir():
+            raise InputError(f"--tokenizer {folder}: not a folder")
+        from tfopt import keras_worlds
+
+        hub = keras_worlds.keras_hub()
+        try:
+            if (path / "tokenizer.json").is_file():  # how keras-hub's preset loader reads it
+                keras = keras_worlds.module(keras_worlds.World.KERAS3)
+                config = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+                self.tokenizer = keras.saving.deserialize_keras_object(config)
+                self.tokenizer.load_preset_assets(str(path))
+            elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+                self.tokenizer = hub.models.GPT2Tokenizer(
+                    vocabulary=str(path / "vocab.json"), merges=str(path / "merges.txt")
+                )
+            else:
+                raise InputError(
+                    f"--tokenizer {folder}: no tokenizer.json (a keras-hub preset) and no "
+                    "vocab.json + merges.txt (GPT-2 BPE) in it"
+                )
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keras-hub raises many types on bad files
+            raise InputError(f"--tokenizer {folder}: cannot load: {first_line(exc)}") from None
+        self.name = f"{type(self.tokenizer).__name__} ({path.name})"
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in np.asarray(self.tokenizer.tokenize(text)).reshape(-1)]
+
+    def decoder(self) -> Callable[[int], str]:
+        ids: list[int] = []
+        shown = [""]
+
+        def piece(token: int) -> str:
+            ids.append(token)
+            text = self.tokenizer.detokenize([ids])
+            text = text.numpy()[0] if hasattr(text, "numpy") else text[0]
+            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+            if text.endswith("\ufffd"):  # a character still incomplete: wait for its bytes
+                return ""
+            new, shown[0] = text[len(shown[0]) :], text
+            return new
+
+        return piece
+
+
+def parse_prompt(
+    prompt: str | None, token_ids: str | None, tokenizer: Any = None
+) -> tuple[list[int], bool]:
+    """Token ids from text (the tokenizer, byte-level by default) or an explicit id list; True if
+    text was given."""
     if (prompt is None) == (token_ids is None):
         raise InputError("give exactly one of --prompt and --token-ids")
     if prompt is not None:
         if not prompt:
             raise InputError("the prompt is empty")
-        return list(prompt.encode("utf-8")), True
+        ids = (tokenizer or ByteTokenizer()).encode(prompt)
+        if not ids:
+            raise InputError("the prompt is empty after tokenization")
+        return ids, True
     try:
         ids = [int(t) for t in token_ids.split(",") if t.strip()]  # type: ignore[union-attr]
     except ValueError:
@@ -38,14 +121,18 @@ def generate(
     top_k: int | None = None,
     seed: int = 0,
     threads: int = 1,
+    tokenizer: str | os.PathLike[str] | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Greedy or seeded top-k generation; returns tokens, text (byte prompts) and timings."""
+    """Greedy or seeded top-k generation; returns tokens, text and timings. `on_text` receives
+    the text of each token as it is produced (streaming)."""
     read_tflite(model)
-    ids, is_text = parse_prompt(prompt, token_ids)
     if max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
     if top_k is not None and top_k < 1:
         raise InputError("--top-k must be at least 1")
+    tok = HubTokenizer(tokenizer) if tokenizer else ByteTokenizer()
+    ids, is_text = parse_prompt(prompt, token_ids, tok)
     broken = f"{model} is a broken .tflite file"
     probe_tflite(model)
     try:
@@ -55,20 +142,31 @@ def generate(
         raise ModelLoadError(msg if msg.startswith(str(model)) else f"{broken}: {msg}") from None
     except (RuntimeError, KeyError, IndexError) as exc:  # a damaged graph, found by the runtime
         raise ModelLoadError(f"{broken}: {type(exc).__name__}: {first_line(exc)}") from None
+    readable = is_text or tokenizer is not None
+    piece = tok.decoder() if readable else (lambda t: f"{t} ")
+    pieces: list[str] = []
+    tokens: list[int] = []
+    timing: dict[str, Any] = {}
     try:
-        tokens, timing = lm.generate(ids, max_new_tokens, top_k, seed)
+        for token in lm.stream(ids, max_new_tokens, top_k, seed, timing=timing):
+            tokens.append(token)
+            text = piece(token)
+            pieces.append(text)
+            if on_text and text:
+                on_text(text)
     except ValueError as exc:  # the prompt does not fit the model
         raise InputError(first_line(exc)) from None
     except (RuntimeError, KeyError, IndexError) as exc:
         raise ModelLoadError(f"{broken}: {type(exc).__name__}: {first_line(exc)}") from None
-    text = (
-        bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace") if is_text else None
-    )
+    if on_text:
+        on_text("\n")
     return {
         "model": str(model),
+        "tokenizer": tok.name,
         "prompt_tokens": len(ids),
         "tokens": tokens,
-        "text": text,
+        "text": "".join(pieces) if readable else None,
+        "streamed": on_text is not None,
         "prefill_ms": round(timing["prefill_ms"], 3),
         "ttft_ms": round(ttft_ms(timing), 3),
         "decode_tokens_per_s": round(tokens_per_s(timing["decode_us"]), 1),

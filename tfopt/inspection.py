@@ -251,3 +251,51 @@ def weight_stats(path: str | os.PathLike[str], min_size: int = 64) -> dict[str, 
             "unique_per_channel_max": per_channel,
         }
     return out
+
+
+LOOKUP_OPS = ("GATHER", "EMBEDDING_LOOKUP", "GATHER_ND")
+
+
+def weight_bytes_per_run(path: str | os.PathLike[str], signature: str) -> dict[str, int]:
+    """Constant bytes one run of `signature` reads: every weight an op consumes, once per buffer,
+    except lookup tables (an embedding GATHER reads one row per id: counted as one row). The
+    numerator of a memory-bandwidth roofline; `table_bytes` are the lookup tables left out."""
+    data = read_tflite(path)
+    model = model_root(data)
+    index = next(
+        (
+            model.SignatureDefs(i).SubgraphIndex()
+            for i in range(model.SignatureDefsLength())
+            if (model.SignatureDefs(i).SignatureKey() or b"").decode() == signature
+        ),
+        None,
+    )
+    if index is None:
+        raise ModelLoadError(f"{path} has no signature '{signature}'")
+    graph = model.Subgraphs(index)
+
+    def size(t: int) -> tuple[int, int]:
+        tensor = graph.Tensors(t)
+        buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() > 0 else None
+        if buffer is None:
+            return 0, 0
+        nbytes = buffer.DataLength() or (buffer.Size() if buffer.Offset() > 1 else 0)
+        return tensor.Buffer(), nbytes
+
+    seen: set[int] = set()
+    read = tables = 0
+    for op in operators(model)[index]:
+        for position, t in enumerate(op.inputs):
+            if t < 0:
+                continue
+            buffer, nbytes = size(t)
+            if not nbytes or buffer in seen:
+                continue
+            seen.add(buffer)
+            if op.name in LOOKUP_OPS and position == 0:
+                rows = max(1, int(graph.Tensors(t).Shape(0)) if graph.Tensors(t).ShapeLength() else 1)
+                tables += nbytes
+                read += nbytes // rows
+            else:
+                read += nbytes
+    return {"weight_bytes": read, "table_bytes": tables}

@@ -70,6 +70,8 @@ def _speed(r: dict[str, Any]) -> str:
 
 @renders(View.GENERATE, Format.TEXT)
 def generate_text(r: dict[str, Any]) -> str:
+    if r.get("streamed"):  # the text is already on stdout
+        return f"\n{_speed(r)}"
     return f"{_generated(r)}\n\n{_speed(r)}"
 
 
