@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tests.conftest import invoke
 from tfopt.conversion import convert
 from tfopt.errors import ConversionError
-from tfopt.inspection import inspect_tflite
+from tfopt.inspection import inspect_tflite, weight_bytes_per_run
 from tfopt.runtime.lm import LmRunner
 
 MAX_LEN = 40
@@ -84,6 +84,17 @@ def test_greedy_tokens_equal_keras_hub(
     assert len(timing["decode_us"]) == 11 and timing["prefill_ms"] > 0
 
 
+def test_long_prompt_takes_the_next_bucket(
+    gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path]
+) -> None:
+    """A 35-token prompt does not fit bucket 32: prefill_40 runs, and greedy still equals
+    keras-hub."""
+    lm = LmRunner(str(gpt2_tflite["float32"]))
+    prompt = [int(t) for t in np.random.default_rng(3).integers(0, 260, 35)]
+    assert lm.buckets == [32, 40]
+    assert lm.generate(prompt, 5)[0] == keras_greedy(gpt2[0], prompt, 5)
+
+
 def test_cache_is_written_in_place(gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path]) -> None:
     """Decode logits follow keras-hub's full forward step by step, and the cache rows the runner
     wrote are the keys keras-hub's own cache holds (first layer, first rows)."""
@@ -149,6 +160,12 @@ def test_families_equal_keras_hub(family: str, tmp_path: Path) -> None:
 
 def test_dynamic_lm_is_smaller_and_close(gpt2_tflite: dict[str, Path]) -> None:
     assert gpt2_tflite["dynamic"].stat().st_size < 0.6 * gpt2_tflite["float32"].stat().st_size
+    # What one decode step reads: int8 weights about a quarter of float32's; the token
+    # embedding is a lookup table (one row read), not a weight.
+    f32_read = weight_bytes_per_run(gpt2_tflite["float32"], "decode")
+    int8_read = weight_bytes_per_run(gpt2_tflite["dynamic"], "decode")
+    assert 0.2 < int8_read["weight_bytes"] / f32_read["weight_bytes"] < 0.4
+    assert f32_read["table_bytes"] >= 260 * 64 * 4
     f32 = LmRunner(str(gpt2_tflite["float32"]))
     dyn = LmRunner(str(gpt2_tflite["dynamic"]))
     a = f32.prefill([5, 17, 42])

@@ -200,7 +200,8 @@ INPUT_SHAPES = click.option(
 @click.option(
     "--lm",
     is_flag=True,
-    help="A keras-hub causal LM: export prefill and decode signatures with a KV cache.",
+    help="A keras-hub causal LM: prefill signatures (buckets 32/128/512 up to --max-length) and a "
+    "decode step whose per-layer KV cache stays in the runtime, updated in place.",
 )
 @click.option(
     "--max-length", default=128, show_default=True, help="With --lm: prompt + generated tokens."
@@ -227,7 +228,7 @@ def convert_cmd(no_check: bool, input_shapes: tuple[str, ...], **options: Any) -
 
     The result is checked against MODEL on the calibration data (or realistic random inputs)
     with a per-precision tolerance before it is written; a failed check writes nothing. With
-    --lm, a keras-hub causal LM becomes one file with prefill and decode signatures.
+    --lm, a keras-hub causal LM becomes one file with prefill buckets and a decode step.
     """
     from tfopt.conversion import convert
     from tfopt.loading import parse_input_shapes
