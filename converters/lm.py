@@ -53,13 +53,10 @@ def buckets_for(max_length: int, requested: tuple[int, ...] = (32, 128, 512)) ->
 
 
 def _serving_hook() -> tuple[Any, Any]:
-    try:
-        from keras_hub.src.vllm.context import get_vllm_context, vllm_context_scope
-    except ImportError as exc:  # pragma: no cover - pinned keras-hub has it
-        raise ConversionError(
-            f"this keras-hub has no attention serving hook ({exc}); pin keras-hub>=0.24"
-        ) from None
-    return get_vllm_context, vllm_context_scope
+    hook = keras_worlds.keras_hub_serving_hook()
+    if hook is None:  # pragma: no cover - the pinned keras-hub has it
+        raise ConversionError("this keras-hub has no attention serving hook; pin keras-hub>=0.24")
+    return hook.get_vllm_context, hook.vllm_context_scope
 
 
 def check_lm(model: Any, max_length: int) -> None:

@@ -45,6 +45,16 @@ def keras_hub() -> ModuleType:
     return importlib.import_module("keras_hub")
 
 
+def keras_hub_serving_hook() -> ModuleType | None:
+    """keras-hub's attention serving hook (`keras_hub.src.vllm.context`: `vllm_context_scope`,
+    `get_vllm_context`), through which tfopt's LM export plugs its KV cache; None if absent."""
+    keras_hub()
+    try:
+        return importlib.import_module("keras_hub.src.vllm.context")
+    except ImportError:
+        return None
+
+
 def world_of_model(model: Any) -> World | None:
     """Which Keras world an in-memory model belongs to, or None if it is no Keras model."""
     for cls in type(model).__mro__:
