@@ -158,7 +158,7 @@ def lm_shape(model: Any) -> LmShape:
         return cache, tf.zeros_like(q)
 
     backbone = model.backbone
-    layers = len(_decoder_layers(backbone))
+    layers = int(getattr(backbone, "num_layers", 0))  # keras-hub LM backbones record it
     with scope(
         paged_attention_func=probe, positions=tf.zeros([1], tf.int32), kv_caches=[None] * layers
     ):
@@ -174,14 +174,6 @@ def lm_shape(model: Any) -> LmShape:
     kv_heads, head_dim = seen[0]
     vocab = int(backbone.token_embedding.input_dim)
     return LmShape(layers=layers, kv_heads=kv_heads, head_dim=head_dim, vocab=vocab)
-
-
-def _decoder_layers(backbone: Any) -> list[Any]:
-    for name in ("transformer_layers", "decoder_layers", "layers_list"):
-        found = getattr(backbone, name, None)
-        if found:
-            return list(found)
-    return [None] * int(getattr(backbone, "num_layers", 0))
 
 
 def _forward(model: Any, token_ids: Any, positions: Any, caches: list[Any], core: Any) -> Any:
