@@ -27,6 +27,7 @@ _EXPORTS = {
     "load": "tfopt.loading",
     "load_data": "tfopt.data",
     "optimize": "tfopt.optimization",
+    "tune": "tfopt.tuning",
 }
 
 __all__ = sorted(_EXPORTS)

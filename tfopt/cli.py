@@ -98,6 +98,7 @@ class _LazyGroup(click.Group):
         "optimize": "tfopt.commands.optimize:optimize_cmd",
         "recipes": "tfopt.commands.optimize:recipes_cmd",
         "demo": "tfopt.commands.optimize:demo_cmd",
+        "tune": "tfopt.commands.tune:tune_cmd",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

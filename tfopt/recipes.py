@@ -16,10 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tfopt.core import CONVERTER_PRECISIONS
+from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS
 from tfopt.errors import TfoptError, first_line
 
 PRECISION_NAMES = tuple(p.value for p in CONVERTER_PRECISIONS)
+AEQ_NAMES = tuple(p.value for p in AEQ_PRECISIONS)
+QUANTIZERS = ("converter", "aeq")
+RUNTIME_FIELDS = {"threads": int, "xnnpack": bool, "accelerator": str}
 
 
 class RecipeError(TfoptError):
@@ -207,15 +210,25 @@ class ConvertStage:
     precision: str = "int8"
     int8_io: bool = False
     num_calibration: int = 100
+    quantizer: str = "converter"  # or "aeq": the LiteRT quantizer on the float model
+    keep_float: tuple[str, ...] = ()  # with aeq: op output names (regexes) left in float
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISION_NAMES:
+        if self.quantizer not in QUANTIZERS:
+            raise _fail(self.kind, "quantizer", self.quantizer, "expected converter or aeq")
+        allowed = PRECISION_NAMES if self.quantizer == "converter" else AEQ_NAMES
+        if self.precision not in allowed:
             raise _fail(
                 self.kind,
                 "precision",
                 self.precision,
-                f"expected one of {', '.join(PRECISION_NAMES)}",
+                f"expected one of {', '.join(allowed)}",
             )
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        for regex in self.keep_float:
+            _check_regex(self.kind, "keep_float", regex)
+        if self.keep_float and self.quantizer != "aeq":
+            raise _fail(self.kind, "keep_float", list(self.keep_float), "needs quantizer: aeq")
         if not isinstance(self.num_calibration, int) or self.num_calibration < 1:
             raise _fail(
                 self.kind, "num_calibration", self.num_calibration, "expected an integer >= 1"
@@ -246,8 +259,11 @@ class Recipe:
     description: str = ""
     _: dataclasses.KW_ONLY
     source: str | None = field(default=None, compare=False)
+    runtime: dict[str, Any] | None = None  # how the file is run: threads, xnnpack, accelerator
 
     def __post_init__(self) -> None:
+        if self.runtime is not None:
+            _check_runtime(self.runtime)
         if not self.stages:
             raise RecipeError(f"recipe '{self.name}' has no stages")
         kinds = [s.kind for s in self.stages]
@@ -271,20 +287,24 @@ class Recipe:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "name": self.name,
             "description": self.description,
             "stages": [_stage_to_dict(s) for s in self.stages],
         }
+        if self.runtime is not None:
+            doc["runtime"] = dict(self.runtime)
+        return doc
 
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Recipe:
         if not isinstance(data, dict):
             raise RecipeError(f"recipe {source or ''} must be a mapping with 'name' and 'stages'")
-        unknown = set(data) - {"name", "description", "stages"}
+        unknown = set(data) - {"name", "description", "stages", "runtime"}
         if unknown:
             raise RecipeError(
-                f"recipe: unknown field(s) {', '.join(sorted(unknown))}; allowed: name, description, stages"
+                f"recipe: unknown field(s) {', '.join(sorted(unknown))}; "
+                "allowed: name, description, stages, runtime"
             )
         stages = data.get("stages")
         if not isinstance(stages, list):
@@ -294,7 +314,23 @@ class Recipe:
             tuple(_stage_from_dict(s) for s in stages),
             str(data.get("description", "")),
             source=source,
+            runtime=data.get("runtime"),
         )
+
+
+def _check_runtime(runtime: Any) -> None:
+    """A recipe's `runtime`: the thread count, XNNPACK and accelerator its file is timed with."""
+    if not isinstance(runtime, dict):
+        raise RecipeError("recipe: 'runtime' must be a mapping (threads, xnnpack, accelerator)")
+    for name, value in runtime.items():
+        kind = RUNTIME_FIELDS.get(name)
+        if kind is None:
+            raise RecipeError(
+                f"recipe runtime: unknown field '{name}'; allowed: {', '.join(RUNTIME_FIELDS)}"
+            )
+        if type(value) is not kind or (name == "threads" and value < 1):
+            raise RecipeError(f"recipe runtime: {name}={value!r} is invalid; expected {kind.__name__}"
+                              + (" >= 1" if name == "threads" else ""))
 
 
 def _stage_to_dict(stage: AnyStage) -> dict[str, Any]:

@@ -203,6 +203,8 @@ def _convert_and_report(
         final.precision,
         calibration=calibration,
         int8_io=final.int8_io,
+        quantizer=final.quantizer,
+        keep_float=final.keep_float,
         seq_len=_seq_len(inputs, train.val),
         overwrite=True,
         check=check,
@@ -216,6 +218,13 @@ def _convert_and_report(
         ctx.notes.append("numeric check not enforced (--no-check); see tflite.check")
     val_acc = float(np.mean(next(iter(outputs.values())).argmax(-1) == train.val.y))
     timing = bench(tflite_path, BenchSettings(threads=(1,), min_seconds=0.5))
+    runtime = None
+    if rec.runtime:  # the recipe names how its file runs best (`tfopt tune` writes one)
+        rt = {"threads": 1, "xnnpack": True, "accelerator": "cpu", **rec.runtime}
+        settings = BenchSettings(threads=(rt["threads"],), xnnpack=rt["xnnpack"],
+                                 accelerators=(rt["accelerator"],), min_seconds=0.5)
+        runtime = {**rt, "p50_ms": round(bench(tflite_path, settings).results[0]["latency_us"]
+                                         ["p50"] / 1000, 4)}
     notes = list(ctx.notes) + [n for s in stages for n in s["did"].get("notes", [])]
     saved = _save_keras(
         ctx.plain_model or ctx.model, staging / "optimized.keras", train.val.take(8)
@@ -235,6 +244,7 @@ def _convert_and_report(
             "val_accuracy": round(val_acc, 4),
             "val_samples": len(train.val),
             "p50_ms_1t": round(timing.results[0]["latency_us"]["p50"] / 1000, 4),
+            "runtime": runtime,
             "check": conv_check,
             "weights": weight_stats(tflite_path),
         },

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfopt.report import bench, compare, convert, demo, inspection, lm, optimize, recipes
+from tfopt.report import bench, compare, convert, demo, inspection, lm, optimize, recipes, tune
 from tfopt.report.bench import BENCH_REPORT_FILES, progress, write_bench_report
 from tfopt.report.chart import bar_chart, bar_chart_png, write_png
 from tfopt.report.demo import write_demo_report
@@ -21,7 +21,7 @@ from tfopt.report.optimize import write_optimize_report
 from tfopt.report.registry import RENDERERS, Format, View, renders
 from tfopt.report.tables import markdown_table, text_table, to_json, write_json
 
-_VIEWS = (bench, compare, convert, demo, inspection, lm, optimize, recipes)  # they register
+_VIEWS = (bench, compare, convert, demo, inspection, lm, optimize, recipes, tune)  # they register
 
 
 def document(result: Any) -> Any:

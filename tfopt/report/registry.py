@@ -21,6 +21,7 @@ class View(enum.StrEnum):
     RECIPES = "recipes"  # {name: description}
     RECIPE = "recipe"  # one recipe document
     DEMO = "demo"
+    TUNE = "tune"
 
 
 class Format(enum.StrEnum):

@@ -1,0 +1,91 @@
+"""After the search: re-time the front runners alone, pick the winner, time the presets beside it.
+
+Trial timings are taken while other trials convert on the same machine, so they rank but do not
+decide. The few fastest settings that meet the gate are timed again once every trial has ended,
+interleaved (A B C A B C ...) so that drift hits all alike, and the winner is the lowest median.
+The presets (each precision `tfopt convert` ships at its defaults, and each shipped recipe, that
+meets the same gate) are timed the same way at each thread count, beside the winner's file.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from tfopt.errors import TfoptError, first_line
+from tfopt.tuning.space import CALIBRATED, Runtime
+
+FRONT_RUNNERS = 3
+
+
+def _p50_ms(path: Path, rt: Runtime, target: Any, min_seconds: float) -> float:
+    from tfopt.timing import BenchSettings, bench, headline_us
+
+    settings = BenchSettings(threads=(rt.threads,), xnnpack=rt.xnnpack,
+                             accelerators=(rt.accelerator,), min_seconds=min_seconds)  # fmt: skip
+    return headline_us(bench(path, settings, target).results[0]) / 1000
+
+
+def interleaved(cells: list[tuple[Path, Runtime]], target: Any, repeats: int,
+                min_seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+    """Median p50 of each (file, runtime) over `repeats` interleaved rounds."""
+    times: list[list[float]] = [[] for _ in cells]
+    errors: list[str | None] = [None for _ in cells]
+    for _ in range(repeats):
+        for i, (path, rt) in enumerate(cells):
+            if errors[i] is None:
+                try:
+                    times[i].append(_p50_ms(path, rt, target, min_seconds))
+                except TfoptError as exc:
+                    errors[i] = first_line(exc.message)
+    return [
+        {"p50_ms": round(statistics.median(t), 4), "repeat_p50_ms": [round(x, 4) for x in t]}
+        if t else {"p50_ms": None, "error": e}
+        for t, e in zip(times, errors, strict=True)
+    ]
+
+
+def front_runners(rows: list[dict[str, Any]], objective: str) -> list[tuple[dict[str, Any], Runtime]]:
+    """The fastest (or smallest, then fastest) settings that meet the gate, by trial timing."""
+    cells = [
+        (r, Runtime(**t["runtime"]), t["p50_ms"])
+        for r in rows if r.get("passed") and r["status"] == "ok"
+        for t in r["timings"] if t["status"] == "ok"
+    ]
+    if objective == "size":
+        smallest = min(r["size_bytes"] for r, _, _ in cells)
+        cells = [c for c in cells if c[0]["size_bytes"] == smallest]
+    cells.sort(key=lambda c: c[2])
+    return [(r, rt) for r, rt, _ in cells[:FRONT_RUNNERS]]
+
+
+def is_preset(row: dict[str, Any]) -> bool:
+    """What a user gets without tfopt tune: a shipped precision at its defaults, or a shipped
+    recipe as it stands."""
+    v = row["variant"]
+    if v["recipe"]:
+        return True
+    if v["keep_float"] or row.get("phase") == "selective-float":
+        return False
+    return v["precision"] not in CALIBRATED or v["num_calibration"] == 100
+
+
+def presets(rows: list[dict[str, Any]], winner: dict[str, Any], files: Path, target: Any,
+            threads: tuple[int, ...], repeats: int, min_seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+    """Each preset that meets the gate beside the winner's file, at each thread count."""
+    chosen = [r for r in rows if r.get("passed") and r["status"] == "ok" and is_preset(r)]
+    chosen = [winner] + [r for r in chosen if r["key"] != winner["key"]]
+    cells = [(files / f"{r['key']}.tflite", Runtime(t)) for r in chosen for t in threads]
+    timed = interleaved(cells, target, repeats, min_seconds)
+    out = []
+    for i, r in enumerate(chosen):
+        p50 = {str(t): timed[i * len(threads) + j]["p50_ms"] for j, t in enumerate(threads)}
+        out.append({"key": r["key"], "label": r["variant"]["label"], "winner": i == 0,
+                    "size_bytes": r["size_bytes"], "quality": r["quality"], "p50_ms": p50})
+    base = out[0]["p50_ms"]
+    for entry in out:
+        entry["ratio_to_winner"] = {
+            t: round(v / base[t], 3) if v and base[t] else None for t, v in entry["p50_ms"].items()
+        }
+    return out

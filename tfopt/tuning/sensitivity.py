@@ -1,0 +1,102 @@
+"""Per-op sensitivity: which op groups a quantization scheme hurts most, so that the search keeps
+the fewest of them in float.
+
+Ops are grouped by their Keras layer (the op output's scope); in a model with repeated blocks
+(more than `MAX_GROUPS` layers) by kind, with block numbers removed, so that one group is the same
+op in every block (`conversion.transformer.kind_of`). Each group is scored by quantizing the
+model with that group alone left in float (the LiteRT quantizer calibrates once; each score only
+re-quantizes) and measuring the worst output's SQNR against the float file on a probe of the
+held-out data. Groups are ranked by how much keeping them in float helps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfopt.data import Dataset
+
+MAX_GROUPS = 24
+PROBE = 32
+
+
+def groups(float_model: bytes) -> dict[str, list[str]]:
+    """{group: [scope regex of each op]} for the main graph's ops with a named output."""
+    from tfopt import flatbuffer
+    from tfopt.conversion.transformer import kind_of
+
+    model = flatbuffer.model_root(float_model)
+    graph = model.Subgraphs(0)
+    by_layer: dict[str, list[str]] = defaultdict(list)
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for op in flatbuffer.operators(model)[0]:
+        names = [graph.Tensors(t).Name().decode() for t in op.outputs if t >= 0]
+        if not names:
+            continue
+        regex = "^" + re.escape(";".join(names) + ";")
+        parts = names[0].split(";")[0].split("/")[:-1][:3]
+        layer = "/".join(parts)
+        if layer:
+            by_layer[layer].append(regex)
+            by_kind[kind_of(names[0])].append(regex)
+    return dict(by_layer) if len(by_layer) <= MAX_GROUPS else dict(by_kind)
+
+
+def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) -> dict[str, Any]:
+    """Groups ranked most sensitive first, with each one's score (worst-output SQNR, dB, with the
+    group in float) and the all-quantized score."""
+    from ai_edge_quantizer import quantizer
+
+    from converters.aeq import recipe
+    from tfopt.conversion.guards import quiet_stderr
+    from tfopt.core import Precision
+    from tfopt.runtime.feeding import make_interpreter
+    from tfopt.validate import _sqnr_db, run_tflite
+
+    found = groups(float_model)
+    probe = probe.take(PROBE)
+    prec = Precision(scheme)
+    with tempfile.TemporaryDirectory(prefix="tfopt-sens-") as tmp:
+        work = Path(tmp)
+        (work / "float.tflite").write_bytes(float_model)
+        key = next(iter(make_interpreter(str(work / "float.tflite")).get_signature_list()))
+        reference = run_tflite(str(work / "float.tflite"), probe)
+
+        def score(model: bytes) -> float:
+            (work / "q.tflite").write_bytes(model)
+            out = run_tflite(str(work / "q.tflite"), probe)
+            return min(_sqnr_db(r, out[n]) for n, r in reference.items())
+
+        with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
+            base = quantizer.Quantizer(bytearray(float_model), recipe(prec))
+            stats = None
+            if base.need_calibration:
+                stats = base.calibrate({key: [calibration.sample(i) for i in range(len(calibration))]})
+
+            def quantized(keep: list[str]) -> bytes:
+                qt = quantizer.Quantizer(bytearray(float_model), recipe(prec, keep))
+                return bytes(qt.quantize(stats).quantized_model)
+
+            all_q = score(quantized([]))
+            scores: dict[str, float] = {}
+            for name, regexes in found.items():
+                try:
+                    scores[name] = score(quantized(regexes))
+                except Exception:  # noqa: BLE001 - a split the quantizer or LiteRT cannot run
+                    scores[name] = float("-inf")
+    order = sorted(found, key=lambda g: -scores[g])
+    return {
+        "scheme": scheme,
+        "grouping": "layer" if len(found) <= MAX_GROUPS else "kind",
+        "all_quantized_sqnr_db": round(all_q, 3),
+        "ranking": [{"group": g, "ops": len(found[g]), "sqnr_db_in_float": round(scores[g], 3)
+                     if np.isfinite(scores[g]) else None} for g in order],  # fmt: skip
+        "groups": [found[g] for g in order],
+    }

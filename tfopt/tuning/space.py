@@ -1,0 +1,175 @@
+"""The search space: how a file is made (`Variant`) and how it is run (`Runtime`), as data.
+
+A trial is one `Variant`: a `.tflite` file built, measured for quality once and timed under each
+`Runtime` that applies. Keys are content hashes of the settings, so a resumed search recognises a
+finished trial whatever order it comes in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS, Precision
+from tfopt.errors import InputError
+from tfopt.recipes import ConvertStage, Recipe, load_recipe, shipped
+
+CALIBRATED = (Precision.INT8.value, Precision.INT16X8.value)
+CALIBRATION_SIZES = (100, 400)
+
+
+def _key(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one `.tflite` is made: an optional shipped recipe's training stages, then a conversion."""
+
+    precision: str
+    quantizer: str = "converter"
+    num_calibration: int = 100
+    keep_float: tuple[str, ...] = ()
+    recipe: str | None = None  # a shipped recipe whose training stages run first
+    float_groups: int = 0  # how many sensitivity-ranked op groups `keep_float` holds
+    phase: str = field(default="base", compare=False)
+
+    @property
+    def key(self) -> str:
+        doc = asdict(self)
+        doc.pop("phase")
+        return _key(doc)
+
+    @property
+    def label(self) -> str:
+        name = self.precision if self.quantizer == "converter" else f"aeq-{self.precision}"
+        if self.precision in CALIBRATED:
+            name += f"/c{self.num_calibration}"
+        if self.float_groups:
+            name += f"+float{self.float_groups}"
+        return f"{self.recipe}:{name}" if self.recipe else name
+
+    def recipe_object(self, runtime: Runtime | None) -> Recipe:
+        """The recipe `tfopt optimize` reproduces this variant with (and the runtime it won on)."""
+        stages: tuple[Any, ...] = load_recipe(self.recipe).stages[:-1] if self.recipe else ()
+        convert = ConvertStage(
+            precision=self.precision,
+            num_calibration=self.num_calibration,
+            quantizer=self.quantizer,
+            keep_float=self.keep_float,
+        )
+        return Recipe(
+            f"tuned-{self.label.replace(':', '-').replace('/', '-').replace('+', '-')}",
+            (*stages, convert),
+            f"found by tfopt tune: {self.label}" + (f", run with {runtime.label}" if runtime else ""),
+            runtime=runtime.to_dict() if runtime else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "keep_float": list(self.keep_float), "key": self.key,
+                "label": self.label}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a file is run on the target: threads, XNNPACK and the accelerator."""
+
+    threads: int = 1
+    xnnpack: bool = True
+    accelerator: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        if self.accelerator != "cpu":
+            return self.accelerator
+        return f"{self.threads}t" + ("" if self.xnnpack else " no-xnnpack")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Space:
+    """Which dimensions the search covers (each on by default where it applies)."""
+
+    precisions: tuple[str, ...] = tuple(p.value for p in CONVERTER_PRECISIONS)
+    aeq_precisions: tuple[str, ...] = tuple(p.value for p in AEQ_PRECISIONS)
+    calibration_sizes: tuple[int, ...] = CALIBRATION_SIZES
+    recipes: tuple[str, ...] = ()  # shipped recipes, when the data has a training split
+    selective_float: bool = True
+    threads: tuple[int, ...] = (1, 2)
+    xnnpack: tuple[bool, ...] = (True, False)
+    accelerators: tuple[str, ...] = ("cpu",)
+
+    def __post_init__(self) -> None:
+        for p in self.precisions:
+            if p not in {c.value for c in CONVERTER_PRECISIONS}:
+                raise InputError(f"--precision {p}: the converter makes "
+                                 f"{', '.join(c.value for c in CONVERTER_PRECISIONS)}")
+        for p in self.aeq_precisions:
+            if p not in {c.value for c in AEQ_PRECISIONS}:
+                raise InputError(f"--aeq-precision {p}: the LiteRT quantizer makes "
+                                 f"{', '.join(c.value for c in AEQ_PRECISIONS)}")
+        unknown = [r for r in self.recipes if r not in shipped()]
+        if unknown:
+            raise InputError(f"--recipe {unknown[0]}: shipped recipes are {', '.join(shipped())}")
+        if not self.threads or min(self.threads) < 1:
+            raise InputError("--threads: give one or more positive thread counts, e.g. 1,2")
+        if any(c < 1 for c in self.calibration_sizes):
+            raise InputError("--calibration-sizes must be positive")
+
+    def runtimes(self) -> list[Runtime]:
+        """Every runtime setting, the default one (first thread count, XNNPACK on) first."""
+        out = [Runtime(t, x, "cpu") for x in self.xnnpack for t in self.threads
+               if "cpu" in self.accelerators]
+        out += [Runtime(1, True, a) for a in self.accelerators if a != "cpu"]
+        return out
+
+
+def calibration_sizes(space: Space, available: int) -> tuple[int, ...]:
+    sizes = sorted({min(c, available) for c in space.calibration_sizes})
+    return tuple(sizes)
+
+
+def base_variants(space: Space, available_calibration: int) -> list[Variant]:
+    """Phase 1: every converter precision (calibrated ones at each calibration size)."""
+    sizes = calibration_sizes(space, available_calibration)
+    out = []
+    for p in space.precisions:
+        for c in sizes if p in CALIBRATED else (100,):
+            out.append(Variant(p, "converter", c, phase="convert"))
+    return out
+
+
+def quantizer_variants(space: Space, available_calibration: int) -> list[Variant]:
+    """Phase 2: the LiteRT quantizer's schemes on the float file."""
+    sizes = calibration_sizes(space, available_calibration)
+    return [
+        Variant(p, "aeq", c, phase="quantizer")
+        for p in space.aeq_precisions
+        for c in (sizes if p in CALIBRATED else (100,))
+    ]
+
+
+def recipe_variants(space: Space) -> list[Variant]:
+    """Phase 1b: each shipped recipe's training stages, converted as the recipe says."""
+    out = []
+    for name in space.recipes:
+        final = load_recipe(name).stages[-1]
+        assert isinstance(final, ConvertStage)
+        out.append(Variant(final.precision, final.quantizer, final.num_calibration,
+                           final.keep_float, recipe=name, phase="recipe"))
+    return out
+
+
+def ladder(variant: Variant, groups: list[list[str]]) -> list[Variant]:
+    """Phase 3: `variant` with the 1, 2, 4, ... most sensitive op groups kept in float."""
+    out, k = [], 1
+    while k < len(groups):
+        regexes = tuple(r for g in groups[:k] for r in g)
+        out.append(replace(variant, quantizer="aeq", keep_float=regexes, float_groups=k,
+                           phase="selective-float"))
+        k *= 2
+    return out

@@ -1,0 +1,119 @@
+"""One trial, run by a Ray worker on any node: build a `.tflite`, measure its quality, have it timed.
+
+Everything a trial needs travels in a `Job` (sent once through Ray's object store, so a node needs
+no copy of the data): the source model's path, calibration and held-out data, the source model's
+outputs on the held-out data, the goals and the runtime settings. Timing goes to the `Timer` of the
+target (see `engine.py`), which runs one measurement at a time and keeps the file on the driver's
+machine. A trial never raises: a converter error, a failed check or a runtime crash becomes the
+trial's status and one-line reason, and the search goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfopt.data import Dataset
+from tfopt.errors import first_line
+from tfopt.tuning.goal import Goal, quality
+from tfopt.tuning.space import Runtime, Variant
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every trial of one search shares."""
+
+    model: str
+    calibration: Dataset
+    heldout: Dataset
+    reference: dict[str, np.ndarray]
+    goals: tuple[Goal, ...]
+    runtimes: tuple[Runtime, ...]
+    embedding: dict[str, Any] | None = None
+    seq_len: int | None = None
+    unsafe: bool = False
+    imports: tuple[str, ...] = ()
+    train_data: str | None = None  # an .npz with x_train/y_train/x_val/y_val, for recipes
+    epochs: int = 1
+    batch_size: int = 64
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build(variant: Variant, job: Job, float_model: bytes | None, work: Path) -> bytes:
+    """The variant's flatbuffer: a recipe's training then conversion, the LiteRT quantizer on the
+    float file of this search, or a conversion of the source model."""
+    from tfopt.core import Precision
+
+    out = work / "model.tflite"
+    if variant.recipe:
+        from tfopt.optimization import optimize
+
+        assert job.train_data is not None
+        optimize(job.model, variant.recipe_object(None), job.train_data, work / "recipe",
+                 epochs=job.epochs, batch_size=job.batch_size, overwrite=True,
+                 unsafe=job.unsafe, check=False)  # fmt: skip
+        return (work / "recipe" / "model.tflite").read_bytes()
+    if variant.quantizer == "aeq" and float_model is not None:
+        from tfopt.conversion.guards import aeq
+
+        calibration = job.calibration.take(variant.num_calibration)
+        return aeq(float_model, Precision(variant.precision), variant.keep_float, calibration)
+    from tfopt.conversion import convert
+
+    convert(job.model, out, variant.precision, calibration=job.calibration,
+            num_calibration=variant.num_calibration, quantizer=variant.quantizer,
+            keep_float=variant.keep_float, seq_len=job.seq_len, unsafe=job.unsafe,
+            imports=job.imports, overwrite=True, check=False)  # fmt: skip
+    return out.read_bytes()
+
+
+def run(
+    config: dict[str, Any], job: Job, timer: Any, float_model: bytes | None = None
+) -> dict[str, Any]:
+    """The Ray Tune function trainable: one variant, its row as the trial's final result."""
+    import ray
+
+    from tfopt.inspection import gzip_size
+    from tfopt.validate import run_tflite
+
+    variant = Variant(**{**config["variant"], "keep_float": tuple(config["variant"]["keep_float"])})
+    row: dict[str, Any] = {
+        "key": variant.key,
+        "variant": variant.to_dict(),
+        "node": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+        "status": "ok",
+    }
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="tfopt-trial-") as tmp:
+            flat = build(variant, job, float_model, Path(tmp))
+            row["build_s"] = round(time.perf_counter() - started, 2)
+            path = Path(tmp) / "trial.tflite"
+            path.write_bytes(flat)
+            row["size_bytes"], row["gzip_bytes"] = len(flat), gzip_size(flat)
+            row["quality"] = quality(job.reference, run_tflite(str(path), job.heldout),
+                                     job.heldout.y, job.embedding)  # fmt: skip
+        row["passed"] = all(g.met(row["quality"]) for g in job.goals)
+        # A file that misses the gate is timed once (for the plot); one that meets it under
+        # every runtime setting.
+        runtimes = job.runtimes if row["passed"] else job.runtimes[:1]
+        row["timings"] = ray.get(
+            timer.measure.remote(variant.key, flat, [r.to_dict() for r in runtimes])
+        )
+        ok = [t for t in row["timings"] if t["status"] == "ok"]
+        if not ok:
+            row.update(status="failed", reason=row["timings"][0]["reason"])
+        else:
+            best = min(ok, key=lambda t: t["p50_ms"])
+            row["p50_ms"], row["runtime"] = best["p50_ms"], best["runtime"]
+    except Exception as exc:  # noqa: BLE001 - any failure is the trial's result, not the search's
+        row.update(status="failed", reason=f"{type(exc).__name__}: {first_line(exc, 240)}")
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return {"row": row}
