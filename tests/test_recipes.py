@@ -54,6 +54,18 @@ def test_stage_fields() -> None:
     assert load_recipe("lowrank-dynamic").stages[-1] == ConvertStage(precision="dynamic")
 
 
+def test_tuned_recipe_round_trips(tmp_path: Path) -> None:
+    """What `tfopt tune` writes: the LiteRT quantizer, op groups kept in float, a runtime."""
+    recipe = Recipe(
+        "tuned",
+        (PruneStage(sparsity=0.5), ConvertStage("int8", quantizer="aeq", keep_float=("^a;", "b"))),
+        runtime={"threads": 2, "xnnpack": True, "accelerator": "cpu"},
+    )
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    dump(recipe, tmp_path / "best.yaml")
+    assert load_recipe(tmp_path / "best.yaml") == recipe
+
+
 BAD = {
     "unknown-stage": ("stages: [{stage: sharpen}, {stage: convert}]", "unknown stage 'sharpen'"),
     "sparsity": ("stages: [{stage: prune, sparsity: 1.5}, {stage: convert}]", "sparsity=1.5"),
@@ -72,6 +84,13 @@ BAD = {
     "precision": ("stages: [{stage: convert, precision: int4}]", "precision='int4'"),
     "regex": ("stages: [{stage: prune, skip: '('}, {stage: convert}]", "regular expression"),
     "not-yaml": ("stages: [", "not valid YAML"),
+    "quantizer": ("stages: [{stage: convert, quantizer: tflm}]", "expected converter or aeq"),
+    "keep-float-without-aeq": (
+        "stages: [{stage: convert, precision: int8, keep_float: [dense]}]",
+        "needs quantizer: aeq",
+    ),
+    "runtime-field": ("runtime: {cores: 2}\nstages: [{stage: convert}]", "unknown field 'cores'"),
+    "runtime-threads": ("runtime: {threads: 0}\nstages: [{stage: convert}]", "threads=0"),
 }
 
 

@@ -150,7 +150,8 @@ def pareto_png(r: dict[str, Any]) -> bytes:
         if w:
             ax.scatter([w["size_bytes"] / 1024], [w["p50_ms"]], marker="*", s=320, color="red",
                        label=f"winner: {w['label']} ({_rt(w['runtime'])}), re-timed")  # fmt: skip
-        ax.legend(fontsize=8, loc="upper right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper right")
         if max(ys) / max(min(ys), 1e-9) > 20:
             ax.set_yscale("log")
         if max(xs) / max(min(xs), 1e-9) > 20:

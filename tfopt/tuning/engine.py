@@ -55,7 +55,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, Any]:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
                      log_to_driver=False)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - ConnectionError, AuthenticationError, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
@@ -181,7 +181,7 @@ def run_phase(
 
             def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
                 row = dict(trial.last_result["row"])
-                row["phase"] = name
+                row["phase"] = row["variant"].get("phase") or name
                 ledger.put(row)
                 if on_row:
                     on_row(row)

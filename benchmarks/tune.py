@@ -1,0 +1,148 @@
+"""Evidence for `tfopt tune`: the winner against the shipped presets, and the search's cost.
+
+    python benchmarks/tune.py minilm [--out tune-out]   # all-MiniLM-L6-v2 on fortunes, cosine>=0.995
+    python benchmarks/tune.py fmnist [--out tune-out]   # Fashion-MNIST CNN, top1_drop<=0.005, recipes
+    python benchmarks/tune.py cost   [--out tune-out]   # trials/hour: 1 node vs a 2-node local cluster
+
+Each mode runs `tfopt.tune` for real and copies its tune.json (every trial, the re-timed front
+runners, the presets timed beside the winner at 1 and 2 threads) and tune.md to
+benchmarks/results/tune_<mode>.{json,md}. Run on a quiet machine: the presets and the winner
+are timed interleaved in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tfopt  # noqa: E402
+from tfopt.recipes import shipped  # noqa: E402
+from tfopt.tuning import Space  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def minilm(out: Path) -> dict[str, Any]:
+    from benchmarks.minilm import minilm_folder, sentences, tokenize
+
+    data = out / "minilm_fortunes.npz"
+    if not data.exists():
+        np.savez(data, **tokenize(sentences(300), 64))  # 100 calibrate, 200 judge
+    return tfopt.tune(minilm_folder(), data, "cosine>=0.995", out / "minilm", overwrite=True,
+                      space=Space(calibration_sizes=(100,)), eval_samples=200,
+                      min_seconds=0.5).to_dict()  # fmt: skip
+
+
+def fmnist(out: Path, limit: int) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "fashion_mnist"))
+    from run import load_fashion_mnist, train_cnn  # type: ignore[import-not-found]
+
+    model, data = out / "fmnist_cnn.h5", out / "fmnist.npz"
+    split = load_fashion_mnist(limit)
+    if not model.exists():
+        train_cnn(split, epochs=3).save(model)  # saved as users do: model.save
+    np.savez(data, x_train=split["x_train"], y_train=split["y_train"],
+             x_val=split["x_val"][:1000], y_val=split["y_val"][:1000])  # fmt: skip
+    return tfopt.tune(model, data, "top1_drop<=0.005", out / "fmnist", overwrite=True,
+                      space=Space(calibration_sizes=(100, 400),
+                                  recipes=tuple(shipped())),
+                      epochs=1, eval_samples=1000, min_seconds=0.5).to_dict()  # fmt: skip
+
+
+def _digits(out: Path) -> tuple[Path, Path]:
+    from tfopt import keras_worlds
+    from tfopt.demo import digits_split
+
+    model, data = out / "digits.keras", out / "digits.npz"
+    if not model.exists():
+        keras = keras_worlds.module(keras_worlds.World.KERAS3)
+        x_train, y_train, x_test, y_test = digits_split()
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+        m.compile("adam", "sparse_categorical_crossentropy")
+        m.fit(x_train, y_train, epochs=10, batch_size=64, verbose=0)
+        m.save(model)
+        np.savez(data, x=x_test, y=y_test)
+    return model, data
+
+
+def cost(out: Path) -> dict[str, Any]:
+    """The same 13-trial search on one node (1 CPU) and on two nodes of 1 CPU each."""
+    model, data = _digits(out)
+    space = Space(calibration_sizes=(50, 100), threads=(1,), xnnpack=(True,),
+                  selective_float=False)  # fmt: skip
+    kw = dict(objective="latency", space=space, overwrite=True, final_repeats=1, min_seconds=0.1,
+              compare_presets=False)  # fmt: skip
+    runs = {}
+    one = tfopt.tune(model, data, "top1_drop<=0.01", out / "cost-1node", ray_cpus=1, **kw)
+    runs["1 node, 1 CPU"] = one
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--object-store-memory", "200000000"]
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        subprocess.run([ray, "start", "--head", "--port", str(port), "--include-dashboard",
+                        "false", "--temp-dir", str(tmp / "h"), *common], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+        subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--temp-dir",
+                        str(tmp / "w"), *common], env=env, check=True, capture_output=True)  # fmt: skip
+        time.sleep(2)
+        runs["2 nodes, 1 CPU each"] = tfopt.tune(model, data, "top1_drop<=0.01",
+                                                 out / "cost-2nodes",
+                                                 ray_address=f"127.0.0.1:{port}", **kw)  # fmt: skip
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        name: {"trials": r.trials_run, "seconds": r.seconds, "trials_per_hour": r.trials_per_hour,
+               "nodes_used": r.nodes_used}
+        for name, r in runs.items()
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=["minilm", "fmnist", "cost"])
+    parser.add_argument("--out", default="tune-out")
+    parser.add_argument("--limit-train", type=int, default=12000)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if args.mode == "minilm":
+        doc = minilm(out)
+    elif args.mode == "fmnist":
+        doc = fmnist(out, args.limit_train)
+    else:
+        doc = cost(out)
+    doc = {"command": f"python benchmarks/tune.py {args.mode}", "wall_s": round(time.time() - started),
+           "machine": f"{os.cpu_count()} cores", **doc}  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"tune_{args.mode}.json").write_text(json.dumps(doc, indent=1, default=float))
+    if args.mode != "cost":
+        shutil.copyfile(out / args.mode / "tune.md", RESULTS / f"tune_{args.mode}.md")
+        shutil.copyfile(out / args.mode / "pareto.png", RESULTS / f"tune_{args.mode}_pareto.png")
+    print(json.dumps({k: v for k, v in doc.items() if k not in ("trials",)}, default=float)[:3000])
+
+
+if __name__ == "__main__":
+    main()
