@@ -134,9 +134,12 @@ class Ledger:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = state / "starts.jsonl"
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, retried_too: bool = False) -> dict[str, Any] | None:
+        """A finished trial's row; one whose worker died (a lost node) counts only with
+        `retried_too`, so a resumed search runs it again."""
         path = self.dir / f"{key}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        row = json.loads(path.read_text()) if path.is_file() else None
+        return row if row is not None and (retried_too or not row.get("retry")) else None
 
     def put(self, row: dict[str, Any]) -> None:
         write_text(self.dir / f"{row['key']}.json", json.dumps(row, indent=1, default=float))
@@ -146,7 +149,8 @@ class Ledger:
             f.write(json.dumps({"key": key, "time": time.time(), "pid": os.getpid()}) + "\n")
 
     def rows(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+        rows = [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+        return [r for r in rows if not r.get("retry")]
 
 
 def run_phase(
@@ -189,7 +193,8 @@ def run_phase(
             def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
                 v = Variant(**_variant(trial.config))
                 row = {"key": v.key, "variant": v.to_dict(), "status": "failed", "phase": name,
-                       "reason": f"the trial's worker died: {first_line(str(trial.error_file))}"}
+                       "retry": True,  # not the variant's fault: --resume runs it again
+                       "reason": f"the trial's worker or node died: {_why(trial)}"}
                 ledger.put(row)
                 if on_row:
                     on_row(row)
@@ -209,10 +214,18 @@ def run_phase(
         )
         tuner.fit()
     for v in todo:
-        got = ledger.get(v.key)
+        got = ledger.get(v.key, retried_too=True)
         if got is not None:
             rows[v.key] = got
     return [rows[v.key] for v in variants if v.key in rows]
+
+
+def _why(trial: Any) -> str:
+    try:
+        error = trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - the error file itself may be gone with the node
+        error = None
+    return first_line(error) if error is not None else "no error recorded"
 
 
 def _config(v: Variant) -> dict[str, Any]:
