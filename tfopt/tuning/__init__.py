@@ -311,7 +311,7 @@ def _finish(result: dict[str, Any], goals: list[Goal], state: Path, out: Path, t
                                    "runtime": rt.to_dict(), **t})  # fmt: skip
             ok = [f for f in final_rows if f["p50_ms"] is not None]
             if ok:
-                pick = min(ok, key=lambda f: f["p50_ms"])
+                pick = final.pick(ok, {r["key"]: r.get("size_bytes", 0) for r in rows})
                 row = next(r for r in rows if r["key"] == pick["key"])
                 winner = {**pick, "size_bytes": row["size_bytes"], "gzip_bytes": row["gzip_bytes"],
                           "quality": row["quality"], "variant": row["variant"]}  # fmt: skip

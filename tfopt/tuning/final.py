@@ -1,8 +1,9 @@
 """After the search: re-time the front runners alone, pick the winner, time the presets beside it.
 
 Trial timings are taken while other trials convert on the same machine, so they rank but do not
-decide. The few fastest settings that meet the gate are timed again once every trial has ended,
-interleaved (A B C A B C ...) so that drift hits all alike, and the winner is the lowest median.
+decide. The few fastest files that meet the gate are timed again under every runtime setting once every
+trial has ended, interleaved (A B C A B C ...) so that drift hits all alike, and the winner is the
+lowest median (within 2% of it, the smaller file).
 The presets (each precision `tfopt convert` ships at its defaults, and each shipped recipe, that
 meets the same gate) are timed the same way at each thread count, beside the winner's file.
 """
@@ -16,7 +17,8 @@ from typing import Any
 from tfopt.errors import TfoptError, first_line
 from tfopt.tuning.space import CALIBRATED, Runtime
 
-FRONT_RUNNERS = 3
+FRONT_RUNNERS = 3  # files; each is re-timed under every runtime setting
+TIE = 0.02  # re-timed medians this close count as the same speed
 
 
 def _p50_ms(path: Path, rt: Runtime, target: Any, min_seconds: float) -> float:
@@ -47,17 +49,23 @@ def interleaved(cells: list[tuple[Path, Runtime]], target: Any, repeats: int,
 
 
 def front_runners(rows: list[dict[str, Any]], objective: str) -> list[tuple[dict[str, Any], Runtime]]:
-    """The fastest (or smallest, then fastest) settings that meet the gate, by trial timing."""
-    cells = [
-        (r, Runtime(**t["runtime"]), t["p50_ms"])
-        for r in rows if r.get("passed") and r["status"] == "ok"
-        for t in r["timings"] if t["status"] == "ok"
-    ]
-    if objective == "size":
-        smallest = min(r["size_bytes"] for r, _, _ in cells)
-        cells = [c for c in cells if c[0]["size_bytes"] == smallest]
-    cells.sort(key=lambda c: c[2])
-    return [(r, rt) for r, rt, _ in cells[:FRONT_RUNNERS]]
+    """The files that meet the gate and come first by trial timing (or are the smallest), each
+    under every runtime setting it ran with: a trial's timing of several threads suffers most
+    from the conversions running beside it, so only the quiet re-timing may rule them out."""
+    passing = [r for r in rows if r.get("passed") and r["status"] == "ok" and r.get("p50_ms")]
+    if objective == "size" and passing:
+        smallest = min(r["size_bytes"] for r in passing)
+        passing = [r for r in passing if r["size_bytes"] == smallest]
+    passing.sort(key=lambda r: r["p50_ms"])
+    return [(r, Runtime(**t["runtime"])) for r in passing[:FRONT_RUNNERS]
+            for t in r["timings"] if t["status"] == "ok"]  # fmt: skip
+
+
+def pick(timed: list[dict[str, Any]], sizes: dict[str, int]) -> dict[str, Any]:
+    """The lowest median; within `TIE` of it, the smaller file (the same speed, less to ship)."""
+    fastest = min(f["p50_ms"] for f in timed)
+    close = [f for f in timed if f["p50_ms"] <= fastest * (1 + TIE)]
+    return min(close, key=lambda f: (sizes[f["key"]], f["p50_ms"]))
 
 
 def is_preset(row: dict[str, Any]) -> bool:
