@@ -41,7 +41,7 @@ def minilm(out: Path) -> dict[str, Any]:
     data = out / "minilm_fortunes.npz"
     if not data.exists():
         np.savez(data, **tokenize(sentences(300), 64))  # 100 calibrate, 200 judge
-    return tfopt.tune(minilm_folder(), data, "cosine>=0.995", out / "minilm", overwrite=True,
+    return tfopt.tune(minilm_folder(), data, "cosine>=0.995", out / "minilm", overwrite=True, resume=True,
                       space=Space(calibration_sizes=(100,)), eval_samples=200,
                       min_seconds=0.5).to_dict()  # fmt: skip
 
@@ -56,7 +56,7 @@ def fmnist(out: Path, limit: int) -> dict[str, Any]:
         train_cnn(split, epochs=3).save(model)  # saved as users do: model.save
     np.savez(data, x_train=split["x_train"], y_train=split["y_train"],
              x_val=split["x_val"][:1000], y_val=split["y_val"][:1000])  # fmt: skip
-    return tfopt.tune(model, data, "top1_drop<=0.005", out / "fmnist", overwrite=True,
+    return tfopt.tune(model, data, "top1_drop<=0.005", out / "fmnist", overwrite=True, resume=True,
                       space=Space(calibration_sizes=(100, 400),
                                   recipes=tuple(shipped())),
                       epochs=1, eval_samples=1000, min_seconds=0.5).to_dict()  # fmt: skip
@@ -81,40 +81,45 @@ def _digits(out: Path) -> tuple[Path, Path]:
     return model, data
 
 
+def _cli_tune(model: Path, data: Path, out: Path, *extra: str, env: dict[str, str]) -> dict[str, Any]:
+    """One search as a user runs it, in its own process (one Ray session per process)."""
+    args = [str(Path(sys.executable).parent / "tfopt"), "tune", str(model), "--data", str(data),
+            "--goal", "top1_drop<=0.01", "-o", str(out), "--overwrite", "--json",
+            "--calibration-sizes", "50,100", "--threads", "1", "--xnnpack", "on",
+            "--no-selective-float", "--no-presets", "--repeats", "1", "--min-seconds", "0.1",
+            *extra]  # fmt: skip
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stdout)
+
+
 def cost(out: Path) -> dict[str, Any]:
-    """The same 13-trial search on one node (1 CPU) and on two nodes of 1 CPU each."""
+    """The same search on one node (1 CPU) and on two nodes of 1 CPU each."""
     model, data = _digits(out)
-    space = Space(calibration_sizes=(50, 100), threads=(1,), xnnpack=(True,),
-                  selective_float=False)  # fmt: skip
-    kw = dict(objective="latency", space=space, overwrite=True, final_repeats=1, min_seconds=0.1,
-              compare_presets=False)  # fmt: skip
-    runs = {}
-    one = tfopt.tune(model, data, "top1_drop<=0.01", out / "cost-1node", ray_cpus=1, **kw)
-    runs["1 node, 1 CPU"] = one
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    runs = {"1 node, 1 CPU": _cli_tune(model, data, out / "cost-1node", "--ray-cpus", "1", env=env)}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     common = ["--num-cpus", "1", "--disable-usage-stats", "--object-store-memory", "200000000"]
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
         subprocess.run([ray, "start", "--head", "--port", str(port), "--include-dashboard",
                         "false", "--temp-dir", str(tmp / "h"), *common], env=env, check=True,
                        capture_output=True)  # fmt: skip
         subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--temp-dir",
                         str(tmp / "w"), *common], env=env, check=True, capture_output=True)  # fmt: skip
-        time.sleep(2)
-        runs["2 nodes, 1 CPU each"] = tfopt.tune(model, data, "top1_drop<=0.01",
-                                                 out / "cost-2nodes",
-                                                 ray_address=f"127.0.0.1:{port}", **kw)  # fmt: skip
+        runs["2 nodes, 1 CPU each"] = _cli_tune(model, data, out / "cost-2nodes", "--ray-address",
+                                                f"127.0.0.1:{port}", env=env)  # fmt: skip
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return {
-        name: {"trials": r.trials_run, "seconds": r.seconds, "trials_per_hour": r.trials_per_hour,
-               "nodes_used": r.nodes_used}
+        name: {"trials": r["trials_run"], "seconds": r["seconds"],
+               "trials_per_hour": r["trials_per_hour"], "nodes_used": r["nodes_used"],
+               "winner": r["winner"]["label"]}
         for name, r in runs.items()
     }  # fmt: skip
 
