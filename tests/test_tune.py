@@ -132,6 +132,17 @@ def test_tune_spreads_trials_over_a_two_node_cluster(
     assert recipe.runtime == result.winner["runtime"]
 
 
+def test_best_yaml_rebuilds_the_winner_with_optimize(
+    cluster_run: Any, user_files: dict[str, Path], runner: Any, tmp_path: Path
+) -> None:
+    """`tfopt optimize MODEL --recipe best.yaml --data DATA` makes the winner's bytes again."""
+    _, out = cluster_run
+    result = invoke(runner, "optimize", user_files["model"], "--recipe", out / "best.yaml",
+                    "--data", user_files["data"], "-o", tmp_path / "again")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "model.tflite").read_bytes() == (out / "best.tflite").read_bytes()
+
+
 def _tune_cli(out: Path, files: dict[str, Path], *extra: str) -> subprocess.Popen[str]:
     args = [str(BIN / "tfopt"), "tune", str(files["model"]), "--data", str(files["data"]),
             "--goal", GOAL, "-o", str(out), "--objective", "size", "--ray-cpus", "1",

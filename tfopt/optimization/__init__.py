@@ -60,7 +60,7 @@ RUNNERS: dict[tuple[StageKind, World], Runner] = {
     (StageKind.DISTILL, World.KERAS3): native.distill,
 }
 
-__all__ = ["OptimizeReport", "StageError", "optimize"]
+__all__ = ["OptimizeReport", "StageError", "calibration_sample", "optimize"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _snapshot(ctx: Context, name: str, did: dict[str, Any], seconds: float) -> d
         "params": int(ctx.model.count_params()),
         "sparsity": overall_sparsity(stats),
         "max_unique_per_kernel": max((s["unique"] for s in stats.values()), default=0),
-        "val_accuracy": round(evaluate(ctx.model, ctx.data.val), 4),
+        "val_accuracy": None if ctx.data.val.y is None else round(evaluate(ctx.model, ctx.data.val), 4),
     }
 
 
@@ -118,6 +118,34 @@ def _save_keras(model: Any, path: Path, probe: Dataset) -> str | None:
     except Exception as exc:  # noqa: BLE001 - report it; the .tflite is the product
         return first_line(exc, 200)
     return None
+
+
+def calibration_sample(train: Dataset, n: int, ordered: bool = False) -> Dataset:
+    """The samples a conversion calibrates on: a seeded random subset of a training split, or the
+    first `n` of data that has none (what `tfopt tune` calibrates on, so its recipes reproduce)."""
+    if ordered:
+        return Dataset({k: v[:n] for k, v in train.x.items()})
+    pick = np.random.default_rng(0).permutation(len(train))[:n]
+    return Dataset({k: v[pick] for k, v in train.x.items()})
+
+
+def _data_for(rec: Recipe, data: str, inputs: tuple[TensorSpec, ...]) -> TrainData:
+    """A recipe that trains needs a training split; a convert-only recipe (as `tfopt tune` writes
+    for an encoder) also takes plain data (x, optional y): the first samples calibrate and the
+    second half is held out, as in the search."""
+    from pathlib import Path
+
+    from tfopt.data import load_data
+
+    if len(rec.stages) > 1 or not str(data).endswith(".npz") or not Path(data).is_file():
+        return load_train_data(data, inputs)
+    with np.load(data, allow_pickle=False) as z:
+        if any(n == "x_train" or n.startswith("x_train.") for n in z.files):
+            return load_train_data(data, inputs)
+    full = load_data(data, inputs)
+    half = len(full) // 2
+    rest = Dataset({k: v[half:] for k, v in full.x.items()}, None if full.y is None else full.y[half:])
+    return TrainData(full, rest, ordered=True)
 
 
 def _seq_len(specs: Any, data: Dataset) -> int | None:
@@ -154,7 +182,7 @@ def optimize(
             f"optimize needs a Keras model (.keras, .h5 or in memory), not a {loaded.kind}"
         )
     world = World.TF_KERAS if loaded.kind is SourceKind.TF_KERAS else World.KERAS3
-    train = load_train_data(data, loaded.inputs)
+    train = _data_for(rec, data, loaded.inputs)
     needs_teacher = any(s.kind is StageKind.DISTILL for s in rec.stages)
     ctx = Context(
         model=loaded.model,
@@ -192,9 +220,7 @@ def _convert_and_report(
 ) -> OptimizeReport:
     """The last stage: convert, measure, save; every file goes to `staging` (moved to `out` by
     the caller only when all of them were written)."""
-    rng = np.random.default_rng(0)
-    pick = rng.permutation(len(train.train))[: final.num_calibration]
-    calibration = Dataset({k: v[pick] for k, v in train.train.x.items()})
+    calibration = calibration_sample(train.train, final.num_calibration, train.ordered)
     held_out = train.val.take(256)
     tflite_path = staging / "model.tflite"
     conv = convert(
@@ -216,7 +242,11 @@ def _convert_and_report(
         reference = run_reference(from_keras(ctx.model), held_out)
         conv_check = compare_outputs(reference, run_tflite(str(tflite_path), held_out)).to_dict()
         ctx.notes.append("numeric check not enforced (--no-check); see tflite.check")
-    val_acc = float(np.mean(next(iter(outputs.values())).argmax(-1) == train.val.y))
+    val_acc = (
+        None
+        if train.val.y is None
+        else round(float(np.mean(next(iter(outputs.values())).argmax(-1) == train.val.y)), 4)
+    )
     timing = bench(tflite_path, BenchSettings(threads=(1,), min_seconds=0.5))
     runtime = None
     if rec.runtime:  # the recipe names how its file runs best (`tfopt tune` writes one)
@@ -241,7 +271,7 @@ def _convert_and_report(
             "precision": conv.precision,
             "size_bytes": conv.size_bytes,
             "gzip_bytes": conv.gzip_bytes,
-            "val_accuracy": round(val_acc, 4),
+            "val_accuracy": val_acc,
             "val_samples": len(train.val),
             "p50_ms_1t": round(timing.results[0]["latency_us"]["p50"] / 1000, 4),
             "runtime": runtime,

@@ -27,6 +27,7 @@ class TrainData:
 
     train: Dataset
     val: Dataset
+    ordered: bool = False  # plain data without a split: calibrate on the first samples
 
 
 def _split_arrays(

@@ -21,11 +21,15 @@ def _stage_rows(r: dict[str, Any], rounded: bool) -> list[list[Any]]:
             s["params"],
             pct(s["sparsity"], 1),
             s["max_unique_per_kernel"],
-            pct(s["val_accuracy"], 2),
+            None if s["val_accuracy"] is None else pct(s["val_accuracy"], 2),
             s["seconds"],
         ]
         for s in r["stages"]
     ]
+
+
+def _accuracy(t: dict[str, Any]) -> str:
+    return "- (no labels)" if t["val_accuracy"] is None else f"{100 * t['val_accuracy']:.2f}%"
 
 
 @renders(View.OPTIMIZE, Format.TEXT)
@@ -36,8 +40,8 @@ def text(r: dict[str, Any]) -> str:
         [
             text_table(headers, _stage_rows(r, rounded=False)),
             f"model.tflite: {t['precision']}, {t['size_bytes'] / 1024:.1f} KB "
-            f"({t['gzip_bytes'] / 1024:.1f} KB gzipped), val accuracy "
-            f"{100 * t['val_accuracy']:.2f}% (interpreter), p50 {t['p50_ms_1t']} ms at 1 thread",
+            f"({t['gzip_bytes'] / 1024:.1f} KB gzipped), val accuracy {_accuracy(t)} "
+            f"(interpreter), p50 {t['p50_ms_1t']} ms at 1 thread",
             *(f"note: {n}" for n in r["notes"]),
             f"report: {r['out_dir']}/report.md",
         ]
@@ -51,7 +55,7 @@ def markdown(r: dict[str, Any]) -> str:
         t["precision"],
         round(t["size_bytes"] / 1024, 1),
         round(t["gzip_bytes"] / 1024, 1),
-        round(100 * t["val_accuracy"], 2),
+        None if t["val_accuracy"] is None else round(100 * t["val_accuracy"], 2),
         t["p50_ms_1t"],
     ]
     weights = [

@@ -41,11 +41,13 @@ def split(data: str, loaded: Any, eval_samples: int, calibration_max: int) -> Sp
     with np.load(path, allow_pickle=False) as z:
         names = set(z.files)
     if "x_train" in names or any(n.startswith("x_train.") for n in names):
+        from tfopt.optimization import calibration_sample
         from tfopt.optimization.training import load_train_data
 
         train = load_train_data(str(path), loaded.inputs)
-        return Split(train.train.take(calibration_max), train.val.take(eval_samples),
-                     str(path.resolve()))
+        # The samples `tfopt optimize` calibrates on, so that best.yaml rebuilds the same file.
+        calibration = calibration_sample(train.train, calibration_max)
+        return Split(calibration, train.val.take(eval_samples), str(path.resolve()))
     full = load_data(path, loaded.inputs)
     n_cal = min(calibration_max, len(full) // 2)
     if len(full) - n_cal < MIN_HELDOUT:
