@@ -29,10 +29,11 @@ BIN = Path(sys.executable).parent
 # A small space: three converter files, one quantizer scheme, and the selective-float ladder
 # (objective size: the int8 file that misses the gate is smaller than every file that meets it).
 SPACE = dict(precisions=("float32", "dynamic", "int8"), aeq_precisions=("int8",),
-             calibration_sizes=(100,), recipes=(), threads=(1,), xnnpack=(True,))  # fmt: skip
+             calibration_sizes=(100,), recipes=(), threads=(1,), xnnpack=(True,),
+             cpu_option_sets=(("api=compiled",),))  # fmt: skip
 CLI_SPACE = ["--precisions", "float32,dynamic,int8", "--aeq-precisions", "int8",
              "--calibration-sizes", "100", "--recipes", "none", "--threads", "1",
-             "--xnnpack", "on", "--no-presets", "--repeats", "1", "--min-seconds", "0.1"]  # fmt: skip
+             "--xnnpack", "on", "--cpu-option-set", "none", "--no-presets", "--repeats", "1", "--min-seconds", "0.1"]  # fmt: skip
 GOAL = "sqnr_db>=30"
 
 
@@ -117,6 +118,9 @@ def test_tune_spreads_trials_over_a_two_node_cluster(
     phases = {r["phase"] for r in result.trials}
     assert {"convert", "quantizer", "selective-float"} <= phases, phases
     assert result.sensitivity and result.sensitivity[0]["ranking"]
+    timed = {tuple(t["runtime"]["cpu_options"]) for r in result.trials if r.get("passed")
+             for t in r["timings"] if t["status"] == "ok"}  # fmt: skip
+    assert timed == {(), ("api=compiled",)}  # the LiteRT CompiledModel API is a runtime setting
     assert all(r["status"] == "ok" for r in result.trials), [r.get("reason") for r in result.trials]
     # The winner meets the goal when measured again, from the files on disk.
     again = tfopt.compare_files(str(user_files["model"]), str(out / "best.tflite"),
@@ -232,3 +236,17 @@ def test_goal_parses_and_judges() -> None:
     assert g.met({"top1_drop": 0.004}) and not g.met({"top1_drop": 0.006})
     assert not g.met({"top1_drop": None})
     assert str(parse_goal("sqnr_db>=30")) == "sqnr_db>=30"
+
+
+@pytest.mark.parametrize(
+    "option_set, says",
+    [("force_fp16=true", "force_fp16 changes the numbers"), ("speed=max", "--cpu-option-set speed=max")],
+    ids=["numeric", "unknown"],
+)
+def test_cpu_option_set_is_checked_before_any_work(
+    option_set: str, says: str, runner: Any, tmp_path: Path
+) -> None:
+    result = invoke(runner, "tune", tmp_path / "m.keras", "--data", tmp_path / "d.npz", "--goal",
+                    GOAL, "-o", tmp_path / "o", "--cpu-option-set", option_set)  # fmt: skip
+    assert result.exit_code == 1
+    assert says in result.output and len(result.output.strip().splitlines()) == 1

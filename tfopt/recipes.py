@@ -22,7 +22,7 @@ from tfopt.errors import TfoptError, first_line
 PRECISION_NAMES = tuple(p.value for p in CONVERTER_PRECISIONS)
 AEQ_NAMES = tuple(p.value for p in AEQ_PRECISIONS)
 QUANTIZERS = ("converter", "aeq")
-RUNTIME_FIELDS = {"threads": int, "xnnpack": bool, "accelerator": str}
+RUNTIME_FIELDS = {"threads": int, "xnnpack": bool, "accelerator": str, "cpu_options": list}
 
 
 class RecipeError(TfoptError):
@@ -328,6 +328,11 @@ def _check_runtime(runtime: Any) -> None:
             raise RecipeError(
                 f"recipe runtime: unknown field '{name}'; allowed: {', '.join(RUNTIME_FIELDS)}"
             )
+        if name == "cpu_options" and isinstance(value, (list, tuple)):
+            if all(isinstance(v, str) and "=" in v for v in value):
+                continue
+            raise RecipeError(f"recipe runtime: cpu_options={value!r} is invalid; expected "
+                              "a list of KEY=VALUE strings")  # fmt: skip
         if type(value) is not kind or (name == "threads" and value < 1):
             raise RecipeError(f"recipe runtime: {name}={value!r} is invalid; expected {kind.__name__}"
                               + (" >= 1" if name == "threads" else ""))

@@ -45,6 +45,10 @@ def _csv(value: str | None, cast: Any = str) -> tuple[Any, ...] | None:
 @click.option("--threads", default="1,2", show_default=True, help="Thread counts in the space.")
 @click.option("--xnnpack", type=click.Choice(["both", "on"]), default="both", show_default=True,
               help="Time with XNNPACK on and off, or on only.")
+@click.option("--cpu-option-set", "cpu_option_sets", multiple=True, metavar="KEY=VALUE[,...]",
+              help="LiteRT CPU options timed as one more runtime setting (repeatable; as tfopt "
+              "bench --cpu-option, e.g. api=compiled or latest_features=true; none: only the "
+              "defaults). Default: api=compiled.")  # fmt: skip
 @click.option("--precisions", help="Converter precisions in the space (comma-separated; none: "
               "skip). Default: float32,float16,dynamic,int8,int16x8.")  # fmt: skip
 @click.option("--aeq-precisions", help="LiteRT quantizer schemes (comma-separated; none: skip). "
@@ -106,6 +110,7 @@ def tune_cmd(**o: Any) -> tuple[View, Any]:
         threads=thread_list(o.pop("threads")),
         xnnpack=(True, False) if o.pop("xnnpack") == "both" else (True,),
         accelerators=_csv(o.pop("accelerator")) or ("cpu",),
+        cpu_option_sets=_option_sets(o.pop("cpu_option_sets"), defaults.cpu_option_sets),
     )
     ssh = {"ssh_key": o.pop("ssh_key"), "remote_python": o.pop("remote_python")}
     target_options = ssh if o["target"].startswith("ssh://") else {}
@@ -123,6 +128,12 @@ def tune_cmd(**o: Any) -> tuple[View, Any]:
     result = tune(goal=o.pop("goals"), space=space, compare_presets=not o.pop("no_presets"),
                   target_options=target_options, on_progress=show, **o)  # fmt: skip
     return View.TUNE, result
+
+
+def _option_sets(given: tuple[str, ...], default: Any) -> Any:
+    if not given:
+        return default
+    return tuple(tuple(_csv(g) or ()) for g in given if g.strip().lower() != "none")
 
 
 def _shipped_or(value: str | None) -> tuple[str, ...]:

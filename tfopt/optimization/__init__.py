@@ -250,9 +250,11 @@ def _convert_and_report(
     timing = bench(tflite_path, BenchSettings(threads=(1,), min_seconds=0.5))
     runtime = None
     if rec.runtime:  # the recipe names how its file runs best (`tfopt tune` writes one)
-        rt = {"threads": 1, "xnnpack": True, "accelerator": "cpu", **rec.runtime}
+        rt = {"threads": 1, "xnnpack": True, "accelerator": "cpu", "cpu_options": [],
+              **rec.runtime}  # fmt: skip
         settings = BenchSettings(threads=(rt["threads"],), xnnpack=rt["xnnpack"],
-                                 accelerators=(rt["accelerator"],), min_seconds=0.5)
+                                 accelerators=(rt["accelerator"],), min_seconds=0.5,
+                                 cpu_options=tuple(rt["cpu_options"]))  # fmt: skip
         runtime = {**rt, "p50_ms": round(bench(tflite_path, settings).results[0]["latency_us"]
                                          ["p50"] / 1000, 4)}
     notes = list(ctx.notes) + [n for s in stages for n in s["did"].get("notes", [])]

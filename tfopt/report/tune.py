@@ -15,7 +15,8 @@ def _rt(rt: dict[str, Any] | None) -> str:
         return "-"
     if rt["accelerator"] != "cpu":
         return rt["accelerator"]
-    return f"{rt['threads']}t" + ("" if rt["xnnpack"] else " no-xnnpack")
+    flags = f" {','.join(rt['cpu_options'])}" if rt.get("cpu_options") else ""
+    return f"{rt['threads']}t" + ("" if rt["xnnpack"] else " no-xnnpack") + flags
 
 
 def _measure(r: dict[str, Any]) -> str:

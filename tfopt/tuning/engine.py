@@ -104,7 +104,7 @@ class _Timer:
                 settings = BenchSettings(
                     threads=(rt["threads"],), xnnpack=rt["xnnpack"],
                     accelerators=(rt["accelerator"],), min_seconds=self.min_seconds,
-                    warmup=self.warmup,
+                    warmup=self.warmup, cpu_options=tuple(rt.get("cpu_options", ())),
                 )  # fmt: skip
                 entry: dict[str, Any] = {"runtime": rt}
                 try:

@@ -25,7 +25,8 @@ def _p50_ms(path: Path, rt: Runtime, target: Any, min_seconds: float) -> float:
     from tfopt.timing import BenchSettings, bench, headline_us
 
     settings = BenchSettings(threads=(rt.threads,), xnnpack=rt.xnnpack,
-                             accelerators=(rt.accelerator,), min_seconds=min_seconds)  # fmt: skip
+                             accelerators=(rt.accelerator,), min_seconds=min_seconds,
+                             cpu_options=rt.cpu_options)  # fmt: skip
     return headline_us(bench(path, settings, target).results[0]) / 1000
 
 

@@ -72,22 +72,32 @@ class Variant:
                 "label": self.label}
 
 
+# LiteRT CPU options that change the numbers, not just the speed: tune judges every file through
+# the default CPU kernels, so a set with these would be judged on numbers it does not produce.
+NUMERIC_CPU_OPTIONS = ("force_fp16",)
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """How a file is run on the target: threads, XNNPACK and the accelerator."""
+    """How a file is run on the target: threads, XNNPACK and its flags, the accelerator."""
 
     threads: int = 1
     xnnpack: bool = True
     accelerator: str = "cpu"
+    cpu_options: tuple[str, ...] = ()  # LiteRT CPU options, KEY=VALUE (`tfopt bench --cpu-option`)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cpu_options", tuple(self.cpu_options))
 
     @property
     def label(self) -> str:
         if self.accelerator != "cpu":
             return self.accelerator
-        return f"{self.threads}t" + ("" if self.xnnpack else " no-xnnpack")
+        flags = f" {','.join(self.cpu_options)}" if self.cpu_options else ""
+        return f"{self.threads}t" + ("" if self.xnnpack else " no-xnnpack") + flags
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "cpu_options": list(self.cpu_options)}
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,8 @@ class Space:
     selective_float: bool = True
     threads: tuple[int, ...] = (1, 2)
     xnnpack: tuple[bool, ...] = (True, False)
+    # XNNPACK flags and the LiteRT CPU API, each set beside the default one (XNNPACK on only).
+    cpu_option_sets: tuple[tuple[str, ...], ...] = (("api=compiled",),)
     accelerators: tuple[str, ...] = ("cpu",)
 
     def __post_init__(self) -> None:
@@ -119,11 +131,25 @@ class Space:
             raise InputError("--threads: give one or more positive thread counts, e.g. 1,2")
         if any(c < 1 for c in self.calibration_sizes):
             raise InputError("--calibration-sizes must be positive")
+        from tfopt.runtime.cpuopts import parse_cpu_options
+
+        for options in self.cpu_option_sets:
+            try:
+                parsed = parse_cpu_options(options)
+            except ValueError as exc:
+                raise InputError(str(exc).replace("--cpu-option", "--cpu-option-set")) from None
+            numeric = [k for k in NUMERIC_CPU_OPTIONS if parsed.get(k)]
+            if numeric:
+                raise InputError(f"--cpu-option-set {','.join(options)}: {numeric[0]} changes the "
+                                 "numbers, and tune judges files through the default kernels; "
+                                 "time it with tfopt bench --cpu-option")  # fmt: skip
 
     def runtimes(self) -> list[Runtime]:
         """Every runtime setting, the default one (first thread count, XNNPACK on) first."""
-        out = [Runtime(t, x, "cpu") for x in self.xnnpack for t in self.threads
-               if "cpu" in self.accelerators]
+        cpu = "cpu" in self.accelerators
+        out = [Runtime(t, x, "cpu") for x in self.xnnpack for t in self.threads if cpu]
+        out += [Runtime(t, True, "cpu", tuple(o)) for o in self.cpu_option_sets if o
+                for t in self.threads if cpu and True in self.xnnpack]  # fmt: skip
         out += [Runtime(1, True, a) for a in self.accelerators if a != "cpu"]
         return out
 
