@@ -60,11 +60,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - ConnectionError, AuthenticationError, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ClusterError(f"cannot start or join {where}: {first_line(exc)}") from None
-    # Ray Tune's registry keeps the first session's job id as its key prefix; a second search in
-    # the same process (a new session) would register its trainable where no worker looks.
-    from ray.tune import registry
-
-    registry._global_registry._prefix = None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return {
         "address": address or "local",

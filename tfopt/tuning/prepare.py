@@ -87,8 +87,9 @@ def state_dir(out: Path, fingerprint_: str, resume: bool, overwrite: bool) -> Pa
     state = out / STATE
     stamp = state / "fingerprint"
     if state.exists():
-        if resume:
-            if stamp.is_file() and stamp.read_text().strip() != fingerprint_:
+        same = stamp.is_file() and stamp.read_text().strip() == fingerprint_
+        if resume and (same or not overwrite):
+            if not same:
                 raise InputError(
                     f"--resume: {out} holds a search of another model, data, goal or target; "
                     "rerun with --overwrite to start over"
