@@ -231,6 +231,22 @@ def test_malformed_goal_is_one_line(goal: str, says: str, runner: Any, tmp_path:
     assert says in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_report_draws_a_strict_goal_and_a_single_trial() -> None:
+    """The views take every goal form parse_goal accepts, and a search with one timed trial."""
+    from tfopt import report
+
+    row = {"key": "k", "variant": {"label": "dynamic"}, "phase": "convert", "status": "ok",
+           "passed": True, "quality": {"sqnr_db": 40.0}, "size_bytes": 2048, "p50_ms": 0.5,
+           "runtime": {"threads": 1, "xnnpack": True, "accelerator": "cpu", "cpu_options": []}}
+    doc = {"model": "m.keras", "goals": ["sqnr_db>30"], "objective": "latency", "target": "local",
+           "cluster": {"address": "local", "nodes": 1}, "trials": [row], "sensitivity": [],
+           "final": [], "winner": None, "presets": [], "seconds": 1.0, "trials_run": 1,
+           "trials_resumed": 0, "nodes_used": 1, "trials_per_hour": 3600.0, "out_dir": "o",
+           "notes": []}  # fmt: skip
+    assert report.render(report.View.TUNE, doc, "png")[:4] == b"\x89PNG"
+    assert "no variant meets sqnr_db>30" in report.render(report.View.TUNE, doc, "markdown")
+
+
 def test_goal_parses_and_judges() -> None:
     g = parse_goal(" top1_drop <= 0.005 ")
     assert g.met({"top1_drop": 0.004}) and not g.met({"top1_drop": 0.006})

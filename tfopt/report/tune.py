@@ -4,6 +4,7 @@ Pareto plot (latency x size, coloured by quality, the gate drawn, the winner mar
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from tfopt.report.registry import Format, View, renders
@@ -20,7 +21,7 @@ def _rt(rt: dict[str, Any] | None) -> str:
 
 
 def _measure(r: dict[str, Any]) -> str:
-    return r["goals"][0].split("<")[0].split(">")[0]
+    return re.split(r"[<>]=?", r["goals"][0])[0]
 
 
 def _trial_rows(r: dict[str, Any]) -> list[list[Any]]:
@@ -88,8 +89,8 @@ def text(r: dict[str, Any]) -> str:
 def markdown(r: dict[str, Any]) -> str:
     parts = [f"# tfopt tune: {r['model']}", "", _headline(r).replace("\n", "\n\n"), ""]
     if r["winner"]:
-        parts += [f"Reproduce: `tfopt optimize {r['model']} --recipe best.yaml --data DATA -o DIR`",
-                  ""]  # fmt: skip
+        parts += [f"Reproduce: `tfopt optimize {r['model']} --recipe best.yaml --data DATA -o DIR "
+                  "--no-check` (the goal, not the precision's own tolerance, judged it)", ""]  # fmt: skip
     if r["presets"]:
         parts += ["## Presets that meet the gate, timed beside the winner", "",
                   markdown_table(*_preset_rows(r)), ""]  # fmt: skip
@@ -119,7 +120,7 @@ def pareto_png(r: dict[str, Any]) -> bytes:
 
     m = _measure(r)
     goal = r["goals"][0]
-    gate = float(goal.split("=")[-1].lstrip("<>"))
+    gate = float(re.split(r"[<>]=?", goal)[-1])
     pts = [t for t in r["trials"] if t.get("p50_ms") and (t.get("quality") or {}).get(m) is not None]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     if pts:

@@ -88,13 +88,17 @@ def _interruptible() -> Iterator[None]:
 
 
 def _time_limit(text: str | float | None) -> float | None:
-    if text is None or isinstance(text, (int, float)):
-        return text
+    if text is None:
+        return None
     units = {"s": 1, "m": 60, "h": 3600}
+    text = str(text).strip()
     try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
     except ValueError:
-        raise InputError(f"--time {text}: write seconds, or a number with s, m or h (30m)") from None
+        seconds = -1.0
+    if not seconds > 0:
+        raise InputError(f"--time {text}: write seconds, or a number with s, m or h (30m)")
+    return seconds
 
 
 def tune(
@@ -160,7 +164,10 @@ def tune(
         space = replace(space, recipes=())
     reference = run_reference(loaded, parts.heldout)
     embedding = prepare.embedding_mode(loaded, parts.heldout, reference, pooling)
-    measurable(goals, parts.heldout.y is not None, embedding is not None)
+    from tfopt.tuning.goal import quality
+
+    reachable = quality(reference, reference, parts.heldout.y, embedding)
+    measurable(goals, parts.heldout.y is not None, embedding is not None, reachable)
     runtimes = tuple(space.runtimes())
     settings = {"goals": [str(g) for g in goals], "target": target, "space": asdict(space),
                 "seq_len": seq_len, "pooling": pooling, "eval_samples": eval_samples,
@@ -203,8 +210,14 @@ def tune(
         trials_run=len(fresh), trials_resumed=len(trial_rows) - len(fresh),
         nodes_used=len({r["node"] for r in fresh if r.get("node")}), out_dir=str(out), notes=notes,
     )  # fmt: skip
-    return _finish(result, goals, state, out, target, target_options or {}, space, objective,
-                   final_repeats, compare_presets, max(min_seconds, 0.5), started)  # fmt: skip
+    try:
+        with _interruptible():
+            return _finish(result, goals, state, out, target, target_options or {}, space,
+                           objective, final_repeats, compare_presets, max(min_seconds, 0.5),
+                           started)  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while re-timing the front runners; rerun with --resume "
+                          "(every trial is kept)") from None  # fmt: skip
 
 
 def _search(space: Space, job: Any, job_ref: Any, timer: Any, state: Path,
@@ -222,7 +235,9 @@ def _search(space: Space, job: Any, job_ref: Any, timer: Any, state: Path,
     n_cal = len(job.calibration)
 
     def phase(name: str, variants: list[Variant], float_model: bytes | None = None) -> None:
-        if budget is not None:
+        if budget is not None and len(variants) > budget - len(rows):
+            notes.append(f"--budget {budget}: {len(variants) - max(0, budget - len(rows))} "
+                         f"trial(s) of phase '{name}' not run")  # fmt: skip
             variants = variants[: max(0, budget - len(rows))]
         left = None if deadline is None else deadline - time.perf_counter()
         if not variants or (left is not None and left <= 0):
@@ -261,19 +276,32 @@ def _search(space: Space, job: Any, job_ref: Any, timer: Any, state: Path,
         scheme = (r["variant"]["precision"], r["variant"]["num_calibration"])
         if scheme[0] not in [s for s, _ in schemes]:
             schemes.append(scheme)
+    import json
+
+    from tfopt.errors import first_line
+    from tfopt.report import write_json
+
     ladders: list[Variant] = []
     for scheme, n in schemes[:2]:
+        if (deadline is not None and time.perf_counter() >= deadline) or (
+            budget is not None and len(rows) >= budget
+        ):
+            notes.append(f"--time/--budget reached: no sensitivity pass for {scheme}")
+            break
         cached = state / f"sensitivity-{scheme}-{n}.json"
         if cached.is_file():
-            import json
-
             ranked = json.loads(cached.read_text())
         else:
             task = ray.remote(num_cpus=1)(sens.rank)
-            ranked = ray.get(task.remote(float_model, scheme, job.calibration.take(n), job.heldout))
-            from tfopt.report import write_json
-
-            write_json(cached, ranked)
+            try:
+                ranked = ray.get(task.remote(float_model, scheme, job.calibration.take(n),
+                                             job.heldout))  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the quantizer cannot take this model
+                ranked = {"scheme": scheme, "error": first_line(exc, 240)}
+            write_json(cached, ranked)  # a failure is kept too: --resume does not retry it
+        if "error" in ranked:
+            notes.append(f"sensitivity pass for {scheme} failed: {ranked['error']}")
+            continue
         sensitivity.append({k: v for k, v in ranked.items() if k != "groups"})
         ladders += sp.ladder(Variant(scheme, "aeq", n), ranked["groups"])
     phase("selective-float", ladders, float_model)
@@ -323,8 +351,7 @@ def _finish(result: dict[str, Any], goals: list[Goal], state: Path, out: Path, t
                   seconds=round(time.perf_counter() - started, 1))
     tr = TuneResult(**result)
     doc = tr.to_dict()
-    names = OUTPUTS if winner else ["tune.json", "tune.md", "pareto.png"]
-    with staged_dir(out, names) as staging:
+    with staged_dir(out, OUTPUTS) as staging:  # no winner: an earlier best.* goes too
         if winner:
             shutil.copyfile(files / f"{winner['key']}.tflite", staging / "best.tflite")
             v = winner["variant"]
@@ -338,6 +365,12 @@ def _finish(result: dict[str, Any], goals: list[Goal], state: Path, out: Path, t
     if winner is None:
         _, reached = best_quality(rows, goals)
         gate = " and ".join(str(g) for g in goals)
+        if any(r.get("passed") for r in rows):
+            why = next((f.get("error") for f in final_rows if f.get("error")), None) or next(
+                (r.get("reason") for r in rows if r.get("passed") and r.get("reason")), "no timing"
+            )
+            raise NoWinner(f"files meet {gate} but none could be timed on {target}: {why}; "
+                           f"{out / 'tune.json'} lists every trial")  # fmt: skip
         raise NoWinner(f"no variant meets {gate}: the best reached {reached}; "
                        f"{out / 'tune.json'} lists every trial")  # fmt: skip
     note(f"winner {winner['label']} ({Runtime(**winner['runtime']).label}): "

@@ -42,6 +42,8 @@ def interleaved(cells: list[tuple[Path, Runtime]], target: Any, repeats: int,
                     times[i].append(_p50_ms(path, rt, target, min_seconds))
                 except TfoptError as exc:
                     errors[i] = first_line(exc.message)
+                except Exception as exc:  # noqa: BLE001 - a target that breaks mid-way
+                    errors[i] = f"{type(exc).__name__}: {first_line(exc)}"
     return [
         {"p50_ms": round(statistics.median(t), 4), "repeat_p50_ms": [round(x, 4) for x in t]}
         if t else {"p50_ms": None, "error": e}

@@ -54,7 +54,7 @@ class Goal:
         return got is not None and _OPS[self.op](float(got), self.value)
 
     def __str__(self) -> str:
-        return f"{self.measure}{self.op}{self.value:g}"
+        return f"{self.measure}{self.op}{format(self.value, '.15g')}"
 
 
 def parse_goal(text: str) -> Goal:
@@ -90,8 +90,10 @@ def closeness(goals: list[Goal], quality: dict[str, float | None]) -> float:
     return float(worst)
 
 
-def measurable(goals: list[Goal], has_labels: bool, embedding: bool) -> None:
-    """Refuse a goal the data cannot measure, before any trial runs."""
+def measurable(goals: list[Goal], has_labels: bool, embedding: bool,
+               reachable: dict[str, float | None] | None = None) -> None:  # fmt: skip
+    """Refuse a goal the data cannot measure, before any trial runs; `reachable` is the quality
+    of the reference against itself (a measure it leaves None never applies to this model)."""
     for g in goals:
         if g.measure == "accuracy" and not has_labels:
             raise InputError(f"--goal {g}: accuracy needs labels 'y' in --data")
@@ -100,6 +102,9 @@ def measurable(goals: list[Goal], has_labels: bool, embedding: bool) -> None:
                 f"--goal {g}: same_nearest compares embeddings; the model is not an encoder with "
                 "a sequence output and a padding_mask input (use cosine or sqnr_db)"
             )
+        if reachable is not None and reachable.get(g.measure) is None:
+            raise InputError(f"--goal {g}: {g.measure} does not apply to this model's outputs "
+                             "(top1 and top1_drop need one (samples, classes) output)")
 
 
 def quality(

@@ -27,8 +27,9 @@ MAX_GROUPS = 24
 PROBE = 32
 
 
-def groups(float_model: bytes) -> dict[str, list[str]]:
-    """{group: [scope regex of each op]} for the main graph's ops with a named output."""
+def groups(float_model: bytes) -> tuple[str, dict[str, list[str]]]:
+    """('layer' or 'kind', {group: [scope regex of each op]}) over the main graph's ops with a
+    named output."""
     from tfopt import flatbuffer
     from tfopt.conversion.transformer import kind_of
 
@@ -46,7 +47,7 @@ def groups(float_model: bytes) -> dict[str, list[str]]:
         if layer:
             by_layer[layer].append(regex)
             by_kind[kind_of(names[0])].append(regex)
-    return dict(by_layer) if len(by_layer) <= MAX_GROUPS else dict(by_kind)
+    return ("layer", dict(by_layer)) if len(by_layer) <= MAX_GROUPS else ("kind", dict(by_kind))
 
 
 def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) 
     from tfopt.runtime.feeding import make_interpreter
     from tfopt.validate import _sqnr_db, run_tflite
 
-    found = groups(float_model)
+    grouping, found = groups(float_model)
     probe = probe.take(PROBE)
     prec = Precision(scheme)
     with tempfile.TemporaryDirectory(prefix="tfopt-sens-") as tmp:
@@ -94,7 +95,7 @@ def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) 
     order = sorted(found, key=lambda g: -scores[g])
     return {
         "scheme": scheme,
-        "grouping": "layer" if len(found) <= MAX_GROUPS else "kind",
+        "grouping": grouping,
         "all_quantized_sqnr_db": round(all_q, 3),
         "ranking": [{"group": g, "ops": len(found[g]), "sqnr_db_in_float": round(scores[g], 3)
                      if np.isfinite(scores[g]) else None} for g in order],  # fmt: skip

@@ -129,8 +129,13 @@ class Space:
             raise InputError(f"--recipe {unknown[0]}: shipped recipes are {', '.join(shipped())}")
         if not self.threads or min(self.threads) < 1:
             raise InputError("--threads: give one or more positive thread counts, e.g. 1,2")
-        if any(c < 1 for c in self.calibration_sizes):
-            raise InputError("--calibration-sizes must be positive")
+        if not self.calibration_sizes or any(c < 1 for c in self.calibration_sizes):
+            raise InputError("--calibration-sizes: give one or more positive sample counts")
+        if not self.xnnpack:
+            raise InputError("xnnpack: give True, False or both")
+        bad = [a for a in self.accelerators if a not in ("cpu", "gpu")]
+        if not self.accelerators or bad:
+            raise InputError(f"--accelerator {','.join(bad) or 'none'}: tune times on cpu and gpu")
         from tfopt.runtime.cpuopts import parse_cpu_options
 
         for options in self.cpu_option_sets:

@@ -109,7 +109,8 @@ def run(
         )
         ok = [t for t in row["timings"] if t["status"] == "ok"]
         if not ok:
-            row.update(status="failed", reason=row["timings"][0]["reason"])
+            reason = row["timings"][0]["reason"] if row["timings"] else "no runtime setting to time"
+            row.update(status="failed", reason=f"timing: {reason}")
         else:
             best = min(ok, key=lambda t: t["p50_ms"])
             row["p50_ms"], row["runtime"] = best["p50_ms"], best["runtime"]
