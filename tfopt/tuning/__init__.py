@@ -345,8 +345,8 @@ def _finish(result: dict[str, Any], goals: list[Goal], state: Path, out: Path, t
                           "quality": row["quality"], "variant": row["variant"]}  # fmt: skip
                 if compare_presets:
                     threads = tuple(sorted({t for t in space.threads}))
-                    preset_rows = final.presets(rows, row, files, where, threads, repeats,
-                                                min_seconds)  # fmt: skip
+                    preset_rows = final.presets(rows, row, pick["runtime"], files, where,
+                                                threads, repeats, min_seconds)  # fmt: skip
     result.update(final=final_rows, winner=winner, presets=preset_rows,
                   seconds=round(time.perf_counter() - started, 1))
     tr = TuneResult(**result)

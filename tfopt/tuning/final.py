@@ -64,11 +64,17 @@ def front_runners(rows: list[dict[str, Any]], objective: str) -> list[tuple[dict
             for t in r["timings"] if t["status"] == "ok"]  # fmt: skip
 
 
+def _plain(rt: dict[str, Any]) -> int:
+    """How many settings differ from the default run (1 thread aside): fewer is simpler to ship."""
+    return (not rt["xnnpack"]) + bool(rt.get("cpu_options")) + (rt["accelerator"] != "cpu")
+
+
 def pick(timed: list[dict[str, Any]], sizes: dict[str, int]) -> dict[str, Any]:
-    """The lowest median; within `TIE` of it, the smaller file (the same speed, less to ship)."""
+    """The lowest median; within `TIE` of it, the smaller file, then the plainer runtime (the
+    same speed, less to ship and to configure)."""
     fastest = min(f["p50_ms"] for f in timed)
     close = [f for f in timed if f["p50_ms"] <= fastest * (1 + TIE)]
-    return min(close, key=lambda f: (sizes[f["key"]], f["p50_ms"]))
+    return min(close, key=lambda f: (sizes[f["key"]], _plain(f["runtime"]), f["p50_ms"]))
 
 
 def is_preset(row: dict[str, Any]) -> bool:
@@ -82,17 +88,22 @@ def is_preset(row: dict[str, Any]) -> bool:
     return v["precision"] not in CALIBRATED or v["num_calibration"] == 100
 
 
-def presets(rows: list[dict[str, Any]], winner: dict[str, Any], files: Path, target: Any,
-            threads: tuple[int, ...], repeats: int, min_seconds: float) -> list[dict[str, Any]]:  # fmt: skip
+def presets(rows: list[dict[str, Any]], winner: dict[str, Any], winner_runtime: dict[str, Any],
+            files: Path, target: Any, threads: tuple[int, ...], repeats: int,
+            min_seconds: float) -> list[dict[str, Any]]:  # fmt: skip
     """Each preset that meets the gate beside the winner's file, at each thread count."""
     chosen = [r for r in rows if r.get("passed") and r["status"] == "ok" and is_preset(r)]
     chosen = [winner] + [r for r in chosen if r["key"] != winner["key"]]
-    cells = [(files / f"{r['key']}.tflite", Runtime(t)) for r in chosen for t in threads]
+    won = Runtime(**winner_runtime)  # the winner keeps its XNNPACK setting and flags
+    cells = [(files / f"{r['key']}.tflite",
+              Runtime(t, won.xnnpack, "cpu", won.cpu_options) if i == 0 else Runtime(t))
+             for i, r in enumerate(chosen) for t in threads]  # fmt: skip
     timed = interleaved(cells, target, repeats, min_seconds)
     out = []
     for i, r in enumerate(chosen):
         p50 = {str(t): timed[i * len(threads) + j]["p50_ms"] for j, t in enumerate(threads)}
         out.append({"key": r["key"], "label": r["variant"]["label"], "winner": i == 0,
+                    "runtime": cells[i * len(threads)][1].label,
                     "size_bytes": r["size_bytes"], "quality": r["quality"], "p50_ms": p50})
     base = out[0]["p50_ms"]
     for entry in out:
