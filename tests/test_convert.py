@@ -235,3 +235,35 @@ def test_fused_lstm_state_does_not_leak_between_check_samples(
     result = convert(model, tmp_path / "m.tflite", "float32", check_data=tmp_path / "x.npz")
     assert result.check is not None and result.check["outputs"][0]["sqnr_db"] > 100
     assert "reset_all_variables()" in caplog.text
+
+
+BUDGETS = {
+    "too-big": (["--max-size", "4KB"], "over --max-size 4.0 KB"),
+    "ops-outside": (["--allowed-ops", "CONV_2D,RESHAPE"], "needs ops outside --allowed-ops: FULLY_CONNECTED"),
+    "bad-size": (["--max-size", "5 bananas"], "write a size such as 5MB"),
+}
+
+
+@pytest.mark.parametrize("case", list(BUDGETS), ids=list(BUDGETS))
+def test_app_budget_refuses_in_one_line_and_writes_nothing(
+    case: str, files: dict[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from tests.conftest import invoke
+
+    args, says = BUDGETS[case]
+    out = tmp_path / "m.tflite"
+    result = invoke(CliRunner(), "convert", files["keras"], "-o", out, *args)
+    assert result.exit_code == 1
+    assert says in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_app_budget_passes_a_file_that_fits(files: dict[str, Path], tmp_path: Path) -> None:
+    ops = tmp_path / "selective_build_ops.txt"  # as a selectively built runtime lists its ops
+    ops.write_text("CONV_2D\nRESHAPE\nFULLY_CONNECTED\nSOFTMAX\nQUANTIZE\nDEQUANTIZE\n")
+    result = convert(files["keras"], tmp_path / "m.tflite", "dynamic", max_size="1MB",
+                     allowed_ops=str(ops))  # fmt: skip
+    assert result.size_bytes < 10**6
+    convert(files["keras"], tmp_path / "b.tflite", allowed_ops="builtin")

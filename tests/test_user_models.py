@@ -297,6 +297,15 @@ def test_inspect_reads_custom_op_files_without_kernels(
     assert doc["missing_kernels"] == ["BesselI0e"] and doc["inputs"][0]["shape"] == [1, 4]
 
 
+def test_builtin_op_budget_names_custom_ops(custom_op_files: dict[str, Path]) -> None:
+    """`--allowed-ops builtin`: custom ops, which an app links separately, are named."""
+    from tfopt.conversion.budget import BudgetError, check
+
+    with pytest.raises(BudgetError, match=r"link separately: BesselI0e \(custom\)"):
+        check(Path(custom_op_files["unresolved"]).read_bytes(), "float32", None, ("builtin",))
+    check(Path(custom_op_files["unresolved"]).read_bytes(), "float32", None, None)
+
+
 def test_bench_runs_a_custom_op_file_litert_resolves(
     runner: CliRunner, custom_op_files: dict[str, Path]
 ) -> None:

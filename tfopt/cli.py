@@ -221,6 +221,18 @@ INPUT_SHAPES = click.option(
     metavar="REGEX",
     help="With --quantizer aeq: leave layers whose op output tensor name matches in float.",
 )
+@click.option(
+    "--max-size",
+    metavar="SIZE",
+    help="The app's size budget (5MB, 800KB, 2MiB): a larger file is refused, and not written.",
+)
+@click.option(
+    "--allowed-ops",
+    metavar="builtin|OPS|FILE",
+    help="The ops the app's runtime links: builtin (no custom or Flex ops), a comma-separated "
+    "list of op names (CONV_2D,ADD,...), or a file of them (a selective build's list). A file "
+    "needing others is refused, naming them.",
+)
 @IMPORTS
 @INPUT_SHAPES
 @command

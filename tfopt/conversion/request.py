@@ -42,6 +42,8 @@ class ConvertRequest:
     keep_float: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     input_shapes: InputShapes | None = field(default=None)
+    max_size: int | str | None = None  # bytes, or '5MB': the app's size budget
+    allowed_ops: tuple[str, ...] | str | None = None  # 'builtin', op names, or a file of them
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the enums once, here
@@ -49,6 +51,12 @@ class ConvertRequest:
         set_(self, "quantizer", _enum(Quantizer, self.quantizer, "quantizer"))
         set_(self, "keep_float", tuple(self.keep_float))
         set_(self, "imports", tuple(self.imports))
+        from tfopt.conversion.budget import parse_ops, parse_size
+
+        if isinstance(self.max_size, str):
+            set_(self, "max_size", parse_size(self.max_size))
+        if isinstance(self.allowed_ops, str):
+            set_(self, "allowed_ops", parse_ops(self.allowed_ops))
         for problem in self._problems():
             raise InputError(problem)
 
@@ -72,6 +80,8 @@ class ConvertRequest:
             problems.append("--keep-float needs --quantizer aeq")
         if self.int8_io and (p is not Precision.INT8 or aeq):
             problems.append("--int8-io applies to --precision int8 (the converter) only")
+        if self.lm and (self.max_size is not None or self.allowed_ops):
+            problems.append("--max-size and --allowed-ops apply to a plain conversion, not --lm")
         if self.lm:
             given = [
                 flag

@@ -12,6 +12,7 @@ from typing import Any
 
 from converters import PRECISIONS, backend_for
 from tfopt import keras_worlds
+from tfopt.conversion import budget
 from tfopt.conversion.guards import may_loop, probe, refuse_loops, run_converter
 from tfopt.conversion.inputs import (
     CHECK_SAMPLES,
@@ -162,6 +163,7 @@ def convert_request(
                 raise
             flatbuffer = attempt(prepared.fallback())
     seconds = time.perf_counter() - started
+    budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)  # before anything is written
 
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
