@@ -354,10 +354,7 @@ def _finish(result: dict[str, Any], goals: list[Goal], state: Path, out: Path, t
     with staged_dir(out, OUTPUTS) as staging:  # no winner: an earlier best.* goes too
         if winner:
             shutil.copyfile(files / f"{winner['key']}.tflite", staging / "best.tflite")
-            v = winner["variant"]
-            variant = Variant(**{k: v[k] for k in ("precision", "quantizer", "num_calibration",
-                                                   "recipe", "float_groups")},
-                              keep_float=tuple(v["keep_float"]))  # fmt: skip
+            variant = Variant.from_dict(winner["variant"])
             recipes.dump(variant.recipe_object(Runtime(**winner["runtime"])), staging / "best.yaml")
         report.write_json(staging / "tune.json", doc)
         (staging / "tune.md").write_text(report.render(report.View.TUNE, doc, "markdown"))

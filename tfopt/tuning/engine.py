@@ -181,7 +181,7 @@ def run_phase(
 
         class _Record(tune.Callback):  # the driver writes the ledger as each trial ends
             def on_trial_start(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-                ledger.started(Variant(**_variant(trial.config)).key)
+                ledger.started(Variant.from_dict(trial.config["variant"]).key)
 
             def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
                 row = dict(trial.last_result["row"])
@@ -191,7 +191,7 @@ def run_phase(
                     on_row(row)
 
             def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-                v = Variant(**_variant(trial.config))
+                v = Variant.from_dict(trial.config["variant"])
                 row = {"key": v.key, "variant": v.to_dict(), "status": "failed", "phase": name,
                        "retry": True,  # not the variant's fault: --resume runs it again
                        "reason": f"the trial's worker or node died: {_why(trial)}"}
@@ -205,7 +205,7 @@ def run_phase(
         )
         tuner = tune.Tuner(
             trainable,
-            param_space={"variant": tune.grid_search([_config(v) for v in todo])},
+            param_space={"variant": tune.grid_search([v.to_dict() for v in todo])},
             tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s),
             run_config=tune.RunConfig(
                 storage_path=str((state / "ray").resolve()), name=name, verbose=0,
@@ -228,14 +228,3 @@ def _why(trial: Any) -> str:
     return first_line(error) if error is not None else "no error recorded"
 
 
-def _config(v: Variant) -> dict[str, Any]:
-    d = v.to_dict()
-    d.pop("key")
-    d.pop("label")
-    return d
-
-
-def _variant(config: dict[str, Any]) -> dict[str, Any]:
-    v = dict(config["variant"])
-    v["keep_float"] = tuple(v["keep_float"])
-    return v

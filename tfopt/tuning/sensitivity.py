@@ -31,23 +31,19 @@ def groups(float_model: bytes) -> tuple[str, dict[str, list[str]]]:
     """('layer' or 'kind', {group: [scope regex of each op]}) over the main graph's ops with a
     named output."""
     from tfopt import flatbuffer
-    from tfopt.conversion.transformer import kind_of
+    from tfopt.conversion.transformer import op_kinds
 
     model = flatbuffer.model_root(float_model)
     graph = model.Subgraphs(0)
     by_layer: dict[str, list[str]] = defaultdict(list)
-    by_kind: dict[str, list[str]] = defaultdict(list)
     for op in flatbuffer.operators(model)[0]:
         names = [graph.Tensors(t).Name().decode() for t in op.outputs if t >= 0]
-        if not names:
-            continue
-        regex = "^" + re.escape(";".join(names) + ";")
-        parts = names[0].split(";")[0].split("/")[:-1][:3]
-        layer = "/".join(parts)
+        layer = "/".join(names[0].split(";")[0].split("/")[:-1][:3]) if names else ""
         if layer:
-            by_layer[layer].append(regex)
-            by_kind[kind_of(names[0])].append(regex)
-    return ("layer", dict(by_layer)) if len(by_layer) <= MAX_GROUPS else ("kind", dict(by_kind))
+            by_layer[layer].append("^" + re.escape(";".join(names) + ";"))
+    if len(by_layer) <= MAX_GROUPS:
+        return "layer", dict(by_layer)
+    return "kind", {k: [regex for _, regex in ops] for k, ops in op_kinds(float_model).items()}
 
 
 def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) -> dict[str, Any]:

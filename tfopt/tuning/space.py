@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS, Precision
@@ -70,6 +70,12 @@ class Variant:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "keep_float": list(self.keep_float), "key": self.key,
                 "label": self.label}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Variant:
+        """The variant of a `to_dict` document (a trial's config or a row in tune.json)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if k == "keep_float" else v for k, v in doc.items() if k in names})
 
 
 # LiteRT CPU options that change the numbers, not just the speed: tune judges every file through

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ class Job:
     train_data: str | None = None  # an .npz with x_train/y_train/x_val/y_val, for recipes
     epochs: int = 1
     batch_size: int = 64
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build(variant: Variant, job: Job, float_model: bytes | None, work: Path) -> bytes:
@@ -82,7 +81,7 @@ def run(
     from tfopt.inspection import gzip_size
     from tfopt.validate import run_tflite
 
-    variant = Variant(**{**config["variant"], "keep_float": tuple(config["variant"]["keep_float"])})
+    variant = Variant.from_dict(config["variant"])
     row: dict[str, Any] = {
         "key": variant.key,
         "variant": variant.to_dict(),
