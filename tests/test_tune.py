@@ -190,6 +190,19 @@ def test_sigterm_then_resume_repeats_no_trial(
     assert resumed["winner"]["key"] == reference["winner"]["key"]
 
 
+def test_tune_takes_a_tf_keras_h5_file(files: dict[str, Path], tmp_path: Path) -> None:
+    """The other Keras world: a tf_keras model trained with `fit` and saved as .h5, on local Ray."""
+    out = tmp_path / "h5"
+    result = tfopt.tune(files["h5"], files["test"], "top1_drop<=0.02", out, ray_cpus=1,
+                        space=Space(precisions=("float32", "dynamic"), aeq_precisions=(),
+                                    threads=(1,), xnnpack=(True,), cpu_option_sets=(),
+                                    selective_float=False),
+                        final_repeats=1, min_seconds=0.1, compare_presets=False)  # fmt: skip
+    assert {r["variant"]["label"] for r in result.trials} == {"float32", "dynamic"}
+    assert all(r["status"] == "ok" and r["passed"] for r in result.trials)
+    assert (out / "best.tflite").read_bytes()[4:8] == b"TFL3"
+
+
 def test_unreachable_ray_address_is_one_line(user_files: dict[str, Path], runner: Any,
                                              tmp_path: Path) -> None:  # fmt: skip
     result = invoke(runner, "tune", user_files["model"], "--data", user_files["data"], "--goal",
