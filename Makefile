@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo bench-peers fashion-mnist fortunes \
-	soft-gpu sshd adb clean fuzz
+	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -66,8 +66,29 @@ adb:
 	@command -v adb >/dev/null || $(SUDO) apt-get install -y -q adb \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q adb)
 
-# TFOPT_REQUIRE_ALL=1: a GPU, ssh or adb test whose prerequisite is missing fails, not skips.
-test: $(STAMP) fashion-mnist fortunes soft-gpu sshd adb  ## Lint, layer contracts, the whole suite.
+# An ARM64 board (tests/arm64_board.sh): a Debian arm64 userland with python3, numpy and
+# ai-edge-litert, run by qemu-user through binfmt_misc, cached in the user cache folder (about
+# 400 MB, 4 min to build); tests start its own sshd on 127.0.0.1 and time/compare over ssh on
+# ARM kernels. Under `make test` a board that cannot be built leaves a one-line reason in
+# $(ARM64_BOARD).failed, which the ARM64 tests report as their failure.
+ARM64_BOARD := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tfopt/arm64-board
+arm64-board: $(STAMP)  ## Build the ARM64 board (root; debootstrap + qemu-user).
+	PIP="$(BIN)/python -m pip" tests/arm64_board.sh $(ARM64_BOARD)
+
+# MediaPipe Tasks, a mobile runtime that reads TFLite metadata, in its own venv: it pins
+# absl-py 2.3, which tensorflow-model-optimization's absl-py 1.x excludes from .venv.
+MEDIAPIPE_VENV := .venv-mediapipe
+MEDIAPIPE := mediapipe==1.2.2
+mediapipe: $(MEDIAPIPE_VENV)/.installed
+$(MEDIAPIPE_VENV)/.installed:
+	test -x $(MEDIAPIPE_VENV)/bin/python || $(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install --quiet $(MEDIAPIPE)
+	touch $@
+
+# TFOPT_REQUIRE_ALL=1: a GPU, ssh, adb, ARM64 or MediaPipe test whose prerequisite is missing
+# fails, not skips.
+test: $(STAMP) fashion-mnist fortunes soft-gpu sshd adb mediapipe  ## Lint, layer contracts, the whole suite.
+	-PIP="$(BIN)/python -m pip" tests/arm64_board.sh $(ARM64_BOARD)
 	$(BIN)/ruff check tfopt converters tests benchmarks examples
 	$(BIN)/lint-imports
 	TFOPT_REQUIRE_ALL=1 $(BIN)/python -m pytest -q
@@ -114,5 +135,9 @@ bench-peers: $(STAMP) fashion-mnist fortunes  ## tfopt vs ONNX Runtime vs OpenVI
 	$(BIN)/python -m pip install --quiet -e '.[dev,peers]'
 	$(BIN)/python benchmarks/peers.py --out peers-out $(PEERS_ARGS)
 
+# Per precision, a classifier's outputs on the ARM64 board's kernels against x86's, on real data.
+bench-arm64: $(STAMP) fashion-mnist arm64-board  ## ARM vs x86 numerics -> benchmarks/results/arm64.*
+	$(BIN)/python benchmarks/arm64.py --board $(ARM64_BOARD)
+
 clean:
-	rm -rf $(VENV) .soft-gpu demo-out .pytest_cache  # the soft GPU stays in the user cache
+	rm -rf $(VENV) $(MEDIAPIPE_VENV) .soft-gpu demo-out .pytest_cache  # caches stay in ~/.cache

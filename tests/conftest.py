@@ -154,3 +154,65 @@ def runner() -> CliRunner:
 def invoke(runner: CliRunner, *args: Any) -> Any:
     """Run the CLI in-process; return click's Result."""
     return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def fashion() -> dict[str, np.ndarray]:
+    """Real Fashion-MNIST from Debian (make fashion-mnist) as uint8 28x28: 3,000 train images,
+    200 test images (the first of t10k), with labels."""
+    import importlib.util
+
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    require(folder.is_dir(), "Fashion-MNIST (make fashion-mnist)")
+    example = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist" / "run.py"
+    spec = importlib.util.spec_from_file_location("fashion_mnist_example", example)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def read(stem: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = module.read_idx(folder / f"{stem}-images-idx3-ubyte.gz")[:n]
+        return x, module.read_idx(folder / f"{stem}-labels-idx1-ubyte.gz")[:n].astype(np.int64)
+
+    (x_train, y_train), (x_test, y_test) = read("train", 3000), read("t10k", 200)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+@pytest.fixture(scope="session")
+def fashion_app(
+    tmp_path_factory: pytest.TempPathFactory, keras3: Any, fashion: dict[str, np.ndarray]
+) -> dict[str, Path]:
+    """What an app developer brings: a Keras 3 Sequential RGB classifier trained with `fit` on
+    real Fashion-MNIST (pixels / 255, as the tutorials do), saved with `model.save`; the class
+    names as labels.txt; RGB test images as uint8 (.npy) and as the model's float input (.npz)."""
+    d = tmp_path_factory.mktemp("fashion_app")
+    keras3.utils.set_random_seed(SEED)
+    model = keras3.Sequential(
+        [
+            keras3.Input((28, 28, 3)),
+            keras3.layers.Conv2D(8, 3, activation="relu"),
+            keras3.layers.MaxPooling2D(),
+            keras3.layers.Flatten(),
+            keras3.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rgb = {k: np.repeat(v[..., None], 3, axis=-1) for k, v in fashion.items() if k[0] == "x"}
+    model.fit(rgb["x_train"] / 255.0, fashion["y_train"], epochs=2, batch_size=64, verbose=0)
+    paths = {
+        "keras": d / "fashion.keras",
+        "labels": d / "labels.txt",
+        "images": d / "images.npy",
+        "data": d / "test.npz",
+        "calib": d / "calib.npz",
+    }
+    model.save(paths["keras"])
+    paths["labels"].write_text("\n".join(FASHION_LABELS) + "\n", encoding="utf-8")
+    np.save(paths["images"], rgb["x_test"].astype(np.uint8))
+    np.savez(paths["data"], x=(rgb["x_test"] / 255.0).astype(np.float32), y=fashion["y_test"])
+    np.savez(paths["calib"], x=(rgb["x_train"][:100] / 255.0).astype(np.float32))
+    return paths

@@ -45,31 +45,41 @@ class Sshd:
 
 
 @contextlib.contextmanager
-def local_sshd(folder: Path) -> Iterator[Sshd]:
-    """Start sshd on a free 127.0.0.1 port, accepting one fresh key for the current user."""
-    if not SSHD.exists():
+def local_sshd(folder: Path, root: Path | None = None) -> Iterator[Sshd]:
+    """Start sshd on a free 127.0.0.1 port, accepting one fresh key for the current user.
+
+    With `root` (a foreign userland such as the ARM64 board, `folder` inside it), the userland's
+    own sshd runs chrooted there, in a private mount namespace with /proc and /dev mounted (gone
+    with it); the user is root.
+    """
+    if root is None and not SSHD.exists():
         raise RuntimeError("openssh-server is not installed (make sshd)")
     folder.mkdir(parents=True, exist_ok=True)
+    inner = folder if root is None else Path("/") / folder.relative_to(root)
     keygen(folder / "host")
     keygen(folder / "client")
     (folder / "authorized_keys").write_text((folder / "client.pub").read_text())
     port = free_port()
     (folder / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\n"
-        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPidFile {folder / 'sshd.pid'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {inner / 'host'}\n"
+        f"AuthorizedKeysFile {inner / 'authorized_keys'}\nPidFile {inner / 'sshd.pid'}\n"
         "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
     )
     kind, key = (folder / "host.pub").read_text().split()[:2]
     (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {kind} {key}\n")
-    if os.geteuid() == 0:
+    command = [str(SSHD), "-D", "-e", "-f", str(inner / "sshd_config")]
+    if root is not None:
+        (root / "run/sshd").mkdir(exist_ok=True)
+        # Not /sys: LiteRT's cpuinfo would then parse the host's x86 /proc/cpuinfo as ARM's and
+        # crash under qemu-user; without it, it falls back to defaults.
+        mounts = 'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && exec chroot "$@"'
+        command = ["unshare", "--mount", "--propagation", "private", "--",
+                   "sh", "-c", mounts, "sh", str(root), *command]  # fmt: skip
+    elif os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
     with open(folder / "sshd.log", "w") as log:
-        proc = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -82,7 +92,8 @@ def local_sshd(folder: Path) -> Iterator[Sshd]:
                         f"sshd did not start: {(folder / 'sshd.log').read_text()}"
                     ) from None
                 time.sleep(0.1)
-        url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}"
+        user = getpass.getuser() if root is None else "root"
+        url = f"ssh://{user}@127.0.0.1:{port}"
         yield Sshd(url, folder / "client", folder / "known_hosts", folder)
     finally:
         proc.terminate()

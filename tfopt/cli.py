@@ -148,6 +148,7 @@ def _show_notes() -> None:
     logger = logging.getLogger("tfopt")
     if not any(type(h).__name__ == "Notes" for h in logger.handlers):
         logger.addHandler(Notes())
+    logger.propagate = False  # TensorFlow's absl handler on the root logger would repeat them
 
 
 IMPORTS = click.option(
@@ -167,6 +168,30 @@ INPUT_SHAPES = click.option(
     help="Input shape for a model that does not record one (a subclassed model never built), "
     "e.g. 1,224,224,3, or NAME=1,128 per input; ? leaves a size free. Repeatable.",
 )
+
+
+METADATA_FLAGS = {"labels": "labels", "normalize": "normalize", "model_name": "name",
+                  "description": "description", "model_version": "version", "author": "author",
+                  "license": "license"}  # fmt: skip
+
+
+def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the others
+    """The TFLite metadata flags (convert and metadata)."""
+    options = [
+        click.option("--labels", type=click.Path(), help="Class names, one per line (UTF-8), "
+                     "packed into the file for the first output; their count must match it."),
+        click.option("--normalize", metavar="MEAN,STD", help="Input normalization an app applies "
+                     "before feeding pixels: (x - MEAN) / STD, e.g. 127.5,127.5 or 0,255; per "
+                     "channel with ':' (0.485:0.456:0.406,0.229:0.224:0.225)."),
+        click.option("--model-name", help="Metadata: the model's name."),
+        click.option("--description", help="Metadata: what the model does."),
+        click.option("--version", "model_version", metavar="V", help="Metadata: the model's version."),
+        click.option("--author", help="Metadata: who made it."),
+        click.option("--license", help="Metadata: its license."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 @cli.command("convert")
@@ -233,6 +258,7 @@ INPUT_SHAPES = click.option(
     "list of op names (CONV_2D,ADD,...), or a file of them (a selective build's list). A file "
     "needing others is refused, naming them.",
 )
+@METADATA_OPTIONS
 @IMPORTS
 @INPUT_SHAPES
 @command
@@ -247,7 +273,17 @@ def convert_cmd(no_check: bool, input_shapes: tuple[str, ...], **options: Any) -
     from tfopt.loading import parse_input_shapes
 
     shapes = parse_input_shapes(input_shapes)
-    return View.CONVERT, convert(check=not no_check, input_shapes=shapes, **options)
+    meta = _metadata(options)
+    return View.CONVERT, convert(check=not no_check, input_shapes=shapes, metadata=meta, **options)
+
+
+def _metadata(options: dict[str, Any], sets: tuple[str, ...] = ()) -> Any:
+    """Pop the metadata flags out of `options` into one `tfopt.metadata.Metadata` (or None)."""
+    from tfopt.metadata import Metadata
+
+    given = {key: options.pop(flag) for flag, key in METADATA_FLAGS.items()}
+    meta = Metadata.from_sets(sets, **given)
+    return meta or None
 
 
 @cli.command("inspect")
@@ -272,6 +308,36 @@ def inspect_cmd(model: str, gpu: bool) -> tuple[View, Any]:
 
         doc["gpu"] = gpu_placement(model)
     return View.INSPECT, doc
+
+
+@cli.command("metadata")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Write the changed model here.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one field: name, description, version, author, license, labels (a file) or "
+    "normalize (MEAN,STD). Repeatable.",
+)
+@METADATA_OPTIONS
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@command
+def metadata_cmd(
+    model: str, output: str | None, sets: tuple[str, ...], overwrite: bool, **options: Any
+) -> tuple[View, Any]:
+    """Show MODEL's TFLite metadata (name, version, normalization, labels, packed files), or
+    write a copy with fields changed: the metadata Android Studio's ML Model Binding, the TFLite
+    Task Library and MediaPipe Tasks read, so an app needs no hand-written pre/post-processing.
+
+    \b
+      tfopt metadata m.tflite
+      tfopt metadata m.tflite --labels labels.txt --normalize 0,255 --set author=me -o m2.tflite
+    """
+    from tfopt.metadata.edit import edit
+
+    return View.METADATA, edit(model, _metadata(options, sets), output, overwrite)
 
 
 @cli.command("compare")
@@ -307,16 +373,39 @@ def inspect_cmd(model: str, gpu: bool) -> tuple[View, Any]:
 @click.option("--min-cosine", type=float, help="Fail (exit 1) if any output's cosine is below.")
 @click.option("--min-top1", type=float, help="Fail (exit 1) if top-1 agreement (0-1) is below.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers in a Keras REFERENCE.")
+@click.option(
+    "--target",
+    help="Run CANDIDATE there instead of here: ssh://user@host[:port] (an ARM board's kernels; "
+    "the reference still runs here).",
+)
+@click.option("--ssh-key", type=click.Path(), help="ssh target: identity file.")
+@click.option(
+    "--ssh-option", "ssh_options", multiple=True, help="ssh target: extra -o KEY=VALUE."
+)
+@click.option(
+    "--remote-python",
+    default="python3",
+    show_default=True,
+    help="ssh target: python with numpy and ai-edge-litert on the device.",
+)
 @IMPORTS
 @command
 def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, Any]:
     """Compare CANDIDATE (.tflite) with REFERENCE (Keras model, SavedModel or .tflite) on DATA.
 
     Reports per output max/mean absolute error, SQNR and cosine; for classifiers the top-1
-    agreement, and accuracy of both when DATA holds labels `y`.
+    agreement, and accuracy of both when DATA holds labels `y`. With --target, CANDIDATE runs on
+    that device: its kernels (ARM's, not x86's) produce the outputs compared.
     """
     from tfopt.validate import compare_embeddings, compare_files
 
+    where = [options.pop(k) for k in ("target", "ssh_key", "ssh_options", "remote_python")]
+    if where[0]:
+        if embedding:
+            raise click.UsageError("--target applies to plain compare, not --embedding")
+        from tfopt.targets import make_target
+
+        options["target"] = make_target(where[0], where[1], where[2], where[3])
     if embedding:
         del options["min_sqnr_db"], options["min_cosine"], options["min_top1"]
         return View.EMBEDDING, compare_embeddings(pooling=pooling, **options)

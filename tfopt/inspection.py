@@ -13,6 +13,7 @@ import numpy as np
 from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.flatbuffer import enum_names, is_tflite, model_root, operators, schema
 from tfopt.fsutil import existing
+from tfopt.metadata import read as read_metadata
 from tfopt.runtime.feeding import make_interpreter, short_name
 
 # Ops that move between float and integer domains; they do not count as "float compute".
@@ -206,6 +207,7 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
         summary = graph_summary(data)
         io = flatbuffer_io(data)
         missing = _missing_kernels(path, summary["custom_ops"])
+        meta = read_metadata(data)
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - a truncated flatbuffer fails in many ways
@@ -217,6 +219,7 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
         **io,
         "missing_kernels": missing,
         **summary,
+        "metadata": meta,
     }
 
 

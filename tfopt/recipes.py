@@ -212,8 +212,42 @@ class ConvertStage:
     num_calibration: int = 100
     quantizer: str = "converter"  # or "aeq": the LiteRT quantizer on the float model
     keep_float: tuple[str, ...] = ()  # with aeq: op output names (regexes) left in float
+    # TFLite metadata written into the file (see `tfopt.metadata.Metadata`); a relative label
+    # path is read from the recipe file's folder.
+    labels: str | None = None
+    normalize: str | None = None  # "MEAN,STD"
+    model_name: str | None = None
+    description: str | None = None
+    version: str | None = None
+    author: str | None = None
+    license: str | None = None
+
+    def metadata(self, folder: Path | None = None) -> Any:
+        """The `tfopt.metadata.Metadata` this stage writes (empty when it names none)."""
+        from tfopt.metadata import Metadata
+
+        labels = self.labels
+        if labels is not None and folder is not None and not Path(labels).is_absolute():
+            labels = str(folder / labels)
+        return Metadata(
+            name=self.model_name, description=self.description, version=self.version,
+            author=self.author, license=self.license, labels=labels, normalize=self.normalize,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
+        for name in METADATA_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str | int | float):
+                raise _fail(self.kind, name, value, "expected text")
+            if isinstance(value, int | float):  # YAML reads `version: 2` as a number
+                object.__setattr__(self, name, str(value))
+        if self.normalize is not None:
+            from tfopt.metadata import parse_normalize
+
+            try:
+                parse_normalize(self.normalize)
+            except TfoptError as exc:
+                raise _fail(self.kind, "normalize", self.normalize, str(exc)) from None
         if self.quantizer not in QUANTIZERS:
             raise _fail(self.kind, "quantizer", self.quantizer, "expected converter or aeq")
         allowed = PRECISION_NAMES if self.quantizer == "converter" else AEQ_NAMES
@@ -233,6 +267,9 @@ class ConvertStage:
             raise _fail(
                 self.kind, "num_calibration", self.num_calibration, "expected an integer >= 1"
             )
+
+
+METADATA_FIELDS = ("labels", "normalize", "model_name", "description", "version", "author", "license")
 
 
 STAGES: dict[StageKind, type] = {
@@ -342,6 +379,8 @@ def _stage_to_dict(stage: AnyStage) -> dict[str, Any]:
     out: dict[str, Any] = {"stage": stage.kind.value}
     for f in fields(stage):
         value = getattr(stage, f.name)
+        if value is None and f.default is None:
+            continue  # an unset optional key stays out of the file
         out[f.name] = (
             value.value
             if isinstance(value, StrEnum)

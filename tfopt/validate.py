@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,23 +110,10 @@ class CompareResult:
 def run_tflite(model_path: str, data: Dataset, threads: int = 2) -> dict[str, np.ndarray]:
     """Run a `.tflite` sample by sample; outputs in real values, keyed by output name."""
     interpreter = feeding.make_interpreter(model_path, threads)
-    inputs, outputs = feeding.io_details(interpreter)
-    missing = [n for n in inputs if n not in data.x]
-    if missing:
-        raise ValidationError(
-            f"{model_path} expects inputs {sorted(inputs)}, data holds {sorted(data.x)}"
-        )
-    results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    for i in range(len(data)):
-        # Every sample starts from zero state: a converted Keras LSTM keeps its state tensors
-        # as variables that would otherwise carry one sample's state into the next.
-        interpreter.reset_all_variables()
-        feeding.feed(interpreter, inputs, data.sample(i))
-        interpreter.invoke()
-        for name, detail in outputs.items():
-            value = interpreter.get_tensor(detail["index"])
-            results[name].append(feeding.dequantize(value, detail))
-    return {name: np.concatenate(v) for name, v in results.items()}
+    try:
+        return feeding.run_samples(interpreter, data.x)
+    except KeyError as exc:
+        raise ValidationError(f"{model_path}: {exc.args[0]}") from None
 
 
 def _output_names(model: Any, count: int) -> list[str]:
@@ -250,10 +238,21 @@ def compare(
     min_sqnr_db: float | None = None,
     min_cosine: float | None = None,
     min_top1: float | None = None,
+    target: Any = None,
 ) -> CompareResult:
-    """Run both models on `data` and compare; thresholds turn misses into `failures`."""
+    """Run both models on `data` and compare; thresholds turn misses into `failures`. With a
+    `tfopt.targets.Target`, the candidate runs there (an ARM board's kernels, over ssh)."""
     ref = run_reference(reference, data)
-    cand = run_tflite(candidate_path, data)
+    if target is None:
+        cand = run_tflite(candidate_path, data)
+    else:
+        from tfopt.targets import opened
+
+        with opened(target):
+            try:
+                cand = target.outputs(Path(candidate_path), data.x, 2, timeout=1800)
+            except KeyError as exc:
+                raise ValidationError(f"{candidate_path}: {exc.args[0]}") from None
     return with_thresholds(compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1)
 
 
@@ -267,8 +266,10 @@ def compare_files(
     min_top1: float | None = None,
     unsafe: bool = False,
     imports: tuple[str, ...] = (),
+    target: Any = None,
 ) -> CompareResult:
-    """Load a reference model, a candidate `.tflite` and data from files, then `compare`."""
+    """Load a reference model, a candidate `.tflite` and data from files, then `compare` (on
+    `target` when given: a `tfopt.targets.Target`)."""
     if max_samples < 1:
         raise InputError("max_samples must be at least 1")
     cand = load(candidate)
@@ -277,7 +278,7 @@ def compare_files(
     ref = load(reference, unsafe=unsafe, imports=imports)
     dataset = load_data(data, cand.inputs, limit=max_samples)
     assert cand.path is not None
-    return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1)
+    return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1, target)
 
 
 def sentence_embeddings(

@@ -44,6 +44,7 @@ class ConvertRequest:
     input_shapes: InputShapes | None = field(default=None)
     max_size: int | str | None = None  # bytes, or '5MB': the app's size budget
     allowed_ops: tuple[str, ...] | str | None = None  # 'builtin', op names, or a file of them
+    metadata: Any = None  # `tfopt.metadata.Metadata` (or a dict of its fields): TFLite metadata
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the enums once, here
@@ -57,6 +58,14 @@ class ConvertRequest:
             set_(self, "max_size", parse_size(self.max_size))
         if isinstance(self.allowed_ops, str):
             set_(self, "allowed_ops", parse_ops(self.allowed_ops))
+        from tfopt.metadata import Metadata, read_labels
+
+        if isinstance(self.metadata, dict):
+            set_(self, "metadata", Metadata(**self.metadata))
+        if self.metadata is not None and not isinstance(self.metadata, Metadata):
+            raise InputError(f"metadata: expected tfopt.metadata.Metadata, got {self.metadata!r}")
+        if self.metadata and self.metadata.labels is not None:
+            read_labels(self.metadata.labels)  # a bad label file fails before the conversion
         for problem in self._problems():
             raise InputError(problem)
 
@@ -82,6 +91,8 @@ class ConvertRequest:
             problems.append("--int8-io applies to --precision int8 (the converter) only")
         if self.lm and (self.max_size is not None or self.allowed_ops):
             problems.append("--max-size and --allowed-ops apply to a plain conversion, not --lm")
+        if self.lm and self.metadata:
+            problems.append("metadata (--labels, --normalize, ...) describes one graph, not --lm")
         if self.lm:
             given = [
                 flag

@@ -20,6 +20,7 @@ class ConvertResult:
     check: dict[str, Any] | None
     seq_len: int | None = None
     sensitivity: dict[str, Any] | None = None  # transformer int8: the op kinds kept out of int8
+    metadata: dict[str, Any] | None = None  # the TFLite metadata written (`tfopt.metadata.read`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

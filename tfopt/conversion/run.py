@@ -32,7 +32,25 @@ from tfopt.errors import ConversionError, DataError, InputError, ValidationError
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import load
+from tfopt.metadata import Metadata, attach, read
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
+
+
+def with_metadata(flatbuffer: bytes, spec: Metadata) -> bytes:
+    """The converted model with its TFLite metadata, and one note saying what was written."""
+    out = attach(flatbuffer, spec)
+    doc = read(out) or {}
+    written = [k for k in ("name", "version", "author") if getattr(spec, k) is not None]
+    if spec.normalize is not None:
+        inp = doc["inputs"][0]
+        written.append(f"input normalization {spec.normalize} ({inp.get('content', 'feature')})")
+        if inp.get("content") == "image GRAYSCALE":
+            note("MediaPipe Tasks' image APIs read RGB inputs only; this 1-channel model's "
+                 "metadata serves the Task Library and ML Model Binding")  # fmt: skip
+    if spec.labels is not None:
+        written.append(f"{Path(spec.labels).name} packed for output '{doc['outputs'][0]['name']}'")
+    note("metadata: " + ", ".join(written or ["description"]))
+    return out
 
 
 def convert(
@@ -163,6 +181,8 @@ def convert_request(
                 raise
             flatbuffer = attempt(prepared.fallback())
     seconds = time.perf_counter() - started
+    if req.metadata:
+        flatbuffer = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)  # before anything is written
 
     with atomic_path(out) as tmp:
@@ -200,4 +220,5 @@ def convert_request(
         check=result,
         seq_len=seq_len,
         sensitivity=sensitivity.to_dict() if sensitivity else None,
+        metadata=read(flatbuffer) if req.metadata else None,
     )

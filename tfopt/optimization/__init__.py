@@ -206,6 +206,11 @@ def optimize(
     return report
 
 
+def _recipe_folder(rec: Recipe) -> Path | None:
+    """The folder of a recipe read from a file: its relative label paths start there."""
+    return Path(rec.source).parent if rec.source and Path(rec.source).is_file() else None
+
+
 def _convert_and_report(
     ctx: Context,
     rec: Recipe,
@@ -231,6 +236,7 @@ def _convert_and_report(
         int8_io=final.int8_io,
         quantizer=final.quantizer,
         keep_float=final.keep_float,
+        metadata=final.metadata(_recipe_folder(rec)) or None,
         seq_len=_seq_len(inputs, train.val),
         overwrite=True,
         check=check,
@@ -278,6 +284,7 @@ def _convert_and_report(
             "p50_ms_1t": round(timing.results[0]["latency_us"]["p50"] / 1000, 4),
             "runtime": runtime,
             "check": conv_check,
+            "metadata": conv.metadata,
             "weights": weight_stats(tflite_path),
         },
         layers=kernel_stats(ctx.model),

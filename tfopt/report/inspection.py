@@ -40,6 +40,42 @@ def _missing(r: dict[str, Any]) -> list[str]:
     return [f"no kernel in this LiteRT for: {names} (the app must register them to run the model)"]
 
 
+def metadata_lines(m: dict[str, Any] | None) -> list[str]:
+    """TFLite metadata as text: the model's fields, each described tensor, the packed files."""
+    if not m:
+        return ["metadata: none (tfopt metadata MODEL --labels ... --normalize ... -o OUT adds it)"]
+    head = [f"{k}={m[k]}" for k in ("name", "version", "author", "license") if m.get(k)]
+    lines = [f"metadata: {', '.join(head) or '(no name)'}"
+             + (f" (parser >= {m['min_parser_version']})" if m.get("min_parser_version") else "")]  # fmt: skip
+    if m.get("description"):
+        lines.append(f"  description: {m['description']}")
+    for side in ("inputs", "outputs"):
+        for t in m.get(side, []):
+            parts = [t.get("content", "")]
+            if "normalization" in t:
+                n = t["normalization"]
+                parts.append(f"normalize (x - {_nums(n['mean'])}) / {_nums(n['std'])}")
+            if "range" in t:
+                parts.append(f"range {_nums(t['range'][0])}..{_nums(t['range'][1])}")
+            for f in t.get("files", []):
+                labels = ""
+                if "count" in f:
+                    more = ", ..." if f["count"] > 5 else ""
+                    labels = f" ({f['count']}: {', '.join(f['first'])}{more})"
+                missing = "" if f["packed"] else " NOT PACKED"
+                parts.append(f"{f['type']} {f['name']}{labels}{missing}")
+            described = f" - {t['description']}" if t.get("description") else ""
+            lines.append(f"  {side[:-1]} {t.get('name')}: {'; '.join(p for p in parts if p)}{described}")
+    packed = [f"{f['name']} ({f['bytes']:,} B)" for f in m.get("packed_files", [])]
+    lines.append(f"  packed files: {', '.join(packed) or 'none'}")
+    return lines
+
+
+def _nums(values: list[float]) -> str:
+    text = ":".join(f"{v:g}" for v in values)
+    return text
+
+
 def _headline(r: dict[str, Any]) -> str:
     return (
         f"{r['model']}: {r['size_bytes']:,} bytes ({r['gzip_bytes']:,} gzipped), "
@@ -60,9 +96,20 @@ def text(r: dict[str, Any]) -> str:
             f"tensor dtypes: {counts(r['tensor_dtypes'])}",
             f"custom ops: {', '.join(r['custom_ops']) or 'none'}",
             *_missing(r),
+            *metadata_lines(r.get("metadata")),
             *(placement_lines(r["gpu"]) if "gpu" in r else []),
         ]
     )
+
+
+@renders(View.METADATA, Format.TEXT, Format.MARKDOWN)
+def metadata_text(r: dict[str, Any]) -> str:
+    lines = metadata_lines(r["metadata"])
+    if r.get("output"):
+        lines.insert(0, f"wrote {r['output']}: {r['size_bytes']:,} bytes")
+    else:
+        lines.insert(0, f"{r['model']}:")
+    return "\n".join(lines)
 
 
 @renders(View.INSPECT, Format.MARKDOWN)
@@ -90,6 +137,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"- tensor dtypes: {counts(r['tensor_dtypes'])}",
             f"- custom ops: {', '.join(r['custom_ops']) or 'none'}",
             *(f"- {line}" for line in _missing(r)),
+            *(f"- {line.strip()}" for line in metadata_lines(r.get("metadata"))),
             *(f"- {line.strip()}" for line in (placement_lines(r["gpu"]) if "gpu" in r else [])),
             "",
         ]

@@ -14,6 +14,7 @@ class View(enum.StrEnum):
     COMPARE = "compare"
     EMBEDDING = "embedding"  # compare --embedding
     INSPECT = "inspect"  # with `gpu` placement when asked
+    METADATA = "metadata"  # tfopt metadata: shown or edited
     BENCH = "bench"  # one BenchReport or a matrix of them
     LM_BENCH = "lm_bench"
     GENERATE = "generate"

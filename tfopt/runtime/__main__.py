@@ -3,6 +3,7 @@
     python runtime.pyz MODEL.tflite --threads 2 --runs 100 --warmup 10 [--no-xnnpack] [--data X.npz]
         [--pin 0,1] [--accelerator gpu [--placement-only]] [--lm --prompt-len 16 --new-tokens 32]
         [--cpu-option KEY=VALUE ...] [--profile]
+    python runtime.pyz MODEL.tflite --data X.npz --outputs OUT.npz   (every sample's outputs)
 
 The same entry runs locally and on an ssh device: the host builds `tfopt/runtime` into one zipapp
 (`tfopt.targets.base.runtime_zipapp`) and runs it with the target's python.
@@ -16,6 +17,7 @@ import sys
 
 from .cpu import run
 from .cpuopts import COMPILED, parse_cpu_options
+from .feeding import write_outputs
 from .gpu import run_compiled
 from .lm import run_lm
 from .profile import profile_ops
@@ -50,12 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu-option", action="append", default=[], help="LiteRT CPU option KEY=VALUE (cpuopts)"
     )
     parser.add_argument("--profile", action="store_true", help="add LiteRT's per-op profile")
+    parser.add_argument(
+        "--outputs", default=None, help="run every sample of --data, save the outputs (.npz)"
+    )
     parser.add_argument("--profile-runs", type=int, default=20)
     args = parser.parse_args(argv)
     try:
         pinned = pin(args.pin) if args.pin else None
         cpu = parse_cpu_options(args.cpu_option)
-        if args.accelerator != "cpu" or cpu["api"] == COMPILED:
+        if args.outputs:
+            if not args.data or args.accelerator != "cpu" or args.lm:
+                raise ValueError("--outputs runs the CPU Interpreter over a --data .npz")
+            result = write_outputs(
+                args.model, args.data, args.outputs, args.threads, not args.no_xnnpack
+            )
+        elif args.accelerator != "cpu" or cpu["api"] == COMPILED:
             if args.lm:
                 raise ValueError("--lm runs on the CPU Interpreter only")
             result = run_compiled(

@@ -111,3 +111,34 @@ def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> di
             raise ValueError(f"data has no array named '{name}'")
         sample[name] = arrays[key][:1].reshape([int(s) for s in detail["shape"]])
     return sample
+
+
+def run_samples(interpreter: Any, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run every sample of `x` ({input name: array with a leading sample axis}) one by one;
+    outputs in real values (dequantized), keyed by output name, samples stacked."""
+    inputs, outputs = io_details(interpreter)
+    missing = [n for n in inputs if n not in x]
+    if missing:
+        raise KeyError(f"the model expects inputs {sorted(inputs)}, the data holds {sorted(x)}")
+    count = len(next(iter(x.values()))) if x else 0
+    results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    for i in range(count):
+        # Every sample starts from zero state: a converted Keras LSTM keeps its state tensors
+        # as variables that would otherwise carry one sample's state into the next.
+        interpreter.reset_all_variables()
+        feed(interpreter, inputs, {name: x[name][i : i + 1] for name in inputs})
+        interpreter.invoke()
+        for name, detail in outputs.items():
+            results[name].append(dequantize(interpreter.get_tensor(detail["index"]), detail))
+    return {name: np.concatenate(v) for name, v in results.items()}
+
+
+def write_outputs(model_path: str, data_path: str, out_path: str, threads: int, xnnpack: bool) -> dict:
+    """Run every sample of a .npz (arrays named after the inputs) and save the outputs as .npz
+    (`o0`, `o1`, ... in the order of the returned `outputs` names): numerics on the device."""
+    with np.load(data_path, allow_pickle=False) as z:
+        x = {k: z[k] for k in z.files}
+    results = run_samples(make_interpreter(model_path, threads, xnnpack), x)
+    names = list(results)
+    np.savez(out_path, **{f"o{i}": results[n] for i, n in enumerate(names)})
+    return {"outputs": names, "samples": len(next(iter(x.values()))) if x else 0}

@@ -122,5 +122,12 @@ class Target:
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         raise NotImplementedError
 
+    def outputs(
+        self, model: Path, x: dict[str, Any], threads: int, timeout: float
+    ) -> dict[str, Any]:
+        """Every sample of `x` ({input name: array}) through `model` on this target: the outputs
+        in real values by output name (what `tfopt compare --target` compares)."""
+        raise BenchError(f"--target {self.name}: compare runs on local and ssh targets")
+
     def close(self) -> None:
         """Remove whatever was copied to the device."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tfopt.errors import BenchError, InputError
 from tfopt.targets.base import RunSpec, Target, runtime_doc, runtime_zipapp
@@ -24,3 +25,10 @@ class LocalTarget(Target):
         except subprocess.TimeoutExpired:
             raise BenchError(f"{model}: timing run exceeded {timeout:.0f} s") from None
         return runtime_doc(str(model), proc)
+
+    def outputs(
+        self, model: Path, x: dict[str, Any], threads: int, timeout: float
+    ) -> dict[str, Any]:
+        from tfopt.runtime.feeding import make_interpreter, run_samples
+
+        return run_samples(make_interpreter(str(model), threads), x)

@@ -141,6 +141,37 @@ class SshTarget(Target):
             raise self._fail(proc, f"copying {name} failed")
         return path
 
+    def outputs(
+        self, model: Path, x: dict[str, Any], threads: int, timeout: float
+    ) -> dict[str, Any]:
+        import io
+
+        import numpy as np
+
+        folder = self._prepare()
+        if model not in self.uploaded:
+            self.uploaded[model] = self._upload(model.read_bytes(), f"m{len(self.uploaded)}.tflite")
+        packed = io.BytesIO()
+        np.savez(packed, **x)
+        data = self._upload(packed.getvalue(), f"x{len(self.uploaded)}.npz")
+        result = f"{data[:-4]}-out.npz"
+        args = [*self.python_cmd, f"{folder}/{ZIPAPP_NAME}", self.uploaded[model], "--data", data,
+                "--outputs", result, "--threads", str(threads)]  # fmt: skip
+        proc = self._ssh(f"{shlex.join(args)}; exit $?", timeout=timeout)
+        if proc.returncode == 255:
+            raise self._fail(proc, "running the model failed")
+        text = subprocess.CompletedProcess(
+            proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )  # fmt: skip
+        doc = runtime_doc(f"{self.name}: {model.name}", text)
+        fetched = self._ssh(f"cat {shlex.quote(result)} && rm -f {shlex.quote(result)} "
+                            f"{shlex.quote(data)}", timeout=600)  # fmt: skip
+        if fetched.returncode != 0:
+            raise self._fail(fetched, "fetching the outputs failed")
+        with np.load(io.BytesIO(fetched.stdout), allow_pickle=False) as z:
+            return {name: z[f"o{i}"] for i, name in enumerate(doc["outputs"])}
+
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         if spec.accelerator == "nnapi":
             raise InputError("--accelerator nnapi exists on Android only (--target adb)")

@@ -1,0 +1,47 @@
+"""`tfopt metadata`: show a .tflite file's metadata, or write a copy with it changed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tfopt.errors import InputError, ModelLoadError
+from tfopt.fsutil import atomic_path, check_output
+from tfopt.inspection import read_tflite
+from tfopt.metadata import Metadata, attach, read
+from tfopt.runtime.feeding import make_interpreter
+
+
+def edit(
+    model: str | os.PathLike[str],
+    changes: Metadata | None = None,
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The metadata of `model`; with `changes`, also a copy at `output` carrying them (the input
+    is never modified; the copy is loaded by LiteRT before it is kept).
+
+    Raises:
+        InputError: changes without an output, an output without changes, output == model.
+        ModelLoadError: not a .tflite file.
+        DataError: a bad label file.
+    """
+    data = read_tflite(model)
+    if not changes:
+        if output is not None:
+            raise InputError("nothing to change: give --set KEY=VALUE, --labels or --normalize")
+        return {"model": str(model), "metadata": read(data)}
+    if output is None:
+        raise InputError("-o OUTPUT is needed to write the changed model (MODEL is never modified)")
+    if Path(output).resolve() == Path(model).resolve():
+        raise InputError("-o is MODEL itself: write the changed model to another path")
+    out = check_output(output, overwrite)
+    new = attach(data, changes)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(new)
+        try:
+            make_interpreter(str(tmp), 1).allocate_tensors()
+        except Exception as exc:  # noqa: BLE001 - LiteRT refuses a broken file in many ways
+            raise ModelLoadError(f"the changed model does not load in LiteRT: {exc}") from exc
+    return {"model": str(model), "output": str(out), "size_bytes": len(new), "metadata": read(new)}
