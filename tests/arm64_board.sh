@@ -46,7 +46,7 @@ echo "building the ARM64 board in $BOARD (debootstrap under qemu, a few minutes)
 quiet debootstrap --arch arm64 --variant=minbase --include=python3,python3-venv,openssh-server \
   "$SUITE" "$PART/root" "$MIRROR"
 STEP="pip download (aarch64 wheels)"
-quiet "$PIP" download -q --only-binary=:all: --implementation cp --python-version 3.11 \
+quiet $PIP download -q --only-binary=:all: --implementation cp --python-version 3.11 \
   --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
   --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
   -d "$PART/root/tmp/wheels" $WHEELS
