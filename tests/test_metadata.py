@@ -33,7 +33,9 @@ def _convert(runner: Any, app: dict[str, Path], out: Path, *extra: Any) -> Any:
 def app_models(
     tmp_path_factory: pytest.TempPathFactory, fashion_app: dict[str, Path]
 ) -> dict[str, Path]:
-    """The app's classifier as float32, dynamic and full int8, each with labels + normalization."""
+    """The app's classifier as float32, dynamic and full int8, each with labels + normalization;
+    and the float32 .tflite quantized by the LiteRT quantizer with no metadata flags (it keeps
+    what the float file carries)."""
     from click.testing import CliRunner
 
     d = tmp_path_factory.mktemp("app_models")
@@ -42,6 +44,16 @@ def app_models(
     for precision, path in out.items():
         extra = ["--calibration", fashion_app["calib"]] if precision == "int8" else []
         _convert(runner, fashion_app, path, "--precision", precision, *extra)
+    out["aeq_dynamic_from_tflite"] = d / "fashion_aeq_dynamic.tflite"
+    result = invoke(runner, "convert", out["float32"], "-o", out["aeq_dynamic_from_tflite"],
+                    "--quantizer", "aeq", "--precision", "dynamic")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: metadata kept from fashion_float32.tflite (labels.txt)" in result.output
+    # The quantizer's int8 (a8w8) takes int8 images, which MediaPipe's image APIs cannot feed.
+    result = invoke(runner, "convert", out["float32"], "-o", d / "a8w8.tflite", "--quantizer",
+                    "aeq", "--precision", "int8", "--calibration", fashion_app["calib"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "feed uint8 or float32 inputs, not this model's INT8" in result.output
     return out
 
 
@@ -79,7 +91,7 @@ def test_convert_writes_metadata_and_inspect_shows_it(
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("precision", ["float32", "dynamic", "int8"])
+@pytest.mark.parametrize("precision", ["float32", "dynamic", "int8", "aeq_dynamic_from_tflite"])
 def test_mediapipe_image_classifier_reads_labels_and_normalization(
     precision: str, fashion_app: dict[str, Path], app_models: dict[str, Path]
 ) -> None:
@@ -104,9 +116,29 @@ def test_mediapipe_image_classifier_reads_labels_and_normalization(
         top = image[0]
         assert top["name"] == FASHION_LABELS[top["index"]]  # names come from the packed file
         assert top["index"] == int(p.argmax())
-        assert top["score"] == pytest.approx(float(p.max()), abs=2e-3 if precision == "int8" else 1e-4)
+        assert top["score"] == pytest.approx(float(p.max()), abs=1e-4 if precision in ("float32", "dynamic") else 2e-3)
     accuracy = np.mean([image[0]["index"] for image in found] == y)
     assert accuracy > 0.6  # a real classifier on real photos, not chance (0.1)
+
+
+def test_a_tflite_keeps_its_metadata_through_the_litert_quantizer(
+    runner: Any, app_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The quantizer rewrites the flatbuffer and drops the zip of packed files; tfopt puts back
+    what the float file carried, and flags given now change only their fields."""
+    source = read(app_models["float32"].read_bytes())
+    kept = read(app_models["aeq_dynamic_from_tflite"].read_bytes())
+    assert source is not None and kept is not None
+    assert kept == source
+    out = tmp_path / "renamed.tflite"
+    result = invoke(runner, "convert", app_models["float32"], "-o", out, "--quantizer", "aeq",
+                    "--precision", "dynamic", "--model-name", "clothes", "--version", "5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    renamed = read(out.read_bytes())
+    assert renamed is not None and (renamed["name"], renamed["version"]) == ("clothes", "5")
+    assert renamed["outputs"] == source["outputs"] and renamed["author"] == source["author"]
+    plain = invoke(runner, "convert", app_models["float32"], "-o", tmp_path / "x.tflite")
+    assert plain.exit_code == 1 and "quantize it with --quantizer aeq" in plain.output
 
 
 def test_optimize_writes_the_recipe_metadata(

@@ -13,7 +13,7 @@ from typing import Any
 from converters import PRECISIONS, backend_for
 from tfopt import keras_worlds
 from tfopt.conversion import budget
-from tfopt.conversion.guards import may_loop, probe, refuse_loops, run_converter
+from tfopt.conversion.guards import aeq, may_loop, probe, refuse_loops, run_converter
 from tfopt.conversion.inputs import (
     CHECK_SAMPLES,
     dataset,
@@ -32,7 +32,7 @@ from tfopt.errors import ConversionError, DataError, InputError, ValidationError
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import load
-from tfopt.metadata import Metadata, attach, read
+from tfopt.metadata import Metadata, app_caveats, attach, carry, read
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 
@@ -44,13 +44,66 @@ def with_metadata(flatbuffer: bytes, spec: Metadata) -> bytes:
     if spec.normalize is not None:
         inp = doc["inputs"][0]
         written.append(f"input normalization {spec.normalize} ({inp.get('content', 'feature')})")
-        if inp.get("content") == "image GRAYSCALE":
-            note("MediaPipe Tasks' image APIs read RGB inputs only; this 1-channel model's "
-                 "metadata serves the Task Library and ML Model Binding")  # fmt: skip
     if spec.labels is not None:
         written.append(f"{Path(spec.labels).name} packed for output '{doc['outputs'][0]['name']}'")
     note("metadata: " + ", ".join(written or ["description"]))
+    for caveat in app_caveats(out):
+        note(caveat)
     return out
+
+
+def _keep(
+    out: Path, flatbuffer: bytes, prec: Precision, loaded: LoadedModel, sample: Any, check: bool
+) -> dict[str, Any] | None:
+    """Write `flatbuffer` to `out` atomically, after checking it against `loaded` on `sample`
+    with the precision's tolerance (a failed check writes nothing)."""
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(flatbuffer)
+        if not check:
+            return None
+        probe(tmp, prec)
+        checked_on = sample.take(CHECK_SAMPLES)
+        diff = compare_outputs(run_reference(loaded, checked_on), run_tflite(str(tmp), checked_on))
+        spec = PRECISIONS[prec]
+        verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
+        if not verdict.passed:
+            raise ValidationError(
+                f"{prec} model fails its numeric check: {verdict.failures[0]} "
+                "(pass --no-check to keep it anyway)"
+            )
+        return verdict.to_dict()
+
+
+def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertResult:
+    """A float .tflite through the LiteRT quantizer; the metadata and packed files it carries
+    (labels, normalization) are kept, and `req.metadata` changes them."""
+    assert loaded.path is not None
+    prec, source = req.precision, Path(loaded.path).read_bytes()
+    data = dataset(req.calibration, loaded.inputs, req.num_calibration)
+    if PRECISIONS[prec].needs_calibration and data is None:
+        raise DataError(f"{prec} needs calibration data: pass --calibration DATA")
+    started = time.perf_counter()
+    flatbuffer = aeq(source, prec, req.keep_float, data)
+    seconds = time.perf_counter() - started
+    flatbuffer, kept = carry(source, flatbuffer)
+    if kept:
+        files = ", ".join(f["name"] for f in kept.get("packed_files", [])) or "no files"
+        note(f"metadata kept from {Path(loaded.path).name} ({files})")
+        for caveat in [] if req.metadata else app_caveats(flatbuffer):
+            note(caveat)
+    if req.metadata:
+        flatbuffer = with_metadata(flatbuffer, req.metadata)
+    budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)
+    held_out = dataset(req.check_data, loaded.inputs, CHECK_SAMPLES)
+    sample = held_out or data or synthetic_data(loaded.inputs, 8)
+    result = _keep(out, flatbuffer, prec, loaded, sample, req.check)
+    summary = graph_summary(flatbuffer)
+    return ConvertResult(
+        output=str(out), precision=prec.value, source=loaded.kind.value,
+        size_bytes=len(flatbuffer), gzip_bytes=gzip_size(flatbuffer), seconds=round(seconds, 2),
+        float_compute_ops=summary["float_compute_ops"], check=result,
+        metadata=read(flatbuffer) if (kept or req.metadata) else None,
+    )  # fmt: skip
 
 
 def convert(
@@ -89,7 +142,12 @@ def convert_request(
         model, unsafe=req.unsafe, imports=req.imports, input_shapes=req.input_shapes
     )
     if loaded.kind is SourceKind.TFLITE:
-        raise InputError(f"{model} is already a .tflite file; convert its source model instead")
+        if not req.use_aeq:
+            raise InputError(
+                f"{model} is already a .tflite file: quantize it with --quantizer aeq (the LiteRT "
+                "quantizer works on float .tflite files), or convert its source model"
+            )
+        return _requantize(loaded, out, req)
     if req.lm:
         return convert_lm(
             loaded, out, req.precision, req.max_length, req.check, req.use_aeq, req.keep_float
@@ -185,23 +243,8 @@ def convert_request(
         flatbuffer = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)  # before anything is written
 
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(flatbuffer)
-        result = None
-        if req.check:
-            probe(tmp, prec)
-            synthetic = synthetic_data(specs, 8, max_id=vocabulary_bound(loaded.model))
-            checked_on = (held_out or data or synthetic).take(CHECK_SAMPLES)
-            diff = compare_outputs(
-                run_reference(loaded, checked_on), run_tflite(str(tmp), checked_on)
-            )
-            verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
-            if not verdict.passed:
-                raise ValidationError(
-                    f"{prec} model fails its numeric check: {verdict.failures[0]} "
-                    "(pass --no-check to keep it anyway)"
-                )
-            result = verdict.to_dict()
+    synthetic = synthetic_data(specs, 8, max_id=vocabulary_bound(loaded.model))
+    result = _keep(out, flatbuffer, prec, loaded, (held_out or data or synthetic), req.check)
     summary = graph_summary(flatbuffer)
     stateful = sorted(op for op in summary["ops"] if "SEQUENCE_" in op)
     if stateful:

@@ -355,7 +355,7 @@ def _semver(v: str) -> tuple[int, ...]:
         return (0,)
 
 
-def _with_buffer(data: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
+def _with_buffer(data: bytes, metadata: bytes | None, files: dict[str, bytes]) -> bytes:
     """Repack the model with `metadata` as its TFLITE_METADATA buffer, then append `files`."""
     fb = schema()
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
@@ -381,10 +381,54 @@ def _with_buffer(data: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes
     model.buffers = buffers
     builder = flatbuffers.Builder(len(data) + len(metadata) + 1024)
     builder.Finish(model.Pack(builder), b"TFL3")
-    out = io.BytesIO()
-    out.write(builder.Output())
-    if files:
-        with zipfile.ZipFile(out, "a") as zf:
-            for name, content in files.items():
-                zf.writestr(name, content)
+    return _append(bytes(builder.Output()), files) if files else bytes(builder.Output())
+
+
+def carry(source: bytes, target: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    """`target` with the metadata and packed files of `source` (a model it was made from, with
+    the same input and output shapes) that it lacks: a tool that rewrites the flatbuffer (the
+    LiteRT quantizer) keeps the TFLITE_METADATA entry but drops the files zipped after it.
+    Returns (model, its metadata) when anything moved, else (target, None)."""
+    raw, files = metadata_buffer(source), packed_files(source)
+    own_raw, own_files = metadata_buffer(target), packed_files(target)
+    missing = {n: b for n, b in files.items() if n not in own_files}
+    if (raw is None or own_raw is not None) and not missing:
+        return target, None
+    try:
+        shapes = [[[t["shape"] for t in side] for side in _tensors(m)] for m in (source, target)]
+    except InputError:
+        return target, None  # several subgraphs: nothing tfopt writes
+    if shapes[0] != shapes[1]:
+        return target, None  # other inputs or outputs: the description would be wrong
+    if own_raw is None and raw is not None:
+        moved = _with_buffer(target, raw, {**own_files, **missing})
+    else:
+        moved = _append(target, missing)
+    return moved, read(moved)
+
+
+def _append(data: bytes, files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO(data)
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
     return out.getvalue()
+
+
+def app_caveats(data: bytes) -> list[str]:
+    """What keeps MediaPipe Tasks' image APIs from feeding this model (checked by hand against
+    mediapipe 1.2.2): they read RGB inputs only, of type uint8 or float32."""
+    doc = read(data) or {}
+    image = [t for t in doc.get("inputs", []) if t.get("content", "").startswith("image")]
+    if not image:
+        return []
+    (first, *_), _ = _tensors(data)
+    caveats = []
+    if image[0]["content"] == "image GRAYSCALE":
+        caveats.append("MediaPipe Tasks' image APIs read RGB inputs only; this 1-channel "
+                       "model's metadata serves the Task Library and ML Model Binding")  # fmt: skip
+    if first["dtype"] not in ("FLOAT32", "UINT8"):
+        caveats.append(f"MediaPipe Tasks' image APIs feed uint8 or float32 inputs, not this "
+                       f"model's {first['dtype']} (keep float inputs: no --int8-io)")  # fmt: skip
+    return caveats
