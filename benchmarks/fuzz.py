@@ -44,7 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "fuzz.json"
-SEED_VERSION = 1
+SEED_VERSION = 2
 
 # ---------------------------------------------------------------------------------------- seeds
 
@@ -125,6 +125,12 @@ def build_seeds(folder: Path, lm: bool = True) -> dict[str, Path]:
         calibration=folder / "calib.npz",
         overwrite=True,
     )
+    from tfopt.metadata import Metadata, attach  # a file carrying metadata and packed labels
+
+    (folder / "labels.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    meta = Metadata(name="digits", labels=str(folder / "labels.txt"), normalize="0,1")
+    (folder / "meta.tflite").write_bytes(attach((folder / "float32.tflite").read_bytes(), meta))
+    files["meta.tflite"] = "meta.tflite"
     if lm:
         _tiny_lm(folder / "gpt2.keras")
         convert(folder / "gpt2.keras", folder / "lm.tflite", "dynamic", lm=True, max_length=16,
@@ -354,7 +360,8 @@ def mutate(seed_name: str, data: bytes, rng: random.Random) -> tuple[bytes, str]
 
 # Which seed files each command reads, and how much of the budget it gets.
 PLAN: dict[str, tuple[float, list[str]]] = {
-    "inspect": (0.60, ["float32.tflite", "int8.tflite", "lm.tflite"]),
+    "inspect": (0.55, ["float32.tflite", "int8.tflite", "lm.tflite", "meta.tflite"]),
+    "metadata": (0.05, ["meta.tflite", "float32.tflite"]),
     "compare": (0.16, ["float32.tflite", "int8.tflite", "tf_keras.keras", "tf_keras.h5",
                        "keras3.keras", "keras3.h5"]),
     "generate": (0.10, ["lm.tflite"]),
@@ -383,6 +390,8 @@ def command_args(command: str, seed: str, mutant: Path, seeds: dict[str, Path]) 
         return ["compare", m, s["float32.tflite"], "--data", s["test.npz"]]
     if command == "convert":
         return ["convert", m, "-o", "out/model.tflite", "--calibration", s["calib.npz"]]
+    if command == "metadata":
+        return ["metadata", m, "--set", "author=fuzz", "--set", "version=2", "-o", "out/model.tflite"]
     if command == "optimize":
         model, recipe = (s["tf_keras.keras"], m) if seed.endswith(".yaml") else (m, "int8")
         return ["optimize", model, "--recipe", recipe, "--data", s["train.npz"], "-o", "out",
@@ -393,7 +402,7 @@ def command_args(command: str, seed: str, mutant: Path, seeds: dict[str, Path]) 
 def check_outputs(command: str, exit_code: int, cwd: Path) -> str | None:
     """None if the folder holds a complete output or none; else what is partial or left over."""
     left = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*") if not p.name.startswith("in."))
-    if command == "convert":
+    if command in ("convert", "metadata"):
         expected = ["out", "out/model.tflite"] if exit_code == 0 else ["out"]
     elif command == "optimize":
         full = ["out", *(f"out/{n}" for n in sorted(OPTIMIZE_OUTPUTS))]
@@ -581,7 +590,7 @@ def prepare(
         how = job.get("how", "given bytes")
     mutant = cwd / f"in.{name}"
     mutant.write_bytes(data)
-    if job["command"] == "convert":
+    if job["command"] in ("convert", "metadata"):
         (cwd / "out").mkdir()
     args = command_args(job["command"], name, mutant, seeds)
     return {**job, "cwd": str(cwd), "args": args, "how": how, "mutant": str(mutant)}

@@ -47,7 +47,7 @@ TFLITE_JOBS = [
     for command in ("inspect", "compare", "bench", "generate")
     for seed in ("float32.tflite", "int8.tflite", "lm.tflite")
     if not (command == "compare" and seed == "lm.tflite")
-]
+] + [("inspect", "meta.tflite"), ("metadata", "meta.tflite"), ("metadata", "float32.tflite")]
 MODEL_JOBS = [
     (command, seed)
     for command in ("convert", "compare")

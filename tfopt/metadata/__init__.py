@@ -12,19 +12,22 @@ Only the flatbuffers package is needed (the generated schema is vendored beside 
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import flatbuffers
 
-from tfopt.errors import DataError, InputError, ModelLoadError
+from tfopt.errors import DataError, InputError, ModelLoadError, TfoptError, first_line
 from tfopt.flatbuffer import enum_names, is_tflite, schema
 from tfopt.metadata import schema_generated as md
 
+T = TypeVar("T")
 FIELD = b"TFLITE_METADATA"  # the model metadata entry the runtimes look up
 IDENTIFIER = b"M001"  # the metadata flatbuffer's file identifier
 PARSER_VERSION = "1.0.0"  # every field written here exists since metadata schema 1.0.0
@@ -113,6 +116,21 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     return labels
 
 
+def _guarded(fn: Callable[..., T]) -> Callable[..., T]:
+    """A damaged flatbuffer or zip fails in many ways inside the generated readers: one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except TfoptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - struct.error, IndexError, zlib.error, ...
+            raise ModelLoadError(f"broken TFLite metadata or model: {first_line(exc, 200)}") from exc
+
+    return wrapper
+
+
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -137,7 +155,7 @@ def packed_files(data: bytes) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return {name: zf.read(name) for name in zf.namelist()}
-    except (zipfile.BadZipFile, OSError, KeyError):
+    except Exception:  # noqa: BLE001 - no zip, or a damaged one: nothing packed to show
         return {}
 
 
@@ -175,6 +193,7 @@ def _tensor_doc(t: Any, files: dict[str, bytes]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
+@_guarded
 def read(data: bytes) -> dict[str, Any] | None:
     """The model's metadata as a JSON-ready dict, or None when it carries none.
 
@@ -305,6 +324,7 @@ def _pack_metadata(meta: Any) -> bytes:
     return bytes(builder.Output())
 
 
+@_guarded
 def attach(data: bytes, spec: Metadata) -> bytes:
     """`data` (a .tflite) with `spec` written into its metadata; what the model already carries
     (other fields, other packed files, the converter's own metadata entries) is kept.
@@ -384,6 +404,7 @@ def _with_buffer(data: bytes, metadata: bytes | None, files: dict[str, bytes]) -
     return _append(bytes(builder.Output()), files) if files else bytes(builder.Output())
 
 
+@_guarded
 def carry(source: bytes, target: bytes) -> tuple[bytes, dict[str, Any] | None]:
     """`target` with the metadata and packed files of `source` (a model it was made from, with
     the same input and output shapes) that it lacks: a tool that rewrites the flatbuffer (the
@@ -416,6 +437,7 @@ def _append(data: bytes, files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+@_guarded
 def app_caveats(data: bytes) -> list[str]:
     """What keeps MediaPipe Tasks' image APIs from feeding this model (checked by hand against
     mediapipe 1.2.2): they read RGB inputs only, of type uint8 or float32."""
