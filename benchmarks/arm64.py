@@ -72,7 +72,7 @@ def measure(job: dict[str, Any], target: SshTarget) -> dict[str, Any]:
     from tfopt.data import Dataset
 
     x86 = run_tflite(str(job["path"]), Dataset(job["x"]), threads=1)
-    arm = target.outputs(job["path"], job["x"], threads=1, timeout=3600)
+    arm, _ = target.outputs(job["path"], job["x"], threads=1, timeout=3600)
     row: dict[str, Any] = {"model": job["model"], "precision": job["precision"],
                            "samples": len(next(iter(job["x"].values())))}  # fmt: skip
     if job["y"] is not None:

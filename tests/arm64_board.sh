@@ -9,7 +9,9 @@ BOARD=$1
 PART=$BOARD.part
 FAILED=$BOARD.failed
 PIP=${PIP:-pip}
-WHEELS="ai-edge-litert==2.3.0 numpy==2.4.6"
+# ai-edge-litert 2.3.0 and every package it pulls in, pinned (the versions of the x86 stack).
+WHEELS="ai-edge-litert==2.3.0 numpy==2.4.6 ml_dtypes==0.6.0 flatbuffers==25.12.19 protobuf==7.36.2 \
+backports.strenum==1.2.8 tqdm==4.70.1 typing_extensions==4.16.0"
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$(dirname "$BOARD")"
@@ -38,9 +40,15 @@ if [ ! -e $BINFMT/qemu-aarch64 ]; then
 fi
 grep -q enabled $BINFMT/qemu-aarch64 || echo 1 > $BINFMT/qemu-aarch64
 
-[ -e "$BOARD/.installed" ] && exit 0
+STAMP="$SUITE $WHEELS"
+[ -e "$BOARD/.installed" ] && [ "$(cat "$BOARD/.installed")" = "$STAMP" ] && exit 0
 
-rm -rf "$PART" && mkdir -p "$PART"
+# A debootstrap killed mid-way leaves its /proc and /sys mounts under the half-built tree.
+unmount_under() {
+  grep -o " $1/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+}
+unmount_under "$PART"
+rm -rf --one-file-system "$PART" && mkdir -p "$PART" || fail "cannot clear $PART"
 STEP="debootstrap --arch arm64 $SUITE"
 echo "building the ARM64 board in $BOARD (debootstrap under qemu, a few minutes)" >&2
 quiet debootstrap --arch arm64 --variant=minbase --include=python3,python3-venv,openssh-server \
@@ -49,16 +57,18 @@ STEP="pip download (aarch64 wheels)"
 quiet $PIP download -q --only-binary=:all: --implementation cp --python-version 3.11 \
   --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
   --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
-  -d "$PART/root/tmp/wheels" $WHEELS
+  --no-deps -d "$PART/root/tmp/wheels" $WHEELS
 STEP="pip install on the board"
 quiet env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$PART/root" sh -c \
   "python3 -m venv /tmp/pip && /tmp/pip/bin/pip install -q --no-index --find-links /tmp/wheels \
-   --target /usr/local/lib/python3.11/dist-packages $WHEELS && rm -rf /tmp/pip /tmp/wheels"
+   --no-deps --target /usr/local/lib/python3.11/dist-packages $WHEELS && rm -rf /tmp/pip /tmp/wheels"
 STEP="the board's python"
 quiet env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$PART/root" python3 -c \
   "import platform, numpy, ai_edge_litert.interpreter; assert platform.machine() == 'aarch64'"
 rm -rf "$PART/root/var/cache/apt/archives/"*.deb "$PART/root/var/lib/apt/lists/"* "$PART.log"
 mkdir -p "$PART/root/run/sshd"
-touch "$PART/.installed"
-rm -rf "$BOARD" && mv "$PART" "$BOARD"
+echo "$STAMP" > "$PART/.installed"
+unmount_under "$PART"
+unmount_under "$BOARD"
+rm -rf --one-file-system "$BOARD" && mv "$PART" "$BOARD" || fail "cannot replace $BOARD"
 echo "ARM64 board ready: $BOARD" >&2

@@ -74,8 +74,10 @@ def local_sshd(folder: Path, root: Path | None = None) -> Iterator[Sshd]:
         # Not /sys: LiteRT's cpuinfo would then parse the host's x86 /proc/cpuinfo as ARM's and
         # crash under qemu-user; without it, it falls back to defaults.
         mounts = 'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && exec chroot "$@"'
-        command = ["unshare", "--mount", "--propagation", "private", "--",
-                   "sh", "-c", mounts, "sh", str(root), *command]  # fmt: skip
+        # A pid namespace too: stopping unshare kills every process of the board's sessions
+        # (--kill-child), and the namespace's mounts go with them.
+        command = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                   "--kill-child", "--", "sh", "-c", mounts, "sh", str(root), *command]  # fmt: skip
     elif os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
     with open(folder / "sshd.log", "w") as log:
@@ -97,4 +99,8 @@ def local_sshd(folder: Path, root: Path | None = None) -> Iterator[Sshd]:
         yield Sshd(url, folder / "client", folder / "known_hosts", folder)
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -67,6 +67,8 @@ def test_compare_arm64_against_x86(
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     (out,) = doc["outputs"]
+    assert doc["candidate_machine"]["arch"] == "aarch64"  # the candidate really ran on ARM
+    assert doc["candidate_machine"]["target"] == arm64.url
     assert doc["samples"] == 200 and doc["passed"]
     assert doc["top1_agreement"] >= 0.98
     # float kernels differ only in rounding; int8 by at most a few quantization steps (1/256).
@@ -81,5 +83,6 @@ def test_compare_on_arm64_against_the_keras_model(
                     fashion_app["data"], "--max-samples", "100", *arm64.args(), "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
+    assert doc["candidate_machine"]["arch"] == "aarch64"
     assert doc["samples"] == 100 and doc["top1_agreement"] >= 0.95
     assert doc["accuracy"]["candidate"] > 0.6

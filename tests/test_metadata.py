@@ -245,3 +245,77 @@ def test_bad_metadata_edits_are_one_line(
     line = result.output.strip()
     assert "\n" not in line and expected in line, line
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_normalize_and_labels_find_the_image_input_and_the_class_output(
+    runner: Any, keras3: Any, tmp_path: Path
+) -> None:
+    """Two inputs (the converter orders them by name: 'a_stats' before 'image') and two
+    outputs: --normalize lands on the image, --labels on the output with that many classes."""
+    image = keras3.Input((8, 8, 3), name="image")
+    stats = keras3.Input((4,), name="a_stats")
+    h = keras3.layers.Concatenate()([keras3.layers.Flatten()(image), stats])
+    probs = keras3.layers.Dense(5, activation="softmax", name="probs")(h)
+    box = keras3.layers.Dense(4, name="box")(h)
+    model = keras3.Model([image, stats], [box, probs])
+    model.save(tmp_path / "two.keras")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\nd\ne\n")
+    out = tmp_path / "two.tflite"
+    result = invoke(runner, "convert", tmp_path / "two.keras", "-o", out, "--normalize", "0,255",
+                    "--labels", tmp_path / "labels.txt")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = read(out.read_bytes())
+    assert meta is not None
+    described = {t["name"]: t for t in meta["inputs"]}
+    (image_name,) = [n for n in described if "image" in n]
+    assert described[image_name]["content"] == "image RGB"
+    assert all("normalization" not in t for n, t in described.items() if n != image_name)
+    labelled = [t for t in meta["outputs"] if "files" in t]
+    assert len(labelled) == 1 and labelled[0]["files"][0]["count"] == 5
+    (tmp_path / "four.txt").write_text("a\nb\nc\nd\n")  # as many as the box output: still one
+    again = invoke(runner, "metadata", out, "--labels", tmp_path / "four.txt", "-o", tmp_path / "x.tflite")
+    assert again.exit_code == 0, again.output
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    bad = invoke(runner, "metadata", out, "--labels", tmp_path / "three.txt", "-o", tmp_path / "y.tflite")
+    assert bad.exit_code == 1 and "0 of the outputs have that many classes" in bad.output
+
+
+def test_unreadable_metadata_is_shown_not_fatal_and_never_replaced(
+    runner: Any, app_models: dict[str, Path], tmp_path: Path
+) -> None:
+    from tfopt.metadata import _with_buffer
+
+    foreign = tmp_path / "foreign.tflite"
+    foreign.write_bytes(_with_buffer(app_models["float32"].read_bytes(), b"\0" * 4 + b"XYZ1", {}))
+    shown = invoke(runner, "inspect", foreign)
+    assert shown.exit_code == 0, shown.output
+    assert "metadata: unreadable (the model's TFLITE_METADATA is not a metadata flatbuffer" in shown.output
+    edited = invoke(runner, "metadata", foreign, "--set", "author=me", "-o", tmp_path / "x.tflite")
+    assert edited.exit_code == 1 and "will not replace another tool's data" in edited.output
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_tflite_sources_refused_in_one_line(
+    runner: Any, app_models: dict[str, Path], tmp_path: Path
+) -> None:
+    source = app_models["float32"]
+    before = source.read_bytes()
+    own = invoke(runner, "convert", source, "-o", source, "--quantizer", "aeq", "--precision",
+                 "dynamic", "--overwrite")  # fmt: skip
+    assert own.exit_code == 1 and "-o is MODEL itself" in own.output
+    assert source.read_bytes() == before
+    quantized = invoke(runner, "convert", app_models["int8"], "-o", tmp_path / "q.tflite",
+                       "--quantizer", "aeq", "--precision", "dynamic")  # fmt: skip
+    assert quantized.exit_code == 1 and "is already quantized (int8 tensors)" in quantized.output
+
+
+@pytest.mark.parametrize("value, expected", [("1.10", "quote it"), ("yes", "quote it")])
+def test_recipe_metadata_values_that_yaml_would_change_are_refused(
+    value: str, expected: str, tmp_path: Path
+) -> None:
+    from tfopt.recipes import RecipeError, load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\nstages:\n  - stage: convert\n    precision: dynamic\n    version: {value}\n")
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe(path)

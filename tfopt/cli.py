@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from tfopt.core import Precision
-from tfopt.errors import TfoptError, first_line
+from tfopt.errors import InputError, TfoptError, first_line
 from tfopt.quiet import quiet
 from tfopt.report.registry import View
 
@@ -400,9 +400,11 @@ def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, An
     from tfopt.validate import compare_embeddings, compare_files
 
     where = [options.pop(k) for k in ("target", "ssh_key", "ssh_options", "remote_python")]
+    if not where[0] and (where[1] or where[2] or where[3] != "python3"):
+        raise InputError("--ssh-key, --ssh-option and --remote-python need --target ssh://...")
     if where[0]:
         if embedding:
-            raise click.UsageError("--target applies to plain compare, not --embedding")
+            raise InputError("--target applies to plain compare, not --embedding")
         from tfopt.targets import make_target
 
         options["target"] = make_target(where[0], where[1], where[2], where[3])

@@ -207,7 +207,10 @@ def inspect_tflite(path: str | os.PathLike[str]) -> dict[str, Any]:
         summary = graph_summary(data)
         io = flatbuffer_io(data)
         missing = _missing_kernels(path, summary["custom_ops"])
-        meta = read_metadata(data)
+        try:
+            meta = read_metadata(data)
+        except ModelLoadError as exc:  # LiteRT runs the model regardless: describe the rest
+            meta = {"error": str(exc)}
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - a truncated flatbuffer fails in many ways

@@ -237,9 +237,10 @@ class ConvertStage:
     def __post_init__(self) -> None:
         for name in METADATA_FIELDS:
             value = getattr(self, name)
-            if value is not None and not isinstance(value, str | int | float):
-                raise _fail(self.kind, name, value, "expected text")
-            if isinstance(value, int | float):  # YAML reads `version: 2` as a number
+            if isinstance(value, bool) or (value is not None and not isinstance(value, str | int)):
+                # YAML reads `version: 1.10` as 1.1 and `author: yes` as True: quote them
+                raise _fail(self.kind, name, value, "expected text (quote it in YAML)")
+            if isinstance(value, int):  # `version: 2`: unambiguous
                 object.__setattr__(self, name, str(value))
         if self.normalize is not None:
             from tfopt.metadata import parse_normalize

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ class CompareResult:
     top1_agreement: float | None
     accuracy: dict[str, float] | None
     failures: list[str] = field(default_factory=list)
+    candidate_machine: dict[str, Any] | None = None  # compare --target: where the candidate ran
 
     @property
     def passed(self) -> bool:
@@ -104,6 +105,8 @@ class CompareResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["passed"] = self.passed
+        if d["candidate_machine"] is None:
+            del d["candidate_machine"]
         return d
 
 
@@ -243,6 +246,7 @@ def compare(
     """Run both models on `data` and compare; thresholds turn misses into `failures`. With a
     `tfopt.targets.Target`, the candidate runs there (an ARM board's kernels, over ssh)."""
     ref = run_reference(reference, data)
+    machine = None
     if target is None:
         cand = run_tflite(candidate_path, data)
     else:
@@ -250,10 +254,13 @@ def compare(
 
         with opened(target):
             try:
-                cand = target.outputs(Path(candidate_path), data.x, 2, timeout=1800)
+                cand, machine = target.outputs(Path(candidate_path), data.x, 2, timeout=1800)
             except KeyError as exc:
                 raise ValidationError(f"{candidate_path}: {exc.args[0]}") from None
-    return with_thresholds(compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1)
+    result = with_thresholds(compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1)
+    if machine is not None:  # where the candidate ran
+        result = replace(result, candidate_machine={"target": target.name, **machine})
+    return result
 
 
 def compare_files(

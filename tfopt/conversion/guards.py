@@ -150,6 +150,11 @@ def aeq(
         with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
             f.write(float_model)
             f.flush()
-            key = next(iter(make_interpreter(f.name).get_signature_list()))
+            key = next(iter(make_interpreter(f.name).get_signature_list()), None)
+        if key is None:
+            raise ConversionError(
+                "the LiteRT quantizer calibrates through a signature, and this .tflite has none "
+                "(use --precision dynamic or w8, which need no calibration)"
+            )
         calibration = {key: [data.sample(i) for i in range(len(data))]}
     return quantize(float_model, prec, keep_float, calibration)

@@ -79,6 +79,13 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
     (labels, normalization) are kept, and `req.metadata` changes them."""
     assert loaded.path is not None
     prec, source = req.precision, Path(loaded.path).read_bytes()
+    dtypes = graph_summary(source)["tensor_dtypes"]
+    quantized = sorted(t for t in dtypes if t in ("int4", "int8", "uint8", "int16"))
+    if quantized:
+        raise InputError(
+            f"{Path(loaded.path).name} is already quantized ({', '.join(quantized)} tensors): "
+            "the LiteRT quantizer takes a float .tflite"
+        )
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     if PRECISIONS[prec].needs_calibration and data is None:
         raise DataError(f"{prec} needs calibration data: pass --calibration DATA")
@@ -141,6 +148,8 @@ def convert_request(
     loaded: LoadedModel = load(
         model, unsafe=req.unsafe, imports=req.imports, input_shapes=req.input_shapes
     )
+    if loaded.path is not None and Path(loaded.path).resolve() == out.resolve():
+        raise InputError("-o is MODEL itself: write the converted model to another path")
     if loaded.kind is SourceKind.TFLITE:
         if not req.use_aeq:
             raise InputError(

@@ -248,11 +248,9 @@ def _tensors(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The main subgraph's inputs and outputs: name, shape, dtype name."""
     fb = schema()
     model = fb.Model.GetRootAs(data, 0)
-    if model.SubgraphsLength() != 1:
-        raise InputError(
-            f"metadata describes one graph; this model has {model.SubgraphsLength()} subgraphs"
-        )
-    graph = model.Subgraphs(0)
+    if model.SubgraphsLength() < 1:
+        raise InputError("the model has no graph to describe")
+    graph = model.Subgraphs(0)  # the main graph; others are control-flow bodies
     types = enum_names(fb.TensorType)
 
     def doc(index: int) -> dict[str, Any]:
@@ -303,6 +301,31 @@ def _image_input(t: Any, info: dict[str, Any], mean: list[float], std: list[floa
         t.content = content
 
 
+def _image_index(ins: list[dict[str, Any]]) -> int:
+    """The input --normalize describes: the only one, or the only NHWC image (1 or 3 channels)."""
+    if len(ins) == 1:
+        return 0
+    images = [i for i, t in enumerate(ins) if len(t["shape"]) == 4 and t["shape"][-1] in (1, 3)]
+    if len(images) != 1:
+        names = ", ".join(t["name"] for t in ins)
+        raise InputError(f"--normalize: {len(images)} of the model's inputs ({names}) are "
+                         "images (NHWC, 1 or 3 channels); it needs exactly one")  # fmt: skip
+    return images[0]
+
+
+def _labelled_index(outs: list[dict[str, Any]], path: str, count: int) -> int:
+    """The output --labels names the classes of: the only one, or the only one with as many
+    classes as the file has labels."""
+    if len(outs) == 1:
+        return 0
+    fits = [i for i, t in enumerate(outs) if t["shape"] and t["shape"][-1] == count]
+    if len(fits) != 1:
+        sizes = ", ".join(f"{t['name']} ({t['shape'][-1] if t['shape'] else 1})" for t in outs)
+        raise DataError(f"{path} has {count} labels; {len(fits)} of the outputs have that many "
+                        f"classes ({sizes}); it needs exactly one")  # fmt: skip
+    return fits[0]
+
+
 def _label_output(t: Any, info: dict[str, Any], path: str, labels: list[str]) -> str:
     classes = info["shape"][-1] if info["shape"] else 1
     if len(labels) != classes:
@@ -338,10 +361,12 @@ def attach(data: bytes, spec: Metadata) -> bytes:
     ins, outs = _tensors(data)
     files = packed_files(data)
     raw = metadata_buffer(data)
-    if raw is not None and raw[4:8] == IDENTIFIER:
+    if raw is not None and raw[4:8] != IDENTIFIER:
+        raise ModelLoadError("the model's TFLITE_METADATA entry is not TFLite metadata (no M001 "
+                             "identifier); tfopt will not replace another tool's data")  # fmt: skip
+    meta = md.ModelMetadataT()
+    if raw is not None:
         meta = md.ModelMetadataT.InitFromObj(md.ModelMetadata.GetRootAs(raw, 0))
-    else:
-        meta = md.ModelMetadataT()
     graph = (meta.subgraphMetadata or [None])[0]
     if graph is None or len(graph.inputTensorMetadata or []) != len(ins) or len(
         graph.outputTensorMetadata or []
@@ -358,10 +383,16 @@ def attach(data: bytes, spec: Metadata) -> bytes:
         meta.name = "model"
     if spec.normalize is not None:
         mean, std = parse_normalize(spec.normalize)
-        _image_input(graph.inputTensorMetadata[0], ins[0], mean, std)
+        i = _image_index(ins)
+        _image_input(graph.inputTensorMetadata[i], ins[i], mean, std)
     if spec.labels is not None:
         labels = read_labels(spec.labels)
-        name = _label_output(graph.outputTensorMetadata[0], outs[0], spec.labels, labels)
+        i = _labelled_index(outs, spec.labels, len(labels))
+        old = {_text(f.name) for f in graph.outputTensorMetadata[i].associatedFiles or []
+               if f.type == md.AssociatedFileType.TENSOR_AXIS_LABELS}  # fmt: skip
+        name = _label_output(graph.outputTensorMetadata[i], outs[i], spec.labels, labels)
+        for stale in old - {name}:  # the labels these replace
+            files.pop(stale or "", None)
         files[name] = ("\n".join(labels) + "\n").encode("utf-8")
     old = meta.minParserVersion.decode() if isinstance(meta.minParserVersion, bytes) else meta.minParserVersion
     meta.minParserVersion = max(old or PARSER_VERSION, PARSER_VERSION, key=_semver)
@@ -415,10 +446,7 @@ def carry(source: bytes, target: bytes) -> tuple[bytes, dict[str, Any] | None]:
     missing = {n: b for n, b in files.items() if n not in own_files}
     if (raw is None or own_raw is not None) and not missing:
         return target, None
-    try:
-        shapes = [[[t["shape"] for t in side] for side in _tensors(m)] for m in (source, target)]
-    except InputError:
-        return target, None  # several subgraphs: nothing tfopt writes
+    shapes = [[[t["shape"] for t in side] for side in _tensors(m)] for m in (source, target)]
     if shapes[0] != shapes[1]:
         return target, None  # other inputs or outputs: the description would be wrong
     if own_raw is None and raw is not None:

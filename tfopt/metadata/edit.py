@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import InputError, ModelLoadError
+from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import read_tflite
 from tfopt.metadata import Metadata, attach, read
@@ -38,10 +38,18 @@ def edit(
         raise InputError("-o is MODEL itself: write the changed model to another path")
     out = check_output(output, overwrite)
     new = attach(data, changes)
+    loads = _loads(Path(model))  # a file with custom ops the app registers does not load here
     with atomic_path(out) as tmp:
         tmp.write_bytes(new)
-        try:
-            make_interpreter(str(tmp), 1).allocate_tensors()
-        except Exception as exc:  # noqa: BLE001 - LiteRT refuses a broken file in many ways
-            raise ModelLoadError(f"the changed model does not load in LiteRT: {exc}") from exc
+        if loads is None and (problem := _loads(tmp)) is not None:
+            raise ModelLoadError(f"the changed model does not load in LiteRT: {problem}")
     return {"model": str(model), "output": str(out), "size_bytes": len(new), "metadata": read(new)}
+
+
+def _loads(path: Path) -> str | None:
+    """None if LiteRT loads the file, else why not (one line)."""
+    try:
+        make_interpreter(str(path), 1).allocate_tensors()
+    except Exception as exc:  # noqa: BLE001 - LiteRT refuses a broken file in many ways
+        return first_line(exc, 200)
+    return None

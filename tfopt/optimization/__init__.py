@@ -41,6 +41,7 @@ from tfopt.optimization.training import (
     model_args,
     outputs_are_probabilities,
 )
+from tfopt.metadata import read_labels
 from tfopt.recipes import ConvertStage, Recipe, StageKind, load_recipe
 from tfopt.report import write_optimize_report
 from tfopt.timing import BenchSettings, bench
@@ -175,6 +176,9 @@ def optimize(
     if epochs < 0 or batch_size < 1:
         raise InputError("epochs must be >= 0 and batch_size >= 1")
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    meta = rec.stages[-1].metadata(_recipe_folder(rec))  # type: ignore[union-attr]
+    if meta.labels is not None:
+        read_labels(meta.labels)  # a bad label file fails before any training
     out = check_output_dir(out_dir, OUTPUTS, overwrite)
     loaded = load(model, unsafe=unsafe)
     if loaded.kind not in (SourceKind.TF_KERAS, SourceKind.KERAS3):

@@ -26,6 +26,10 @@ def _summary(r: dict[str, Any]) -> list[str]:
             f"accuracy: reference {100 * a['reference']:.2f}%, "
             f"candidate {100 * a['candidate']:.2f}%"
         )
+    m = r.get("candidate_machine")
+    if m:
+        lines.append(f"candidate ran on {m['target']} ({m.get('arch', '?')}, {m.get('cpu', '?')}, "
+                     f"ai_edge_litert {m.get('ai_edge_litert', '?')})")  # fmt: skip
     return lines
 
 

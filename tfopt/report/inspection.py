@@ -44,6 +44,8 @@ def metadata_lines(m: dict[str, Any] | None) -> list[str]:
     """TFLite metadata as text: the model's fields, each described tensor, the packed files."""
     if not m:
         return ["metadata: none (tfopt metadata MODEL --labels ... --normalize ... -o OUT adds it)"]
+    if "error" in m:
+        return [f"metadata: unreadable ({m['error']})"]
     head = [f"{k}={m[k]}" for k in ("name", "version", "author", "license") if m.get(k)]
     lines = [f"metadata: {', '.join(head) or '(no name)'}"
              + (f" (parser >= {m['min_parser_version']})" if m.get("min_parser_version") else "")]  # fmt: skip

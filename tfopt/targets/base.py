@@ -124,9 +124,10 @@ class Target:
 
     def outputs(
         self, model: Path, x: dict[str, Any], threads: int, timeout: float
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Every sample of `x` ({input name: array}) through `model` on this target: the outputs
-        in real values by output name (what `tfopt compare --target` compares)."""
+        in real values by output name (what `tfopt compare --target` compares), and the machine
+        that computed them."""
         raise BenchError(f"--target {self.name}: compare runs on local and ssh targets")
 
     def close(self) -> None:

@@ -28,7 +28,8 @@ class LocalTarget(Target):
 
     def outputs(
         self, model: Path, x: dict[str, Any], threads: int, timeout: float
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         from tfopt.runtime.feeding import make_interpreter, run_samples
+        from tfopt.runtime.stats import machine_info
 
-        return run_samples(make_interpreter(str(model), threads), x)
+        return run_samples(make_interpreter(str(model), threads), x), machine_info()

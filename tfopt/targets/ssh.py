@@ -143,7 +143,7 @@ class SshTarget(Target):
 
     def outputs(
         self, model: Path, x: dict[str, Any], threads: int, timeout: float
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         import io
 
         import numpy as np
@@ -164,13 +164,17 @@ class SshTarget(Target):
             proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
             proc.stderr.decode(errors="replace"),
         )  # fmt: skip
-        doc = runtime_doc(f"{self.name}: {model.name}", text)
+        doc = runtime_doc(f"{self.name}: {model.name} (outputs)", text)
         fetched = self._ssh(f"cat {shlex.quote(result)} && rm -f {shlex.quote(result)} "
                             f"{shlex.quote(data)}", timeout=600)  # fmt: skip
         if fetched.returncode != 0:
             raise self._fail(fetched, "fetching the outputs failed")
-        with np.load(io.BytesIO(fetched.stdout), allow_pickle=False) as z:
-            return {name: z[f"o{i}"] for i, name in enumerate(doc["outputs"])}
+        try:
+            with np.load(io.BytesIO(fetched.stdout), allow_pickle=False) as z:
+                found = {name: z[f"o{i}"] for i, name in enumerate(doc["outputs"])}
+        except (OSError, ValueError, KeyError) as exc:
+            raise BenchError(f"{self.name}: the outputs came back damaged ({exc})") from None
+        return found, {**doc.get("machine", {}), "host": self.host}
 
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         if spec.accelerator == "nnapi":
