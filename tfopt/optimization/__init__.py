@@ -24,6 +24,7 @@ from tfopt.errors import InputError, first_line
 from tfopt.fsutil import atomic_path, check_output_dir, staged_dir
 from tfopt.inspection import weight_stats
 from tfopt.loading import SourceKind, TensorSpec, from_keras, load
+from tfopt.metadata import read_labels
 from tfopt.optimization import lowrank, native, qat_keras3, tfmot_stages
 from tfopt.optimization.context import (
     Context,
@@ -41,7 +42,6 @@ from tfopt.optimization.training import (
     model_args,
     outputs_are_probabilities,
 )
-from tfopt.metadata import read_labels
 from tfopt.recipes import ConvertStage, Recipe, StageKind, load_recipe
 from tfopt.report import write_optimize_report
 from tfopt.timing import BenchSettings, bench
