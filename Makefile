@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo bench-peers fashion-mnist fortunes \
-	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64
+	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64 bench-mediapipe
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -136,6 +136,10 @@ PEERS_ARGS ?=
 bench-peers: $(STAMP) fashion-mnist fortunes  ## tfopt vs ONNX Runtime vs OpenVINO -> benchmarks/results/peers.*
 	$(BIN)/python -m pip install --quiet -e '.[dev,peers]'
 	$(BIN)/python benchmarks/peers.py --out peers-out $(PEERS_ARGS)
+
+# MediaPipe Tasks' ImageClassifier on tfopt's files with metadata, against tfopt's own run.
+bench-mediapipe: $(STAMP) fashion-mnist mediapipe  ## MediaPipe reads tfopt's metadata -> benchmarks/results/mediapipe.*
+	$(BIN)/python benchmarks/mediapipe_metadata.py
 
 # Per precision, a classifier's outputs on the ARM64 board's kernels against x86's, on real data.
 bench-arm64: $(STAMP) fashion-mnist arm64-board  ## ARM vs x86 numerics -> benchmarks/results/arm64.*

@@ -68,11 +68,14 @@ def build(out: Path, images: int, sentences: int) -> list[dict[str, Any]]:
     return jobs
 
 
-def measure(job: dict[str, Any], target: SshTarget) -> dict[str, Any]:
+def measure(job: dict[str, Any], target: SshTarget, floats: dict[str, Any]) -> dict[str, Any]:
+    """One file on both machines; `floats` keeps each model's float32 x86 outputs (the quality
+    reference of the later precisions)."""
     from tfopt.data import Dataset
 
     x86 = run_tflite(str(job["path"]), Dataset(job["x"]), threads=1)
     arm, _ = target.outputs(job["path"], job["x"], threads=1, timeout=3600)
+    reference = floats.setdefault(job["model"], x86)
     row: dict[str, Any] = {"model": job["model"], "precision": job["precision"],
                            "samples": len(next(iter(job["x"].values())))}  # fmt: skip
     if job["y"] is not None:
@@ -89,6 +92,11 @@ def measure(job: dict[str, Any], target: SshTarget) -> dict[str, Any]:
         mask = job["x"]["padding_mask"]
         ea, eb = sentence_embeddings(x86, mask, "mean"), sentence_embeddings(arm, mask, "mean")
         seq_a, seq_b = x86["sequence_output"], arm["sequence_output"]
+        ef = sentence_embeddings(reference, mask, "mean")  # float32 on x86: the quality bar
+        row.update(
+            x86_cosine_to_float32=float(np.mean(np.sum(ea * ef, axis=1))),
+            arm_cosine_to_float32=float(np.mean(np.sum(eb * ef, axis=1))),
+        )
         row.update(
             max_abs=float(np.max(np.abs(seq_a - seq_b))),
             mean_abs=float(np.mean(np.abs(seq_a - seq_b))),
@@ -118,9 +126,11 @@ def report(rows: list[dict[str, Any]]) -> str:
         "",
         markdown_table(
             ["model", "precision", "sentences", "max abs ARM-x86 (tokens)", "mean abs",
-             "bit-identical", "sentence cosine min", "mean", "ARM p50 ms (emulated, not meaningful)"],
+             "bit-identical", "sentence cosine ARM-x86 min", "mean",
+             "mean cosine to float32: x86", "ARM", "ARM p50 ms (emulated, not meaningful)"],
             [[r["model"], r["precision"], r["samples"], f"{r['max_abs']:.3g}", f"{r['mean_abs']:.3g}",
               "yes" if r["identical"] else "no", f"{r['min_cosine']:.6f}", f"{r['mean_cosine']:.6f}",
+              f"{r['x86_cosine_to_float32']:.6f}", f"{r['arm_cosine_to_float32']:.6f}",
               r["arm_emulated_p50_ms"]] for r in lm],
         ),  # fmt: skip
     ]
@@ -141,13 +151,14 @@ def main() -> None:
         sys.exit(reason)
     with tempfile.TemporaryDirectory(prefix="tfopt-arm64-") as tmp:
         jobs = build(Path(tmp), args.images, args.sentences)
-        rows = []
+        rows: list[dict[str, Any]] = []
+        floats: dict[str, Any] = {}
         with board.board_sshd() as server:
             target = SshTarget(server.url, str(server.key), [
                 f"UserKnownHostsFile={server.known_hosts}", "StrictHostKeyChecking=yes"])  # fmt: skip
             try:
                 for job in jobs:
-                    rows.append(measure(job, target))
+                    rows.append(measure(job, target, floats))
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "arm_machine"}),
                           flush=True)  # fmt: skip
             finally:

@@ -115,7 +115,7 @@ def test_mediapipe_image_classifier_reads_labels_and_normalization(
     for image, p in zip(found, probs, strict=True):
         top = image[0]
         assert top["name"] == FASHION_LABELS[top["index"]]  # names come from the packed file
-        assert top["index"] == int(p.argmax())
+        assert p[top["index"]] == pytest.approx(float(p.max()), abs=1e-6)  # int8 scores can tie
         assert top["score"] == pytest.approx(float(p.max()), abs=1e-4 if precision in ("float32", "dynamic") else 2e-3)
     accuracy = np.mean([image[0]["index"] for image in found] == y)
     assert accuracy > 0.6  # a real classifier on real photos, not chance (0.1)
