@@ -84,3 +84,26 @@ def test_embedding_metrics_on_known_vectors() -> None:
     assert same["mean_cosine"] == pytest.approx(1.0) and same["neighbour_agreement"] == 1.0
     flipped = embedding_agreement(a, -a)
     assert flipped["worst_cosine"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("precision", ["float32", "dynamic"])
+def test_attention_masks_are_added_not_selected(
+    precision: str, bert: Any, bert_data: Path, tmp_path: Path
+) -> None:
+    """Float and dynamic exports add the padding mask to the scores (ADD, which XNNPACK runs)
+    instead of SELECT_V2 (which it does not): no cut per layer, and the padded positions still
+    weigh nothing (the check against Keras runs on data with 8 of 32 tokens padded)."""
+    from tfopt.conversion import convert
+    from tfopt.inspection import graph_summary
+    from tfopt.runtime.cpuopts import parse_cpu_options
+    from tfopt.runtime.profile import profile_ops
+
+    out = tmp_path / f"bert_{precision}.tflite"
+    result = convert(bert, out, precision, check_data=bert_data, seq_len=32)
+    assert result.check is not None and result.check["passed"]
+    assert "SELECT_V2" not in graph_summary(out.read_bytes())["ops"]
+    profile = profile_ops(str(out), threads=1, runs=2, warmup=1, cpu=parse_cpu_options([]),
+                          data_path=str(bert_data), seed=0)  # fmt: skip
+    # Two XNNPACK graphs: the embedding lookup (GATHER, LESS, SELECT) sits before them on the
+    # TFLite kernels; with SELECT_V2 masks each attention layer cut the graph again.
+    assert profile["xnnpack_partitions"] <= 2, profile

@@ -298,6 +298,35 @@ def bounded_softmax_masks(margin: float) -> Iterator[None]:
         keras.layers.Softmax.call = original
 
 
+@contextmanager
+def additive_softmax_masks() -> Iterator[None]:
+    """Keras 3's masked softmax as an additive mask while exporting a float or dynamic model.
+
+    `keras.layers.Softmax` masks with `SELECT_V2(mask, x, -1e9)`, which XNNPACK does not take:
+    each attention layer then leaves XNNPACK's graph and splits it. Here the scores get
+    `(mask - 1) * 3e4` added instead (SUB, MUL and ADD, all XNNPACK ops): kept positions are
+    unchanged to the bit, masked ones sit 3e4 lower, so exp() gives them exactly 0 as before
+    (3e4 rather than 1e9: it stays finite where a runtime computes in float16).
+    """
+    keras = module(World.KERAS3)
+    ops = keras.ops
+    original = keras.layers.Softmax.call
+
+    def call(self: Any, inputs: Any, mask: Any = None) -> Any:
+        if mask is None:
+            return original(self, inputs)
+        if keras.backend.standardize_dtype(mask.dtype) != "bool":
+            mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
+        keep = ops.cast(mask, inputs.dtype)
+        return original(self, inputs + (keep - 1.0) * 3e4)
+
+    keras.layers.Softmax.call = call
+    try:
+        yield
+    finally:
+        keras.layers.Softmax.call = original
+
+
 def bounded_mask_fill(inputs: Any, mask: Any, axis: int | list[int], margin: float) -> Any:
     """Masked scores filled with the row's smallest score minus `margin` (see
     `bounded_softmax_masks`); also what the Keras 3 QAT stage fake-quantizes before its softmax."""

@@ -196,11 +196,11 @@ def convert_request(
 
     # A Keras 3 attention model quantized with activations: its masked softmax is exported with a
     # bounded fill, and the default int8 path searches which op kinds to keep out of int8.
-    bounded = (
-        spec.needs_calibration
-        and loaded.kind is SourceKind.KERAS3
-        and keras_worlds.has_masked_softmax(loaded.model)
-    )
+    attention = loaded.kind is SourceKind.KERAS3 and keras_worlds.has_masked_softmax(loaded.model)
+    bounded = spec.needs_calibration and attention
+    # Float and dynamic: the mask is added to the scores instead of selected (XNNPACK takes ADD,
+    # not SELECT_V2): the same outputs, one XNNPACK graph instead of one per attention layer.
+    additive = attention and not spec.needs_calibration
     # A model trained through tfopt's FakeQuant (`optimize`'s qat) brings its own ranges, which
     # only the converter honours.
     qat = getattr(loaded.model, "_tfopt_fake_quant", False)
@@ -210,7 +210,13 @@ def convert_request(
     sensitivity = None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
-        masks = keras_worlds.bounded_softmax_masks(MASK_MARGIN) if bounded else nullcontext()
+        masks = (
+            keras_worlds.bounded_softmax_masks(MASK_MARGIN)
+            if bounded
+            else keras_worlds.additive_softmax_masks()
+            if additive
+            else nullcontext()
+        )
         with masks:
             prepared = backend_for(loaded.kind)(loaded, None, Path(work))
         if bounded:
