@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,4 @@ def board_sshd() -> Iterator[Sshd]:
         with local_sshd(folder, root=root) as server:
             yield server
     finally:
-        import shutil
-
         shutil.rmtree(folder, ignore_errors=True)

@@ -319,3 +319,18 @@ def test_recipe_metadata_values_that_yaml_would_change_are_refused(
     path.write_text(f"name: r\nstages:\n  - stage: convert\n    precision: dynamic\n    version: {value}\n")
     with pytest.raises(RecipeError, match=expected):
         load_recipe(path)
+
+
+def test_tf_keras_h5_gets_metadata_too(runner: Any, files: dict[str, Path], tmp_path: Path) -> None:
+    """The other Keras world, as users save it (a tf_keras model trained with `fit`, `.h5`): a
+    1-channel digits classifier gets the same metadata, and a note that MediaPipe's image APIs
+    take RGB inputs only."""
+    (tmp_path / "digits.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    out = tmp_path / "digits.tflite"
+    result = invoke(runner, "convert", files["h5"], "-o", out, "--precision", "dynamic",
+                    "--labels", tmp_path / "digits.txt", "--normalize", "0,1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "read RGB inputs only" in result.output
+    meta = read(out.read_bytes())
+    assert meta is not None and meta["inputs"][0]["content"] == "image GRAYSCALE"
+    assert meta["outputs"][0]["files"][0]["first"] == ["0", "1", "2", "3", "4"]

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -283,19 +283,8 @@ def bounded_softmax_masks(margin: float) -> Iterator[None]:
     Keras adds after the softmax (zeros for a row with every position masked) is dropped: such a
     row, which padding and causal masks never make, averages its values instead.
     """
-    keras = module(World.KERAS3)
-    original = keras.layers.Softmax.call
-
-    def call(self: Any, inputs: Any, mask: Any = None) -> Any:
-        if mask is None:
-            return original(self, inputs)
-        return original(self, bounded_mask_fill(inputs, mask, self.axis, margin))
-
-    keras.layers.Softmax.call = call
-    try:
+    with _masked_softmax(lambda layer, x, mask: bounded_mask_fill(x, mask, layer.axis, margin)):
         yield
-    finally:
-        keras.layers.Softmax.call = original
 
 
 @contextmanager
@@ -308,17 +297,25 @@ def additive_softmax_masks() -> Iterator[None]:
     unchanged to the bit, masked ones sit 3e4 lower, so exp() gives them exactly 0 as before
     (3e4 rather than 1e9: it stays finite where a runtime computes in float16).
     """
+    ops = module(World.KERAS3).ops
+
+    def add(layer: Any, x: Any, mask: Any) -> Any:
+        return x + (ops.cast(_bool_mask(mask), x.dtype) - 1.0) * 3e4
+
+    with _masked_softmax(add):
+        yield
+
+
+@contextmanager
+def _masked_softmax(masked: Callable[[Any, Any, Any], Any]) -> Iterator[None]:
+    """Within: `keras.layers.Softmax` given a mask computes `softmax(masked(layer, x, mask))`."""
     keras = module(World.KERAS3)
-    ops = keras.ops
     original = keras.layers.Softmax.call
 
     def call(self: Any, inputs: Any, mask: Any = None) -> Any:
         if mask is None:
             return original(self, inputs)
-        if keras.backend.standardize_dtype(mask.dtype) != "bool":
-            mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
-        keep = ops.cast(mask, inputs.dtype)
-        return original(self, inputs + (keep - 1.0) * 3e4)
+        return original(self, masked(self, inputs, mask))
 
     keras.layers.Softmax.call = call
     try:
@@ -327,13 +324,18 @@ def additive_softmax_masks() -> Iterator[None]:
         keras.layers.Softmax.call = original
 
 
+def _bool_mask(mask: Any) -> Any:
+    """Keras's reading of a mask: values above 0.5 keep their position."""
+    keras = module(World.KERAS3)
+    if keras.backend.standardize_dtype(mask.dtype) == "bool":
+        return mask
+    return keras.ops.greater(mask, keras.ops.cast(0.5, mask.dtype))
+
+
 def bounded_mask_fill(inputs: Any, mask: Any, axis: int | list[int], margin: float) -> Any:
     """Masked scores filled with the row's smallest score minus `margin` (see
     `bounded_softmax_masks`); also what the Keras 3 QAT stage fake-quantizes before its softmax."""
-    keras = module(World.KERAS3)
-    ops = keras.ops
-    if keras.backend.standardize_dtype(mask.dtype) != "bool":
-        mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
+    ops = module(World.KERAS3).ops
     axes = tuple(axis) if isinstance(axis, list) else axis
     fill = ops.min(inputs, axis=axes, keepdims=True) - margin
-    return ops.where(mask, inputs, fill)
+    return ops.where(_bool_mask(mask), inputs, fill)

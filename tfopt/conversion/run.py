@@ -36,8 +36,9 @@ from tfopt.metadata import Metadata, app_caveats, attach, carry, read
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 
-def with_metadata(flatbuffer: bytes, spec: Metadata) -> bytes:
-    """The converted model with its TFLite metadata, and one note saying what was written."""
+def with_metadata(flatbuffer: bytes, spec: Metadata) -> tuple[bytes, dict[str, Any]]:
+    """The converted model with its TFLite metadata (and that metadata, read back); one note
+    says what was written."""
     out = attach(flatbuffer, spec)
     doc = read(out) or {}
     written = [k for k in ("name", "version", "author") if getattr(spec, k) is not None]
@@ -49,7 +50,7 @@ def with_metadata(flatbuffer: bytes, spec: Metadata) -> bytes:
     note("metadata: " + ", ".join(written or ["description"]))
     for caveat in app_caveats(out):
         note(caveat)
-    return out
+    return out, doc
 
 
 def _keep(
@@ -92,14 +93,14 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
     started = time.perf_counter()
     flatbuffer = aeq(source, prec, req.keep_float, data)
     seconds = time.perf_counter() - started
-    flatbuffer, kept = carry(source, flatbuffer)
-    if kept:
-        files = ", ".join(f["name"] for f in kept.get("packed_files", [])) or "no files"
+    flatbuffer, metadata = carry(source, flatbuffer)
+    if metadata:
+        files = ", ".join(f["name"] for f in metadata.get("packed_files", [])) or "no files"
         note(f"metadata kept from {Path(loaded.path).name} ({files})")
         for caveat in [] if req.metadata else app_caveats(flatbuffer):
             note(caveat)
     if req.metadata:
-        flatbuffer = with_metadata(flatbuffer, req.metadata)
+        flatbuffer, metadata = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)
     held_out = dataset(req.check_data, loaded.inputs, CHECK_SAMPLES)
     sample = held_out or data or synthetic_data(loaded.inputs, 8)
@@ -109,7 +110,7 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
         output=str(out), precision=prec.value, source=loaded.kind.value,
         size_bytes=len(flatbuffer), gzip_bytes=gzip_size(flatbuffer), seconds=round(seconds, 2),
         float_compute_ops=summary["float_compute_ops"], check=result,
-        metadata=read(flatbuffer) if (kept or req.metadata) else None,
+        metadata=metadata,
     )  # fmt: skip
 
 
@@ -254,8 +255,9 @@ def convert_request(
                 raise
             flatbuffer = attempt(prepared.fallback())
     seconds = time.perf_counter() - started
+    metadata = None
     if req.metadata:
-        flatbuffer = with_metadata(flatbuffer, req.metadata)
+        flatbuffer, metadata = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)  # before anything is written
 
     synthetic = synthetic_data(specs, 8, max_id=vocabulary_bound(loaded.model))
@@ -278,5 +280,5 @@ def convert_request(
         check=result,
         seq_len=seq_len,
         sensitivity=sensitivity.to_dict() if sensitivity else None,
-        metadata=read(flatbuffer) if req.metadata else None,
+        metadata=metadata,
     )

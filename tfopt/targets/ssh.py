@@ -141,6 +141,12 @@ class SshTarget(Target):
             raise self._fail(proc, f"copying {name} failed")
         return path
 
+    def _model(self, model: Path) -> str:
+        """The model's path on the device, copied there once."""
+        if model not in self.uploaded:
+            self.uploaded[model] = self._upload(model.read_bytes(), f"m{len(self.uploaded)}.tflite")
+        return self.uploaded[model]
+
     def outputs(
         self, model: Path, x: dict[str, Any], threads: int, timeout: float
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,13 +155,12 @@ class SshTarget(Target):
         import numpy as np
 
         folder = self._prepare()
-        if model not in self.uploaded:
-            self.uploaded[model] = self._upload(model.read_bytes(), f"m{len(self.uploaded)}.tflite")
+        remote_model = self._model(model)
         packed = io.BytesIO()
         np.savez(packed, **x)
         data = self._upload(packed.getvalue(), f"x{len(self.uploaded)}.npz")
         result = f"{data[:-4]}-out.npz"
-        args = [*self.python_cmd, f"{folder}/{ZIPAPP_NAME}", self.uploaded[model], "--data", data,
+        args = [*self.python_cmd, f"{folder}/{ZIPAPP_NAME}", remote_model, "--data", data,
                 "--outputs", result, "--threads", str(threads)]  # fmt: skip
         proc = self._ssh(f"{shlex.join(args)}; exit $?", timeout=timeout)
         if proc.returncode == 255:
@@ -180,8 +185,7 @@ class SshTarget(Target):
         if spec.accelerator == "nnapi":
             raise InputError("--accelerator nnapi exists on Android only (--target adb)")
         folder = self._prepare()
-        if model not in self.uploaded:
-            self.uploaded[model] = self._upload(model.read_bytes(), f"m{len(self.uploaded)}.tflite")
+        remote_model = self._model(model)
         remote_data = None
         if data:
             key = Path(data)
@@ -191,7 +195,7 @@ class SshTarget(Target):
                     key.read_bytes(), f"d{len(self.uploaded)}{suffix}"
                 )
             remote_data = self.uploaded[key]
-        args = [*self.python_cmd, f"{folder}/{ZIPAPP_NAME}", self.uploaded[model]]
+        args = [*self.python_cmd, f"{folder}/{ZIPAPP_NAME}", remote_model]
         args += spec.runtime_args(remote_data)
         # "; exit $?" keeps the remote shell from exec-ing the runtime: a runtime killed by a
         # signal then ends as the shell's 128+N (a bare exec'd command gives ssh's own 255).
