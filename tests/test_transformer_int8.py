@@ -42,12 +42,39 @@ def test_default_int8_on_a_transformer_searches_and_says_so(
     assert result.check["passed"]
     found = result.sensitivity
     assert found is not None and found["cosine"] >= found["int8_cosine"]
-    assert "instead of -1e9" in caplog.text and "int8:" in caplog.text
+    assert "mask is added to the scores" in caplog.text and "int8:" in caplog.text
     summary = graph_summary(out.read_bytes())
-    # int8 where the search did not keep float; the attention matmuls and softmax stay float,
-    # where XNNPACK runs them
+    # int8 where the search did not keep float; the attention matmuls, the masked scores and
+    # the softmax stay float, where XNNPACK runs them, and no SELECT_V2 splits its graph
     assert summary["tensor_dtypes"].get("int8", 0) > 0
     assert summary["float_compute_ops"].get("BATCH_MATMUL", 0) == summary["ops"]["BATCH_MATMUL"]
+    assert summary["float_compute_ops"].get("SOFTMAX", 0) == summary["ops"]["SOFTMAX"]
+    assert "SELECT_V2" not in summary["ops"]
+
+
+def test_score_chains_are_the_ops_between_attention_matmul_and_softmax(
+    bert: Any, tmp_path: Path
+) -> None:
+    from tfopt.conversion.transformer import score_chains
+
+    with keras_worlds.additive_softmax_masks():
+        convert(bert, tmp_path / "f32.tflite", "float32", seq_len=32)
+    chains = score_chains((tmp_path / "f32.tflite").read_bytes())
+    # the mask's CAST, SUB and MUL (shared by the layers once deduplicated) and each layer's ADD;
+    # nothing past a matmul
+    for layer in (0, 1):
+        assert any(f"transformer_layer_{layer}_" in r and "softmax" in r for r in chains), chains
+    banned = ("query", "key", "value", "feedforward", "layer_norm")
+    assert not any(b in r for r in chains for b in banned), chains
+
+
+def test_a_classifier_softmax_keeps_no_chain(tflite: dict[str, Path]) -> None:
+    from tfopt.conversion.transformer import score_chains
+    from tfopt.inspection import graph_summary
+
+    model = tflite["float32"].read_bytes()
+    assert "SOFTMAX" in graph_summary(model)["ops"]  # Dense -> softmax: no attention matmul
+    assert score_chains(model) == []
 
 
 def test_search_keeps_kinds_out_of_int8_until_the_gate(

@@ -198,16 +198,22 @@ def convert_request(
     # A Keras 3 attention model quantized with activations: its masked softmax is exported with a
     # bounded fill, and the default int8 path searches which op kinds to keep out of int8.
     attention = loaded.kind is SourceKind.KERAS3 and keras_worlds.has_masked_softmax(loaded.model)
-    bounded = spec.needs_calibration and attention
-    # Float and dynamic: the mask is added to the scores instead of selected (XNNPACK takes ADD,
-    # not SELECT_V2): the same outputs, one XNNPACK graph instead of one per attention layer.
-    additive = attention and not spec.needs_calibration
     # A model trained through tfopt's FakeQuant (`optimize`'s qat) brings its own ranges, which
     # only the converter honours.
     qat = getattr(loaded.model, "_tfopt_fake_quant", False)
     searched = (
-        bounded and prec is Precision.INT8 and not req.use_aeq and not req.int8_io and not qat
+        attention
+        and prec is Precision.INT8
+        and not req.use_aeq
+        and not req.int8_io
+        and not qat
     )
+    # Quantized scores need a bounded mask fill; elsewhere the mask is added to the scores
+    # instead of selected (XNNPACK takes ADD, not SELECT_V2): the same outputs, one XNNPACK graph
+    # instead of one per attention layer. The int8 search keeps the scores float
+    # (`transformer.score_chains`), so it takes the additive mask too.
+    bounded = spec.needs_calibration and attention and not searched
+    additive = attention and not bounded
     sensitivity = None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
@@ -224,6 +230,11 @@ def convert_request(
             note(
                 f"{prec}: masked attention scores are filled with the row's minimum - "
                 f"{MASK_MARGIN:g} instead of -1e9, so one int8 scale holds them"
+            )
+        elif searched:
+            note(
+                f"{prec}: the attention mask is added to the scores, which stay float from the "
+                "attention matmul through the softmax (XNNPACK runs them in float only)"
             )
         calibrated = spec.needs_calibration and not req.use_aeq and not searched
         if calibrated and may_loop(loaded):

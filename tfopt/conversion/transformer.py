@@ -100,14 +100,51 @@ def op_kinds(float_model: bytes) -> dict[str, list[tuple[str, str]]]:
     return dict(kinds)
 
 
-def islands(kinds: dict[str, list[tuple[str, str]]], keep: list[str]) -> list[dict[str, Any]]:
+def score_chains(float_model: bytes) -> list[str]:
+    """Scope regexes of the ops between an attention matmul and its SOFTMAX: the score scaling
+    and the padding mask (`keras_worlds.additive_softmax_masks`: CAST, SUB, MUL, ADD). They stay
+    float beside the float matmul and softmax, so the scores are one float XNNPACK run and the
+    -3e4 of a masked position never meets an int8 scale. A softmax not fed by a BATCH_MATMUL (a
+    classifier's) keeps nothing; the walk never passes a weighted op."""
+    model = flatbuffer.model_root(float_model)
+    graph = model.Subgraphs(0)
+    ops = flatbuffer.operators(model)[0]
+    producer = {t: i for i, op in enumerate(ops) for t in op.outputs}
+    chained: set[int] = set()
+    for softmax in (op for op in ops if op.name == "SOFTMAX"):
+        seen: set[int] = set()
+        attention = False
+        todo = list(softmax.inputs)
+        while todo:
+            i = producer.get(todo.pop())
+            if i is None or i in seen or ops[i].name in WEIGHTED:
+                continue  # a graph input or constant, seen already, or a weighted op
+            if ops[i].name == "BATCH_MATMUL":
+                attention = True
+                continue
+            seen.add(i)
+            todo += ops[i].inputs
+        if attention:
+            chained |= seen
+    regexes = []
+    for i in sorted(chained):
+        names = [graph.Tensors(t).Name().decode() for t in ops[i].outputs if t >= 0]
+        if names:
+            regexes.append("^" + re.escape(";".join(names) + ";"))
+    return regexes
+
+
+def islands(
+    kinds: dict[str, list[tuple[str, str]]], keep: list[str], chains: list[str] = ()
+) -> list[dict[str, Any]]:
     """The int8 recipe with the `keep` kinds out of static int8: their matrix multiplications
     dynamic (int8 weights, activations quantized per run, float out: XNNPACK's fast path), the
-    rest float; `XNNPACK_FLOAT_ONLY` ops float everywhere."""
+    rest float; `XNNPACK_FLOAT_ONLY` ops and the `chains` feeding softmax float everywhere."""
     entries = recipe(Precision.INT8)
     entries += [
         {"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in XNNPACK_FLOAT_ONLY
     ]
+    entries += [{"regex": r, "operation": "*", "algorithm_key": "no_quantize"} for r in chains]
     dynamic = recipe(Precision.DYNAMIC)[0]
     for kind in keep:
         for op, scope in kinds[kind]:
@@ -141,6 +178,7 @@ def quantize_transformer(
     from ai_edge_quantizer import quantizer
 
     kinds = op_kinds(float_model)
+    chains = score_chains(float_model)
     probe = data.take(min(PROBE_SAMPLES, len(data)))
     with tempfile.TemporaryDirectory(prefix="tfopt-sens-") as tmp:
         work = Path(tmp)
@@ -157,7 +195,7 @@ def quantize_transformer(
         def trial(keep: list[str]) -> tuple[bytes, float]:
             try:
                 with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
-                    qt = quantizer.Quantizer(bytearray(float_model), islands(kinds, keep))
+                    qt = quantizer.Quantizer(bytearray(float_model), islands(kinds, keep, chains))
                     model = bytes(qt.quantize(stats).quantized_model)
                 return model, _cosine(reference, _run(model, probe, work))
             except Exception:  # noqa: BLE001 - a split the quantizer or LiteRT cannot run
