@@ -193,3 +193,17 @@ def test_openvino_dispatch_runs_or_says_why_in_one_line(
     assert entry["accelerator"] == "openvino" and entry["fully_accelerated"] is True
     assert entry["openvino_partitions"] == 1 and entry["cpu_ops"] == 0
     assert entry["max_abs_vs_cpu"] < 1e-4
+
+
+def test_openvino_line_flags_outputs_identical_to_the_cpu_run(tflite: dict[str, Path]) -> None:
+    """A dispatch that reports OpenVINO partitions but returns LiteRT's CPU outputs to the bit
+    did not run on OpenVINO (measured on MiniLM, BENCHMARKS.md §11); the report says so."""
+    from tfopt.report.bench import text
+
+    doc = bench(tflite["float32"], BenchSettings(threads=(1,), runs=3)).to_dict()
+    entry = doc["results"][0]
+    entry.update(openvino_ops=7, cpu_ops=0, openvino_partitions=1, device="CPU")
+    entry["max_abs_vs_cpu"] = 0.0
+    assert "did not execute the partitions" in text(doc)
+    entry["max_abs_vs_cpu"] = 2e-8
+    assert "did not execute" not in text(doc)

@@ -2,8 +2,10 @@
 
 Measured on all-MiniLM-L6-v2 (BENCHMARKS.md §12), three things ruin a keras-hub encoder in full
 int8, and each has its remedy here or in the export:
-- the masked softmax's -1e9 fill takes the whole int8 range of the attention scores; the export
-  bounds it (`keras_worlds.bounded_softmax_masks`): mean cosine 0.25 -> 0.79;
+- the masked softmax's -1e9 fill takes the whole int8 range of the attention scores. A bounded
+  fill (`keras_worlds.bounded_softmax_masks`) took mean cosine 0.25 -> 0.79; the search keeps the
+  scores float instead, from the attention matmul through the additive mask to the softmax
+  (`score_chains`), so no int8 scale sees the mask and no SELECT_V2 leaves XNNPACK;
 - layer norms: their squared deviations span 1,000x between the outlier channels and the rest, so
   one int8 scale zeroes most of the variance;
 - outlier channels in the residual stream (the feed-forward output and the residual adds reach
@@ -12,9 +14,9 @@ Which of these matter differs between models, so nothing is hard-coded: ops are 
 kinds by their Keras scope with layer numbers removed (`transformer_layer_#_#/feedforward_layer_norm_#`:
 every block's second layer norm), scored on the calibration data against the float model, and kinds
 are kept in float by forward selection (each round adds the kind that helps most next to those
-already kept) until the outputs reach the gate. Everything else is
-int8, except the attention matmuls and softmax, which XNNPACK runs only in float. The LiteRT
-quantizer calibrates once; each trial only re-quantizes.
+already kept) until the outputs reach the gate. Everything else is int8, except the attention
+matmuls, the score chains and softmax, which XNNPACK runs only in float. The LiteRT quantizer
+calibrates once; each trial only re-quantizes.
 """
 
 from __future__ import annotations
