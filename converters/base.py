@@ -48,10 +48,17 @@ def backend_for(kind: SourceKind) -> Backend:
     return _BACKENDS[kind]
 
 
-def fixed_shape(spec: TensorSpec, seq_len: int | None) -> list[int]:
-    """Batch 1; other free dimensions become `seq_len`, or the error asks for it."""
-    shape = [1]
+KEEP_FREE = -1  # as `seq_len`: free dimensions stay free (`convert --dynamic-length`)
+
+
+def fixed_shape(spec: TensorSpec, seq_len: int | None) -> list[int | None]:
+    """Batch 1; other free dimensions become `seq_len` (stay free for KEEP_FREE), or the error
+    asks for it."""
+    shape: list[int | None] = [1]
     for dim in spec.shape[1:]:
+        if dim is None and seq_len == KEEP_FREE:
+            shape.append(None)
+            continue
         if dim is None:
             if seq_len is None:
                 raise ConversionError(

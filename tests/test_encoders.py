@@ -107,3 +107,41 @@ def test_attention_masks_are_added_not_selected(
     # Two XNNPACK graphs: the embedding lookup (GATHER, LESS, SELECT) sits before them on the
     # TFLite kernels; with SELECT_V2 masks each attention layer cut the graph again.
     assert profile["xnnpack_partitions"] <= 2, profile
+
+
+def test_dynamic_length_runs_each_input_at_its_own_length(
+    runner: CliRunner, bert: Any, bert_data: Path, tmp_path: Path
+) -> None:
+    """`--dynamic-length` keeps the sequence free: a sentence of 24 tokens runs at 24, and its
+    outputs are the Keras model's on the padded 32 (the mask hides the padding)."""
+    from tfopt.conversion import convert
+    from tfopt.runtime import feeding
+
+    out = tmp_path / "bert_free.tflite"
+    result = convert(bert, out, "float32", dynamic_length=True, check_data=bert_data)
+    assert result.check["passed"] and result.seq_len is None
+    interp = feeding.make_interpreter(str(out), 1)
+    inputs, _ = feeding.io_details(interp)
+    assert all(list(d["shape_signature"]) == [1, -1] for d in inputs.values())
+
+    tokens = dict(np.load(bert_data))  # 16 x 32, the last 8 positions padding
+    padded = bert({k: v[:2] for k, v in tokens.items()}, training=False)
+    for length in (24, 8, 24):  # grow, shrink and grow again: each feed resizes
+        sample = {k: v[:1, :length] for k, v in tokens.items()}
+        got = feeding.run_samples(interp, sample)
+        seq = got["sequence_output"]
+        assert seq.shape == (1, length, 64)
+        if length == 24:  # all 24 real tokens: the same as the padded run's first 24 positions
+            want = np.asarray(padded["sequence_output"])[:1, :24]
+            assert np.abs(seq - want).max() < 1e-3
+            assert np.abs(got["pooled_output"] - np.asarray(padded["pooled_output"])[:1]).max() < 1e-3
+
+    short = tmp_path / "short.npz"
+    np.savez(short, **{k: v[:4, :24] for k, v in tokens.items()})
+    res = invoke(runner, "bench", out, "--threads", "1", "--runs", "5", "--data", short, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["results"][0]["latency_us"]["p50"] > 0
+
+    clash = invoke(runner, "convert", tmp_path / "x.keras", "-o", tmp_path / "y.tflite",
+                   "--dynamic-length", "--seq-len", "32")  # fmt: skip
+    assert clash.exit_code == 1 and "drop --seq-len" in clash.output

@@ -215,6 +215,12 @@ def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the
     "--int8-io", is_flag=True, help="With int8: int8 inputs and outputs instead of float."
 )
 @click.option("--seq-len", type=int, help="Fix free (sequence) dimensions to this length.")
+@click.option(
+    "--dynamic-length",
+    is_flag=True,
+    help="Keep free (sequence) dimensions free: the app resizes the inputs to each input's own "
+    "length (resize_tensor_input), so a 20-token sentence costs 20 tokens, not --seq-len.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
 @click.option("--no-check", is_flag=True, help="Skip the numeric check against the source model.")

@@ -66,18 +66,23 @@ def vocabulary_bound(model: Any) -> int | None:
 
 
 def synthetic_data(
-    inputs: tuple[TensorSpec, ...], n: int, seed: int = 0, max_id: int | None = None
+    inputs: tuple[TensorSpec, ...],
+    n: int,
+    seed: int = 0,
+    max_id: int | None = None,
+    free_length: int | None = None,
 ) -> Dataset:
     """`n` realistic random samples (the runtime's rule: floats in [0,1), small ids for ints;
-    ids below `max_id` when the model's embedding table is smaller than that)."""
+    ids below `max_id` when the model's embedding table is smaller than that). Free dimensions
+    (a `--dynamic-length` model) take `free_length`."""
     rng = np.random.default_rng(seed)
     x: dict[str, list[np.ndarray]] = {s.name: [] for s in inputs}
     for _ in range(n):
         for s in inputs:
-            if any(d is None for d in s.shape[1:]):
+            if any(d is None for d in s.shape[1:]) and free_length is None:
                 raise ConversionError(f"input '{s.name}' has a free dimension; pass --seq-len N")
             detail = {
-                "shape": [1, *s.shape[1:]],
+                "shape": [1, *(free_length if d is None else d for d in s.shape[1:])],
                 "dtype": np.dtype(s.dtype),
                 "quantization": (0, 0),
             }

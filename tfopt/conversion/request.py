@@ -32,6 +32,7 @@ class ConvertRequest:
     num_calibration: int = 100
     int8_io: bool = False
     seq_len: int | None = None
+    dynamic_length: bool = False
     overwrite: bool = False
     unsafe: bool = False
     check: bool = True
@@ -80,6 +81,10 @@ class ConvertRequest:
             problems.append("--num-calibration must be at least 1")
         if self.seq_len is not None and self.seq_len < 1:
             problems.append("--seq-len must be at least 1")
+        if self.dynamic_length and self.seq_len is not None:
+            problems.append("--dynamic-length keeps the sequence length free: drop --seq-len")
+        if self.dynamic_length and self.lm:
+            problems.append("--lm has its own prefill lengths: it takes no --dynamic-length")
         if aeq and p not in AEQ_PRECISIONS:
             allowed = ", ".join(AEQ_PRECISIONS)
             problems.append(f"--quantizer aeq quantizes: choose {allowed}")

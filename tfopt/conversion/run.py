@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import PRECISIONS, backend_for
+from converters.base import KEEP_FREE
 from tfopt import keras_worlds
 from tfopt.conversion import budget
 from tfopt.conversion.guards import aeq, may_loop, probe, refuse_loops, run_converter
@@ -33,6 +34,7 @@ from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import load
 from tfopt.metadata import Metadata, app_caveats, attach, carry, read
+from tfopt.runtime.feeding import FREE_LENGTH
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 
@@ -167,7 +169,11 @@ def convert_request(
     free = any(d is None for s in loaded.inputs for d in s.shape[1:])
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     specs = loaded.inputs
-    if free and seq_len is None:
+    if free and req.dynamic_length:
+        note(
+            "sequence length left free (--dynamic-length): resize the inputs to each input's length"
+        )
+    elif free and seq_len is None:
         # Free lengths follow the user's own data first, then a keras-hub model's own length.
         specs, fixed = specs_from_data(specs, data or dataset(req.check_data, specs, 1))
         for line in fixed:
@@ -202,11 +208,7 @@ def convert_request(
     # only the converter honours.
     qat = getattr(loaded.model, "_tfopt_fake_quant", False)
     searched = (
-        attention
-        and prec is Precision.INT8
-        and not req.use_aeq
-        and not req.int8_io
-        and not qat
+        attention and prec is Precision.INT8 and not req.use_aeq and not req.int8_io and not qat
     )
     # Quantized scores need a bounded mask fill; elsewhere the mask is added to the scores
     # instead of selected (XNNPACK takes ADD, not SELECT_V2): the same outputs, one XNNPACK graph
@@ -225,7 +227,8 @@ def convert_request(
             else nullcontext()
         )
         with masks:
-            prepared = backend_for(loaded.kind)(loaded, None, Path(work))
+            free_len = KEEP_FREE if req.dynamic_length else None
+            prepared = backend_for(loaded.kind)(loaded, free_len, Path(work))
         if bounded:
             note(
                 f"{prec}: masked attention scores are filled with the row's minimum - "
@@ -271,7 +274,11 @@ def convert_request(
         flatbuffer, metadata = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)  # before anything is written
 
-    synthetic = synthetic_data(specs, 8, max_id=vocabulary_bound(loaded.model))
+    own = keras_worlds.default_sequence_length(loaded.model) or FREE_LENGTH
+    free_length = min(own, FREE_LENGTH) if req.dynamic_length else None
+    synthetic = synthetic_data(
+        specs, 8, max_id=vocabulary_bound(loaded.model), free_length=free_length
+    )
     result = _keep(out, flatbuffer, prec, loaded, (held_out or data or synthetic), req.check)
     summary = graph_summary(flatbuffer)
     stateful = sorted(op for op in summary["ops"] if "SEQUENCE_" in op)

@@ -68,13 +68,38 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     return values.astype(np.float32) if values.dtype != np.float32 else values
 
 
+# The length synthetic values take along a free dimension (`convert --dynamic-length`): without
+# data there is no length to follow, and 128 is the common encoder length.
+FREE_LENGTH = 128
+
+
+def free_dims(detail: dict) -> list[bool]:
+    """Which dimensions of a tensor the model leaves free (-1 in its shape signature)."""
+    signature = detail.get("shape_signature")
+    if signature is None or len(signature) != len(detail["shape"]):
+        return [False] * len(detail["shape"])
+    return [int(s) == -1 for s in signature]
+
+
+def fits(detail: dict, shape: tuple[int, ...]) -> bool:
+    """Whether an array of `shape` can be fed, resizing the tensor's free dimensions."""
+    return len(shape) == len(detail["shape"]) and all(
+        free or int(d) == w
+        for d, w, free in zip(detail["shape"], shape, free_dims(detail), strict=True)
+    )
+
+
 def synthetic_input(name: str, detail: dict, rng: np.random.Generator) -> np.ndarray:
     """Realistic random values for one input: floats in [0, 1), small non-negative ids for ints.
 
     Integer inputs are usually indices (token ids, segment ids, masks), so negative or large values
     would make gathers fail; masks and segment/type ids stay in {0, 1}.
     """
-    shape = [int(s) for s in detail["shape"]]
+    free = free_dims(detail)
+    shape = [
+        FREE_LENGTH if f and i else int(s)
+        for i, (s, f) in enumerate(zip(detail["shape"], free, strict=True))
+    ]
     dtype = np.dtype(detail["dtype"])
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(bool)
@@ -89,7 +114,18 @@ def synthetic_input(name: str, detail: dict, rng: np.random.Generator) -> np.nda
 
 
 def feed(interpreter: Any, inputs: dict[str, dict], sample: dict[str, np.ndarray]) -> None:
-    """Set every input tensor from a {name: array} sample (batch dimension included)."""
+    """Set every input tensor from a {name: array} sample (batch dimension included). Inputs
+    with free dimensions (`convert --dynamic-length`) are first resized to the sample's shape;
+    `inputs` then records the new shapes."""
+    resized = False
+    for name, detail in inputs.items():
+        shape = tuple(np.shape(sample[name]))
+        if shape != tuple(int(d) for d in detail["shape"]) and fits(detail, shape):
+            interpreter.resize_tensor_input(detail["index"], list(shape), strict=True)
+            detail["shape"] = np.array(shape, dtype=np.int32)
+            resized = True
+    if resized:
+        interpreter.allocate_tensors()
     for name, detail in inputs.items():
         interpreter.set_tensor(detail["index"], quantize(np.asarray(sample[name]), detail))
 
@@ -109,7 +145,11 @@ def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> di
         key = name if name in arrays else "x" if len(inputs) == 1 and "x" in arrays else None
         if key is None:
             raise ValueError(f"data has no array named '{name}'")
-        sample[name] = arrays[key][:1].reshape([int(s) for s in detail["shape"]])
+        first = arrays[key][:1]
+        # free dimensions (`convert --dynamic-length`) take the data's own length
+        sample[name] = (
+            first if fits(detail, first.shape) else first.reshape([int(s) for s in detail["shape"]])
+        )
     return sample
 
 
@@ -133,7 +173,9 @@ def run_samples(interpreter: Any, x: dict[str, np.ndarray]) -> dict[str, np.ndar
     return {name: np.concatenate(v) for name, v in results.items()}
 
 
-def write_outputs(model_path: str, data_path: str, out_path: str, threads: int, xnnpack: bool) -> dict:
+def write_outputs(
+    model_path: str, data_path: str, out_path: str, threads: int, xnnpack: bool
+) -> dict:
     """Run every sample of a .npz (arrays named after the inputs) and save the outputs as .npz
     (`o0`, `o1`, ... in the order of the returned `outputs` names): numerics on the device."""
     with np.load(data_path, allow_pickle=False) as z:
