@@ -1,6 +1,6 @@
 """Against the runtimes users would pick instead: ONNX Runtime and OpenVINO, on the same models.
 
-    python benchmarks/peers.py [--models cnn,minilm] [--threads 1,2] [--rounds 10]
+    python benchmarks/peers.py [--models cnn,minilm,minilm-own] [--threads 1,2] [--rounds 10]
                                [--out peers-out] [--quick]
 
 A user with a Keras model could also export it to ONNX and run it with ONNX Runtime or OpenVINO;
@@ -12,6 +12,10 @@ each from ONE source Keras model:
 - minilm: the real all-MiniLM-L6-v2 (keras-hub BertBackbone) at sequence length 128 on real
   fortunes sentences; quality is the cosine of mean-pooled embeddings to the Keras model's, the
   gate is a mean cosine of at least 0.99.
+- minilm-own (asked for by name): the same MiniLM and sentences, each run at its own length, as
+  an app runs one sentence at a time: tfopt converts with `--dynamic-length`, tf2onnx exports a
+  free sequence axis. Every runtime resizes per sentence; a round times set + invoke of the same
+  SENTENCES real sentences per variant and its figure is their mean.
 
 tfopt's variants come from `tfopt.convert` with its defaults (check on; a refused variant is
 recorded and, where it converts, timed from a `check=False` copy that never counts as tfopt's).
@@ -57,7 +61,8 @@ CALIBRATION = 100
 CNN_TRAIN, CNN_EPOCHS = 12000, 3
 ACCURACY_POINTS = 1.0  # cnn gate: within 1 point of the float Keras model
 MIN_COSINE = 0.99  # minilm gate: mean cosine to the float Keras model
-RUNS = {"cnn": 100, "minilm": 10}  # timed invokes per variant per round
+RUNS = {"cnn": 100, "minilm": 10, "minilm-own": 1}  # timed invokes (own: passes) per round
+SENTENCES = 40  # minilm-own: the real sentences every round runs, each at its own length
 
 
 @dataclass
@@ -184,6 +189,7 @@ def tfopt_variants(
             "quantizer": quantizer,
             "overwrite": True,
             **({"seq_len": SEQ_LEN} if name == "minilm" else {}),
+            **({"dynamic_length": True} if name == "minilm-own" else {}),
             **({"calibration": Dataset(calibration)} if precision == "int8" else {}),
         }
         started = time.perf_counter()
@@ -219,7 +225,8 @@ def to_onnx(fn: Any, signature: list[Any], path: Path) -> None:
 
 
 def peer_variants(
-    name: str, folder: Path, calibration: dict[str, np.ndarray], fp32_tflite: str
+    name: str, folder: Path, calibration: dict[str, np.ndarray], fp32_tflite: str,
+    statics: bool = True,
 ) -> list[Variant]:
     """ONNX Runtime's quantizations of the fp32 ONNX model, and OpenVINO on the same files."""
     from onnxruntime.quantization import (
@@ -254,8 +261,8 @@ def peer_variants(
 
     fp32 = folder / "model.onnx"
     pre = folder / "model.pre.onnx"
-    if not pre.exists():
-        quant_pre_process(str(fp32), str(pre))
+    if not pre.exists():  # a free sequence axis defeats ORT's symbolic shape inference
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=not statics)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -273,8 +280,8 @@ def peer_variants(
             quantize_dynamic(str(pre), str(path), **options)
         out.append(Variant(name, label, "onnxruntime", "ort", str(path)))
     qdq = []
-    statics = {**static, **(static_minilm if name == "minilm" else {})}
-    for label, options in statics.items():
+    chosen = {**static, **(static_minilm if name == "minilm" else {})} if statics else {}
+    for label, options in chosen.items():
         path = folder / f"ort_{label.replace(' ', '_').replace(',', '')}.onnx"
         if not path.exists():
             started = time.perf_counter()
@@ -327,15 +334,17 @@ def prepare_cnn(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
     return variants, {"reference_accuracy": accuracy, "eval": str(folder / "eval.npz")}
 
 
-def prepare_minilm(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
-    """The real MiniLM: every variant's file; held-out tokens and the Keras embeddings."""
+def prepare_minilm(out: Path, n_eval: int, own: bool = False) -> tuple[list[Variant], dict[str, Any]]:
+    """The real MiniLM: every variant's file; held-out tokens and the Keras embeddings. `own`:
+    the files take each sentence at its own length (minilm-own)."""
     from minilm import minilm_folder
 
     import tfopt
     from tfopt import keras_worlds
     from tfopt.validate import sentence_embeddings
 
-    folder = out / "minilm"
+    name = "minilm-own" if own else "minilm"
+    folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     tf = keras_worlds.tf()
     model = tfopt.load(minilm_folder()).model
@@ -351,18 +360,21 @@ def prepare_minilm(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any
     plans = [("float32", "float32", "converter"), ("dynamic", "dynamic", "converter"),
              ("int8", "int8", "converter"), ("dynamic (aeq)", "dynamic", "aeq"),
              ("int8 (aeq)", "int8", "aeq")]  # fmt: skip
-    variants = tfopt_variants(model, "minilm", folder, calib, plans)
+    if own:  # the peers' static int8 fails the gate at 128 already; no statics here either
+        plans = plans[:3]
+    variants = tfopt_variants(model, name, folder, calib, plans)
     if not (folder / "model.onnx").exists():
         fn = tf.function(
             lambda token_ids, segment_ids, padding_mask: model(
                 {"token_ids": token_ids, "segment_ids": segment_ids,
                  "padding_mask": padding_mask}, training=False)
         )  # fmt: skip
-        signature = [tf.TensorSpec((1, SEQ_LEN), tf.int32, name=k) for k in evals]
+        length = None if own else SEQ_LEN
+        signature = [tf.TensorSpec((1, length), tf.int32, name=k) for k in evals]
         to_onnx(fn, signature, folder / "model.onnx")
-    variants += peer_variants("minilm", folder, calib, variants[0].path)
+    variants += peer_variants(name, folder, calib, variants[0].path, statics=not own)
     np.savez(folder / "eval.npz", reference=reference, **evals)
-    return variants, {"eval": str(folder / "eval.npz")}
+    return variants, {"eval": str(folder / "eval.npz"), "own_length": own}
 
 
 # ------------------------------------------------------------------ running (child processes)
@@ -451,6 +463,16 @@ def measure_quality(v: Variant, ev: dict[str, np.ndarray], info: dict[str, Any])
 
     runner = Runner(v, 2)
     keys = [k for k in ev if k not in ("labels", "reference")]
+    if info.get("own_length"):  # each sentence at its own length: pool each one by itself
+        embs = []
+        for sample in own_length_samples(ev, len(ev[keys[0]])):
+            runner.set(sample)
+            runner.invoke()
+            seq = next(o for o in runner.read() if o.ndim == 3)
+            embs.append(sentence_embeddings({"sequence_output": seq}, sample["padding_mask"], "mean"))
+        v.quality = embedding_agreement(ev["reference"], np.concatenate(embs))
+        v.passes = v.quality["mean_cosine"] >= MIN_COSINE and not v.tfopt_refused
+        return
     firsts = []
     for i in range(len(ev[keys[0]])):
         runner.set({k: ev[k][i : i + 1] for k in keys})
@@ -469,17 +491,29 @@ def measure_quality(v: Variant, ev: dict[str, np.ndarray], info: dict[str, Any])
     v.passes = v.passes and not v.tfopt_refused
 
 
+def own_length_samples(ev: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+    """The first `n` sentences, each cut to its own length (BERT pads at the end)."""
+    keys = [k for k in ev if k not in ("labels", "reference")]
+    lengths = ev["padding_mask"][:n].sum(axis=1)
+    return [{k: np.ascontiguousarray(ev[k][i : i + 1, :n_i]) for k in keys}
+            for i, n_i in enumerate(lengths)]  # fmt: skip
+
+
 def key(v: Variant | dict[str, Any]) -> str:
     d = asdict(v) if isinstance(v, Variant) else v
     return f"{d['family']}/{d['label']}"
 
 
 def time_variants(
-    variants: list[Variant], ev: dict[str, np.ndarray], threads: int, rounds: int, runs: int
+    variants: list[Variant], ev: dict[str, np.ndarray], threads: int, rounds: int, runs: int,
+    own: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Interleaved rounds at `threads`; per variant the round medians and their median (ms)."""
+    """Interleaved rounds at `threads`; per variant the round medians and their median (ms).
+    `own`: a round runs SENTENCES sentences at their own lengths (set + invoke timed, as the
+    resize is part of the cost) and its figure is their mean."""
     keys = [k for k in ev if k not in ("labels", "reference")]
     sample = {k: ev[k][:1] for k in keys}
+    sentences = own_length_samples(ev, SENTENCES) if own else []
     runners = {}
     for v in variants:
         try:
@@ -495,6 +529,14 @@ def time_variants(
     for r in range(rounds):
         for label in order[r % len(order) :] + order[: r % len(order)]:
             runner, times = runners[label], []
+            if own:
+                for s in sentences * runs:
+                    t0 = time.perf_counter_ns()
+                    runner.set(s)
+                    runner.invoke()
+                    times.append((time.perf_counter_ns() - t0) / 1e6)
+                medians[label].append(statistics.mean(times))
+                continue
             runner.invoke()
             for _ in range(runs):
                 t0 = time.perf_counter_ns()
@@ -525,7 +567,8 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps([asdict(v) for v in variants]))
     else:
         threads = int(args.threads)
-        print(json.dumps(time_variants(variants, ev, threads, args.rounds, spec["runs"])))
+        own = bool(spec["info"].get("own_length"))
+        print(json.dumps(time_variants(variants, ev, threads, args.rounds, spec["runs"], own)))
 
 
 def run_child(mode: str, spec: Path, threads: int = 2, rounds: int = 0) -> Any:
@@ -647,8 +690,12 @@ def main() -> None:
         "load_avg_1min": {},  # before and after each timing child
         "models": {},
     }
+    def prepare_own(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
+        return prepare_minilm(out, n_eval, own=True)
+
     prepare = {"cnn": (prepare_cnn, 300 if args.quick else 3000),
-               "minilm": (prepare_minilm, 40 if args.quick else 300)}  # fmt: skip
+               "minilm": (prepare_minilm, 40 if args.quick else 300),
+               "minilm-own": (prepare_own, 40 if args.quick else 300)}  # fmt: skip
     for name in args.models.split(","):
         fn, n_eval = prepare[name]
         log(f"{name}: preparing every variant ({n_eval} held-out samples)")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .cpuopts import xnnpack_flags
-from .feeding import io_details, load_sample, make_interpreter, quantize
+from .feeding import feed, free_dims, io_details, load_sample, make_interpreter, quantize
 
 # litert/c/litert_profiler_event.h (LiteRtProfilerEventType, ProfiledEventSource)
 OPERATOR_INVOKE_EVENT = 1 << 1
@@ -25,6 +25,7 @@ DELEGATE_OPERATOR_INVOKE_EVENT = 1 << 2
 DELEGATE_PROFILED_OPERATOR_INVOKE_EVENT = 1 << 3
 _HW_CPU = 1  # kLiteRtHwAcceleratorCpu
 _LOCK_WRITE = 1  # kLiteRtTensorBufferLockModeWrite
+_HOST_MEMORY = 1  # kLiteRtTensorBufferTypeHostMemory
 
 
 class _TensorType(ctypes.Structure):
@@ -131,8 +132,18 @@ def runtime_options_toml(cpu: dict[str, Any]) -> str:
 class _Profiled:
     """One compiled model on LiteRT's CPU accelerator with profiling on, inputs bound."""
 
-    def __init__(self, api: _Api, model_path: str, threads: int, cpu: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        api: _Api,
+        model_path: str,
+        threads: int,
+        cpu: dict[str, Any],
+        shapes: dict[str, tuple[int, ...]] | None = None,
+    ) -> None:
+        """`shapes`: the inputs' and outputs' shapes for this run, where the model leaves
+        dimensions free (`convert --dynamic-length`); the inputs are resized to them."""
         self.api = api
+        self.shapes = shapes or {}
         vp = ctypes.c_void_p
         self.env, self.model, self.options, self.compiled = vp(), vp(), vp(), vp()
         api("LiteRtCreateEnvironment", 0, None, ctypes.byref(self.env))
@@ -151,6 +162,15 @@ class _Profiled:
             raise RuntimeError("LiteRT returned no profiler for this model")
         signature = vp()
         api("LiteRtGetModelSignature", self.model, 0, ctypes.byref(signature))
+        count = ctypes.c_size_t()
+        api("LiteRtGetNumSignatureInputs", signature, ctypes.byref(count))
+        for i in range(count.value):
+            name = ctypes.c_char_p()
+            api("LiteRtGetSignatureInputName", signature, i, ctypes.byref(name))
+            shape = self.shapes.get((name.value or b"").decode())
+            if shape is not None:  # free dimensions: resize, as the Interpreter did
+                dims = (ctypes.c_int * len(shape))(*shape)
+                api("LiteRtCompiledModelResizeInputTensor", self.compiled, 0, i, dims, len(shape))
         self.inputs = self._buffers(signature, "Input")
         self.outputs = self._buffers(signature, "Output")
 
@@ -165,8 +185,13 @@ class _Profiled:
             api(f"LiteRtGetSignature{kind}TensorByIndex", signature, i, ctypes.byref(tensor))
             tensor_type = _TensorType()
             api("LiteRtGetRankedTensorType", tensor, ctypes.byref(tensor_type))
+            shape = self.shapes.get((name.value or b"").decode())
+            count_before, count_after = 1, 1
             for d in range(tensor_type.rank):  # a free (batch) size runs as 1, as the Interpreter
-                tensor_type.dimensions[d] = max(tensor_type.dimensions[d], 1)
+                size = shape[d] if shape is not None and d < len(shape) else 1
+                count_before *= max(tensor_type.dimensions[d], 1)
+                tensor_type.dimensions[d] = max(tensor_type.dimensions[d], size)
+                count_after *= tensor_type.dimensions[d]
             api(
                 f"LiteRtGetCompiledModel{kind}BufferRequirements",
                 self.compiled,
@@ -174,13 +199,27 @@ class _Profiled:
                 i,
                 ctypes.byref(reqs),
             )
-            api(
-                "LiteRtCreateManagedTensorBufferFromRequirements",
-                self.env,
-                ctypes.byref(tensor_type),
-                reqs,
-                ctypes.byref(buffer),
-            )
+            if shape is not None and kind == "Output":
+                # LiteRT 2.3 sizes outputs after a resize only on the next run: size it here
+                wanted = ctypes.c_size_t()
+                api("LiteRtGetTensorBufferRequirementsBufferSize", reqs, ctypes.byref(wanted))
+                nbytes = wanted.value // count_before * count_after
+                api(
+                    "LiteRtCreateManagedTensorBuffer",
+                    self.env,
+                    _HOST_MEMORY,
+                    ctypes.byref(tensor_type),
+                    nbytes,
+                    ctypes.byref(buffer),
+                )
+            else:
+                api(
+                    "LiteRtCreateManagedTensorBufferFromRequirements",
+                    self.env,
+                    ctypes.byref(tensor_type),
+                    reqs,
+                    ctypes.byref(buffer),
+                )
             out.append(((name.value or b"").decode(), buffer))
         return out
 
@@ -290,10 +329,17 @@ def profile_ops(
     options `cpu`, see `cpuopts`); per op type: count and ms per run, share of the run, and where
     it ran (`xnnpack`: inside the delegate, `tflite`: on the default kernels)."""
     interpreter = make_interpreter(model_path, threads=1)
-    inputs, _ = io_details(interpreter)
+    inputs, outputs = io_details(interpreter)
     sample = load_sample(data_path, inputs, seed)
+    shapes: dict[str, tuple[int, ...]] = {}
+    if any(any(free_dims(d)) for d in inputs.values()):
+        # free dimensions: one Interpreter run at the sample's shapes tells every tensor's size
+        feed(interpreter, inputs, sample)
+        interpreter.invoke()
+        shapes = {n: tuple(np.shape(sample[n])) for n in inputs}
+        shapes |= {n: tuple(interpreter.get_tensor(d["index"]).shape) for n, d in outputs.items()}
     del interpreter
-    model = _Profiled(_Api(), model_path, threads, cpu or {})
+    model = _Profiled(_Api(), model_path, threads, cpu or {}, shapes)
     try:
         for name, _ in model.inputs:
             if name not in inputs:
