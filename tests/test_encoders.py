@@ -147,6 +147,13 @@ def test_dynamic_length_runs_each_input_at_its_own_length(
     assert prof.exit_code == 0, prof.output
     ops = json.loads(prof.stdout)["results"][0]["op_profile"]
     assert ops["ops"] and ops["xnnpack_partitions"] >= 1
+    # compare reads the free length from the file: 24-token data fits it
+    same = invoke(runner, "compare", out, out, "--data", short, "--json")
+    assert same.exit_code == 0, same.output
+    # CompiledModel's fixed buffers cannot follow a free length: one line says so
+    compiled = invoke(runner, "bench", out, "--threads", "1", "--runs", "3", "--data", short,
+                      "--cpu-option", "api=compiled")  # fmt: skip
+    assert compiled.exit_code == 1 and "free-length model" in compiled.output
 
     clash = invoke(runner, "convert", tmp_path / "x.keras", "-o", tmp_path / "y.tflite",
                    "--dynamic-length", "--seq-len", "32")  # fmt: skip

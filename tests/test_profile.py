@@ -202,7 +202,7 @@ def test_openvino_line_flags_outputs_identical_to_the_cpu_run(tflite: dict[str, 
 
     doc = bench(tflite["float32"], BenchSettings(threads=(1,), runs=3)).to_dict()
     entry = doc["results"][0]
-    entry.update(openvino_ops=7, cpu_ops=0, openvino_partitions=1, device="CPU")
+    entry.update(openvino_ops=7, cpu_ops=0, openvino_partitions=1, device="CPU", float_outputs=True)
     entry["max_abs_vs_cpu"] = 0.0
     assert "did not execute the partitions" in text(doc)
     entry["max_abs_vs_cpu"] = 2e-8

@@ -52,13 +52,17 @@ def test_default_int8_on_a_transformer_searches_and_says_so(
     assert "SELECT_V2" not in summary["ops"]
 
 
+@pytest.mark.parametrize("free", [False, True], ids=["seq32", "dynamic-length"])
 def test_score_chains_are_the_ops_between_attention_matmul_and_softmax(
-    bert: Any, tmp_path: Path
+    bert: Any, bert_data: Path, tmp_path: Path, free: bool
 ) -> None:
+    """Also in a free-length graph, whose shape arithmetic (SHAPE, PACK, RESHAPE) reaches back
+    into the layer norms: the walk follows float tensors only."""
     from tfopt.conversion.transformer import score_chains
 
+    length = {"dynamic_length": True, "check_data": bert_data} if free else {"seq_len": 32}
     with keras_worlds.additive_softmax_masks():
-        convert(bert, tmp_path / "f32.tflite", "float32", seq_len=32)
+        convert(bert, tmp_path / "f32.tflite", "float32", **length)
     chains = score_chains((tmp_path / "f32.tflite").read_bytes())
     # the mask's CAST, SUB and MUL (shared by the layers once deduplicated) and each layer's ADD;
     # nothing past a matmul

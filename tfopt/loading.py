@@ -258,7 +258,7 @@ def probe_tflite(path: str | os.PathLike[str], timeout: float = 120.0) -> None:
 
 
 def _load_tflite(path: Path) -> LoadedModel:
-    from tfopt.runtime.feeding import io_details, make_interpreter
+    from tfopt.runtime.feeding import free_dims, io_details, make_interpreter
 
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
@@ -275,10 +275,12 @@ def _load_tflite(path: Path) -> LoadedModel:
             ) from exc
         raise ModelLoadError(f"{path} is a broken .tflite file: {first_line(exc)}") from exc
     # A quantized (int8 I/O) input takes real values: the runtime quantizes them.
+    # a free (sequence) dimension (`convert --dynamic-length`) stays free: data of any length fits
     specs = tuple(
         TensorSpec(
             n,
-            tuple(int(s) for s in d["shape"]),
+            tuple(None if i and free else int(s)
+                  for i, (s, free) in enumerate(zip(d["shape"], free_dims(d), strict=True))),  # fmt: skip
             "float32" if d["quantization"][0] else np.dtype(d["dtype"]).name,
         )
         for n, d in inputs.items()

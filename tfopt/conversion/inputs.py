@@ -65,6 +65,11 @@ def vocabulary_bound(model: Any) -> int | None:
     return min(sizes) if sizes else None
 
 
+# The length synthetic values take along a free dimension (`convert --dynamic-length`) when the
+# model names none of its own: 128, the common encoder length.
+FREE_LENGTH = 128
+
+
 def synthetic_data(
     inputs: tuple[TensorSpec, ...],
     n: int,

@@ -17,6 +17,7 @@ from tfopt.conversion import budget
 from tfopt.conversion.guards import aeq, may_loop, probe, refuse_loops, run_converter
 from tfopt.conversion.inputs import (
     CHECK_SAMPLES,
+    FREE_LENGTH,
     dataset,
     fixed_specs,
     representative,
@@ -34,7 +35,6 @@ from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import load
 from tfopt.metadata import Metadata, app_caveats, attach, carry, read
-from tfopt.runtime.feeding import FREE_LENGTH
 from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
 
 

@@ -48,6 +48,7 @@ MASK_MARGIN = 12.0
 # BENCHMARKS.md §12) but run in XNNPACK in float, so they stay float: faster, and never worse.
 XNNPACK_FLOAT_ONLY = ("BATCH_MATMUL", "SOFTMAX")
 WEIGHTED = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # dynamic where kept out of int8
+_FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 
 
 @dataclass
@@ -106,26 +107,28 @@ def score_chains(float_model: bytes) -> list[str]:
     """Scope regexes of the ops between an attention matmul and its SOFTMAX: the score scaling
     and the padding mask (`keras_worlds.additive_softmax_masks`: CAST, SUB, MUL, ADD). They stay
     float beside the float matmul and softmax, so the scores are one float XNNPACK run and the
-    -3e4 of a masked position never meets an int8 scale. A softmax not fed by a BATCH_MATMUL (a
-    classifier's) keeps nothing; the walk never passes a weighted op."""
+    -3e4 of a masked position never meets an int8 scale. A softmax not fed by a BATCH_MATMUL of
+    two activations (a classifier's) keeps nothing; the walk follows float tensors only (not the
+    int32 shape arithmetic of a free-length graph) and never passes a weighted op."""
     model = flatbuffer.model_root(float_model)
     graph = model.Subgraphs(0)
     ops = flatbuffer.operators(model)[0]
     producer = {t: i for i, op in enumerate(ops) for t in op.outputs}
+    floats = {t for t in producer if graph.Tensors(t).Type() == _FLOAT32}
     chained: set[int] = set()
     for softmax in (op for op in ops if op.name == "SOFTMAX"):
         seen: set[int] = set()
         attention = False
-        todo = list(softmax.inputs)
+        todo = [t for t in softmax.inputs if t in floats]
         while todo:
             i = producer.get(todo.pop())
             if i is None or i in seen or ops[i].name in WEIGHTED:
                 continue  # a graph input or constant, seen already, or a weighted op
             if ops[i].name == "BATCH_MATMUL":
-                attention = True
+                attention = attention or all(t in producer for t in ops[i].inputs[:2])
                 continue
             seen.add(i)
-            todo += ops[i].inputs
+            todo += [t for t in ops[i].inputs if t in floats]
         if attention:
             chained |= seen
     regexes = []

@@ -68,11 +68,6 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     return values.astype(np.float32) if values.dtype != np.float32 else values
 
 
-# The length synthetic values take along a free dimension (`convert --dynamic-length`): without
-# data there is no length to follow, and 128 is the common encoder length.
-FREE_LENGTH = 128
-
-
 def free_dims(detail: dict) -> list[bool]:
     """Which dimensions of a tensor the model leaves free (-1 in its shape signature)."""
     signature = detail.get("shape_signature")
@@ -95,11 +90,7 @@ def synthetic_input(name: str, detail: dict, rng: np.random.Generator) -> np.nda
     Integer inputs are usually indices (token ids, segment ids, masks), so negative or large values
     would make gathers fail; masks and segment/type ids stay in {0, 1}.
     """
-    free = free_dims(detail)
-    shape = [
-        FREE_LENGTH if f and i else int(s)
-        for i, (s, f) in enumerate(zip(detail["shape"], free, strict=True))
-    ]
+    shape = [int(s) for s in detail["shape"]]
     dtype = np.dtype(detail["dtype"])
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(bool)

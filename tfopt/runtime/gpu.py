@@ -20,7 +20,7 @@ import numpy as np
 
 from .cpu import time_loop, timing_entry
 from .cpuopts import xnnpack_flags
-from .feeding import dequantize, io_details, load_sample, make_interpreter, quantize
+from .feeding import dequantize, free_dims, io_details, load_sample, make_interpreter, quantize
 from .openvino import openvino_environment, openvino_options, parse_openvino_log
 
 LITERT_OP_TOTALS = "litert_op_totals"  # the verdict's totals, as the device returns them
@@ -124,7 +124,9 @@ class CompiledRunner:
             if accelerator == "cpu" and cpu:
                 raise RuntimeError(_cpu_failure(failure, cpu))
             if accelerator == "openvino":
-                raise RuntimeError(f"LiteRT's OpenVINO dispatch failed: {(failure.strip().splitlines() or ['no message'])[0]}")
+                raise RuntimeError(
+                    f"LiteRT's OpenVINO dispatch failed: {(failure.strip().splitlines() or ['no message'])[0]}"
+                )
             raise RuntimeError(_gpu_failure(failure, log))
         self.log = log[0] if log else ""
         self.fully_accelerated = self.model.is_fully_accelerated()
@@ -136,6 +138,11 @@ class CompiledRunner:
         ins, outs = io_details(interpreter)
         self.inputs = {n: ins[n] for n in names["inputs"]}
         self.outputs = {n: outs[n] for n in names["outputs"]}
+        if any(any(free_dims(d)[1:]) for d in self.inputs.values()):
+            raise RuntimeError(
+                "a free-length model (convert --dynamic-length) runs on the Interpreter only: "
+                "the GPU, OpenVINO and api=compiled paths need fixed shapes (convert with --seq-len N)"
+            )
         self.in_buffers = self.model.create_input_buffers(self.signature)
         self.out_buffers = self.model.create_output_buffers(self.signature)
         self._out_layout = [
@@ -244,6 +251,9 @@ def run_compiled(
         reference.feed(sample)
         reference.invoke()
         want = reference.read()
+        result["float_outputs"] = all(
+            np.dtype(d["dtype"]).kind == "f" for d in runner.outputs.values()
+        )
         result["max_abs_vs_cpu"] = float(
             max(float(np.max(np.abs(got[k] - want[k]))) if got[k].size else 0.0 for k in got)
         )

@@ -139,11 +139,14 @@ class _Profiled:
         threads: int,
         cpu: dict[str, Any],
         shapes: dict[str, tuple[int, ...]] | None = None,
+        out_bytes: dict[str, tuple[tuple[int, ...], int]] | None = None,
     ) -> None:
-        """`shapes`: the inputs' and outputs' shapes for this run, where the model leaves
-        dimensions free (`convert --dynamic-length`); the inputs are resized to them."""
+        """`shapes`: the inputs' shapes for this run where the model leaves a length free
+        (`convert --dynamic-length`), which they are resized to; `out_bytes`: then each output's
+        shape and size in bytes."""
         self.api = api
         self.shapes = shapes or {}
+        self.out_bytes = out_bytes or {}
         vp = ctypes.c_void_p
         self.env, self.model, self.options, self.compiled = vp(), vp(), vp(), vp()
         api("LiteRtCreateEnvironment", 0, None, ctypes.byref(self.env))
@@ -185,13 +188,12 @@ class _Profiled:
             api(f"LiteRtGetSignature{kind}TensorByIndex", signature, i, ctypes.byref(tensor))
             tensor_type = _TensorType()
             api("LiteRtGetRankedTensorType", tensor, ctypes.byref(tensor_type))
-            shape = self.shapes.get((name.value or b"").decode())
-            count_before, count_after = 1, 1
+            key = (name.value or b"").decode()
+            sized = self.out_bytes.get(key) if kind == "Output" else None
+            shape = sized[0] if sized else self.shapes.get(key) if kind == "Input" else None
             for d in range(tensor_type.rank):  # a free (batch) size runs as 1, as the Interpreter
                 size = shape[d] if shape is not None and d < len(shape) else 1
-                count_before *= max(tensor_type.dimensions[d], 1)
                 tensor_type.dimensions[d] = max(tensor_type.dimensions[d], size)
-                count_after *= tensor_type.dimensions[d]
             api(
                 f"LiteRtGetCompiledModel{kind}BufferRequirements",
                 self.compiled,
@@ -199,17 +201,14 @@ class _Profiled:
                 i,
                 ctypes.byref(reqs),
             )
-            if shape is not None and kind == "Output":
+            if sized:
                 # LiteRT 2.3 sizes outputs after a resize only on the next run: size it here
-                wanted = ctypes.c_size_t()
-                api("LiteRtGetTensorBufferRequirementsBufferSize", reqs, ctypes.byref(wanted))
-                nbytes = wanted.value // count_before * count_after
                 api(
                     "LiteRtCreateManagedTensorBuffer",
                     self.env,
                     _HOST_MEMORY,
                     ctypes.byref(tensor_type),
-                    nbytes,
+                    sized[1],
                     ctypes.byref(buffer),
                 )
             else:
@@ -332,14 +331,17 @@ def profile_ops(
     inputs, outputs = io_details(interpreter)
     sample = load_sample(data_path, inputs, seed)
     shapes: dict[str, tuple[int, ...]] = {}
-    if any(any(free_dims(d)) for d in inputs.values()):
-        # free dimensions: one Interpreter run at the sample's shapes tells every tensor's size
+    out_bytes: dict[str, tuple[tuple[int, ...], int]] = {}
+    if any(any(free_dims(d)[1:]) for d in inputs.values()):
+        # a free length: one Interpreter run at the sample's shapes tells every output's size
         feed(interpreter, inputs, sample)
         interpreter.invoke()
         shapes = {n: tuple(np.shape(sample[n])) for n in inputs}
-        shapes |= {n: tuple(interpreter.get_tensor(d["index"]).shape) for n, d in outputs.items()}
+        for n, d in outputs.items():
+            value = interpreter.get_tensor(d["index"])
+            out_bytes[n] = (tuple(value.shape), value.nbytes)
     del interpreter
-    model = _Profiled(_Api(), model_path, threads, cpu or {}, shapes)
+    model = _Profiled(_Api(), model_path, threads, cpu or {}, shapes, out_bytes)
     try:
         for name, _ in model.inputs:
             if name not in inputs:
