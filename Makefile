@@ -130,8 +130,9 @@ bench-zoo: $(STAMP) fortunes  ## Compatibility matrix -> benchmarks/results/zoo.
 	$(BIN)/python benchmarks/zoo.py --out zoo-out $(ZOO_ARGS)
 
 # tfopt's .tflite against ONNX Runtime and OpenVINO on the same two Keras models (a MobileNetV2
-# trained on Fashion-MNIST, the real all-MiniLM-L6-v2), quality next to speed, 1 and 2 threads.
-# peers-out/ is a cache (the trained CNN, every model file); about 20 min on 2 cores.
+# trained on Fashion-MNIST, the real all-MiniLM-L6-v2 padded to 128 and at each sentence's own
+# length), quality next to speed, 1 and 2 threads. peers-out/ is a cache (the trained CNN, every
+# model file); about 30 min on 2 cores.
 PEERS_ARGS ?=
 bench-peers: $(STAMP) fashion-mnist fortunes  ## tfopt vs ONNX Runtime vs OpenVINO -> benchmarks/results/peers.*
 	$(BIN)/python -m pip install --quiet -e '.[dev,peers]'

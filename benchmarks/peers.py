@@ -12,7 +12,7 @@ each from ONE source Keras model:
 - minilm: the real all-MiniLM-L6-v2 (keras-hub BertBackbone) at sequence length 128 on real
   fortunes sentences; quality is the cosine of mean-pooled embeddings to the Keras model's, the
   gate is a mean cosine of at least 0.99.
-- minilm-own (asked for by name): the same MiniLM and sentences, each run at its own length, as
+- minilm-own: the same MiniLM and sentences, each run at its own length, as
   an app runs one sentence at a time: tfopt converts with `--dynamic-length`, tf2onnx exports a
   free sequence axis. Every runtime resizes per sentence; a round times set + invoke of the same
   SENTENCES real sentences per variant and its figure is their mean.
@@ -667,7 +667,7 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="cnn,minilm")
+    parser.add_argument("--models", default="cnn,minilm,minilm-own")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out", default="peers-out")
