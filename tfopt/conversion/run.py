@@ -169,6 +169,8 @@ def convert_request(
     free = any(d is None for s in loaded.inputs for d in s.shape[1:])
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     specs = loaded.inputs
+    if req.dynamic_length and not free:
+        note("the model has no free (sequence) dimension: --dynamic-length changes nothing")
     if free and req.dynamic_length:
         note(
             "sequence length left free (--dynamic-length): resize the inputs to each input's length"
