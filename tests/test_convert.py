@@ -267,3 +267,15 @@ def test_app_budget_passes_a_file_that_fits(files: dict[str, Path], tmp_path: Pa
                      allowed_ops=str(ops))  # fmt: skip
     assert result.size_bytes < 10**6
     convert(files["keras"], tmp_path / "b.tflite", allowed_ops="builtin")
+
+
+def test_dynamic_length_without_a_free_dimension_says_so(
+    cnn: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "cnn.tflite"
+    convert(cnn, out, "float32", dynamic_length=True)
+    assert "changes nothing" in caplog.text
+    from tfopt.runtime import feeding
+
+    inputs, _ = feeding.io_details(feeding.make_interpreter(str(out)))
+    assert [list(d["shape_signature"]) for d in inputs.values()] == [[1, 8, 8, 1]]
