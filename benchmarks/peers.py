@@ -521,6 +521,9 @@ def time_variants(
             r.set(sample)
             for _ in range(max(5, runs // 2)):
                 r.invoke()
+            for s in sentences:  # own lengths: every shape seen once before timing
+                r.set(s)
+                r.invoke()
         except Exception as exc:  # noqa: BLE001 - a runtime refusing a model is a result
             log(f"{v.model} {v.label}: cannot run at {threads} threads: {exc}")
             runners.pop(key(v), None)
