@@ -169,11 +169,11 @@ def convert_request(
     free = any(d is None for s in loaded.inputs for d in s.shape[1:])
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     specs = loaded.inputs
-    if req.dynamic_length and not free:
-        note("the model has no free (sequence) dimension: --dynamic-length changes nothing")
-    if free and req.dynamic_length:
+    if req.dynamic_length:
         note(
             "sequence length left free (--dynamic-length): resize the inputs to each input's length"
+            if free
+            else "the model has no free (sequence) dimension: --dynamic-length changes nothing"
         )
     elif free and seq_len is None:
         # Free lengths follow the user's own data first, then a keras-hub model's own length.
@@ -203,8 +203,8 @@ def convert_request(
             f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
         )
 
-    # A Keras 3 attention model quantized with activations: its masked softmax is exported with a
-    # bounded fill, and the default int8 path searches which op kinds to keep out of int8.
+    # A Keras 3 attention model: how its masked softmax is exported (below), and whether the
+    # default int8 path searches which op kinds to keep out of int8.
     attention = loaded.kind is SourceKind.KERAS3 and keras_worlds.has_masked_softmax(loaded.model)
     # A model trained through tfopt's FakeQuant (`optimize`'s qat) brings its own ranges, which
     # only the converter honours.
@@ -229,8 +229,8 @@ def convert_request(
             else nullcontext()
         )
         with masks:
-            free_len = KEEP_FREE if req.dynamic_length else None
-            prepared = backend_for(loaded.kind)(loaded, free_len, Path(work))
+            free = KEEP_FREE if req.dynamic_length else None
+            prepared = backend_for(loaded.kind)(loaded, free, Path(work))
         if bounded:
             note(
                 f"{prec}: masked attention scores are filled with the row's minimum - "

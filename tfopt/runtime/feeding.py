@@ -76,6 +76,11 @@ def free_dims(detail: dict) -> list[bool]:
     return [int(s) == -1 for s in signature]
 
 
+def has_free_length(inputs: dict[str, dict]) -> bool:
+    """Whether any input leaves a non-batch dimension free (`convert --dynamic-length`)."""
+    return any(any(free_dims(d)[1:]) for d in inputs.values())
+
+
 def fits(detail: dict, shape: tuple[int, ...]) -> bool:
     """Whether an array of `shape` can be fed, resizing the tensor's free dimensions."""
     return len(shape) == len(detail["shape"]) and all(

@@ -20,7 +20,14 @@ import numpy as np
 
 from .cpu import time_loop, timing_entry
 from .cpuopts import xnnpack_flags
-from .feeding import dequantize, free_dims, io_details, load_sample, make_interpreter, quantize
+from .feeding import (
+    dequantize,
+    has_free_length,
+    io_details,
+    load_sample,
+    make_interpreter,
+    quantize,
+)
 from .openvino import openvino_environment, openvino_options, parse_openvino_log
 
 LITERT_OP_TOTALS = "litert_op_totals"  # the verdict's totals, as the device returns them
@@ -138,7 +145,7 @@ class CompiledRunner:
         ins, outs = io_details(interpreter)
         self.inputs = {n: ins[n] for n in names["inputs"]}
         self.outputs = {n: outs[n] for n in names["outputs"]}
-        if any(any(free_dims(d)[1:]) for d in self.inputs.values()):
+        if has_free_length(self.inputs):
             raise RuntimeError(
                 "a free-length model (convert --dynamic-length) runs on the Interpreter only: "
                 "the GPU, OpenVINO and api=compiled paths need fixed shapes (convert with --seq-len N)"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .cpuopts import xnnpack_flags
-from .feeding import feed, free_dims, io_details, load_sample, make_interpreter, quantize
+from .feeding import feed, has_free_length, io_details, load_sample, make_interpreter, quantize
 
 # litert/c/litert_profiler_event.h (LiteRtProfilerEventType, ProfiledEventSource)
 OPERATOR_INVOKE_EVENT = 1 << 1
@@ -332,7 +332,7 @@ def profile_ops(
     sample = load_sample(data_path, inputs, seed)
     shapes: dict[str, tuple[int, ...]] = {}
     out_bytes: dict[str, tuple[tuple[int, ...], int]] = {}
-    if any(any(free_dims(d)[1:]) for d in inputs.values()):
+    if has_free_length(inputs):
         # a free length: one Interpreter run at the sample's shapes tells every output's size
         feed(interpreter, inputs, sample)
         interpreter.invoke()
