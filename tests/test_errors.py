@@ -230,12 +230,18 @@ def test_int16x8_integer_inputs_cli(
     assert_one_line_error(result, "int16x8", "token_ids")
 
 
+def assert_usage_error(result: Any, flag: str) -> None:
+    """A flag's bad value is a usage error (issue 22): exit 2, click's last line names the flag."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: Invalid value for '{flag}'"), result.stderr
+
+
 def test_bad_options(runner: CliRunner, tflite: dict[str, Path]) -> None:
-    assert_one_line_error(
-        invoke(runner, "bench", tflite["float32"], "--threads", "one"), "--threads"
-    )
-    assert_one_line_error(invoke(runner, "bench", tflite["float32"], "--threads", "0"), "threads")
-    assert_one_line_error(invoke(runner, "bench", tflite["float32"], "--repeat", "0"), "repeat")
+    assert_usage_error(invoke(runner, "bench", tflite["float32"], "--threads", "one"), "--threads")
+    assert_usage_error(invoke(runner, "bench", tflite["float32"], "--threads", "0"), "--threads")
+    assert_usage_error(invoke(runner, "bench", tflite["float32"], "--repeat", "0"), "--repeat")
     usage = invoke(runner, "convert", "x.keras", "-o", "y.tflite", "--precision", "int3")
     assert usage.exit_code == 2
 
@@ -245,7 +251,7 @@ def test_demo_bad_threads_is_one_line_before_any_work(
     runner: CliRunner, tmp_path: Path, threads: str
 ) -> None:
     out = tmp_path / "demo"
-    assert_one_line_error(invoke(runner, "demo", "--out", out, "--threads", threads), "threads")
+    assert_usage_error(invoke(runner, "demo", "--out", out, "--threads", threads), "--threads")
     assert list(tmp_path.iterdir()) == []
 
 

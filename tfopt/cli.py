@@ -1,8 +1,9 @@
 """The `tfopt` command line: each command parses, calls one library function, prints the result.
 
-Exit codes: 0 ok, 1 user error (one line on stderr; traceback only with --debug), 2 usage.
-With --json a command prints exactly one JSON document on stdout (an {"error": ...} document on
-failure); everything else (progress, converter chatter) goes to stderr.
+Exit codes: 0 ok, 1 user error (one line on stderr; traceback only with --debug), 2 usage (an
+unknown flag, or a flag's value out of range: click names the flag). With --json a command prints
+exactly one JSON document on stdout (`{"error": ..., "exit_code": N}` on any failure); everything
+else (progress, converter chatter) goes to stderr.
 """
 
 from __future__ import annotations
@@ -66,28 +67,34 @@ def command(fn: Callable[..., tuple[View, Any]] | None = None, *, streams: bool 
         except TfoptError as exc:
             if debug:
                 traceback.print_exc()
-            if as_json:
-                click.echo(json.dumps({"error": exc.format_message()}))
             raise click.ClickException(exc.format_message()) from exc
-        except click.exceptions.Exit:
-            raise
+        except (click.exceptions.Exit, click.ClickException):
+            raise  # a usage error found in the body (e.g. `thread_list`): exit 2, flag named
         except Exception as exc:  # noqa: BLE001 - any other failure still ends in one line
             if debug:
                 raise
-            message = first_line(exc)
-            if as_json:
-                click.echo(json.dumps({"error": f"{type(exc).__name__}: {message}"}))
             raise click.ClickException(
-                f"{type(exc).__name__}: {message} (rerun with --debug)"
+                f"{type(exc).__name__}: {first_line(exc)} (rerun with --debug)"
             ) from exc
         from tfopt import report
 
         doc = report.document(result)
         click.echo(report.render(view, doc, report.Format.JSON if as_json else report.Format.TEXT))
         if isinstance(doc, dict) and doc.get("passed") is False:
-            raise click.ClickException(f"check failed: {'; '.join(doc['failures'])}")
+            raise _Reported(f"check failed: {'; '.join(doc['failures'])}")
 
     return wrapper
+
+
+class _Reported(click.ClickException):
+    """A failure whose JSON document is already on stdout (a failed check prints its result)."""
+
+
+def _json_error(exc: click.ClickException) -> None:
+    """The one JSON document of a failed command under --json: what failed and the exit code."""
+    if not isinstance(exc, _Reported):
+        message = first_line(exc.format_message(), 1000)
+        click.echo(json.dumps({"error": message, "exit_code": exc.exit_code}))
 
 
 class _LazyGroup(click.Group):
@@ -100,6 +107,19 @@ class _LazyGroup(click.Group):
         "demo": "tfopt.commands.optimize:demo_cmd",
         "tune": "tfopt.commands.tune:tune_cmd",
     }
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; under --json any failure, a usage error (exit 2, raised while
+        click parses the subcommand's flags) or a library error (exit 1), is one JSON document."""
+        protected = getattr(ctx, "_protected_args", None)  # click >= 8.2; before, public
+        protected = ctx.protected_args if protected is None else protected
+        as_json = "--json" in [*protected, *ctx.args]  # the subcommand's arguments
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if as_json:
+                _json_error(exc)
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
@@ -170,6 +190,43 @@ INPUT_SHAPES = click.option(
 )
 
 
+class Threads(click.ParamType):
+    """--threads: '1,2' -> (1, 2) (or one int when not `many`), each in 1..MAX_THREADS, checked
+    while click parses, so a bad count is a usage error (exit 2) before any work."""
+
+    def __init__(self, many: bool = True) -> None:
+        self.many = many
+        self.name = "N[,N...]" if many else "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from tfopt.timing import MAX_THREADS
+
+        if isinstance(value, (int, tuple)):
+            counts = value if isinstance(value, tuple) else (value,)
+        else:
+            try:
+                counts = tuple(int(t) for t in str(value).split(","))
+            except ValueError:
+                self.fail(f"give comma-separated counts, e.g. 1,2 (got '{value}')", param, ctx)
+        if not self.many and len(counts) != 1:
+            self.fail(f"give one thread count (got '{value}')", param, ctx)
+        bad = [t for t in counts if not 1 <= t <= MAX_THREADS]
+        if bad:
+            self.fail(f"{bad[0]} is not a thread count in 1..{MAX_THREADS}", param, ctx)
+        return counts if self.many else counts[0]
+
+
+THREADS = Threads()
+
+
+def thread_list(threads: str | tuple[int, ...]) -> tuple[int, ...]:
+    """'1,2' -> (1, 2); a bad list is a usage error naming --threads (exit 2)."""
+    ctx = click.get_current_context(silent=True)
+    param = click.Option(["--threads"])
+    result: tuple[int, ...] = THREADS.convert(threads, param, ctx)
+    return result
+
+
 METADATA_FLAGS = {"labels": "labels", "normalize": "normalize", "model_name": "name",
                   "description": "description", "model_version": "version", "author": "author",
                   "license": "license"}  # fmt: skip
@@ -210,11 +267,14 @@ def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the
     type=click.Path(),
     help=".npz (arrays named after the model inputs, or x), .npy, or a folder of images.",
 )
-@click.option("--num-calibration", default=100, show_default=True, help="Calibration samples used.")
+@click.option("--num-calibration", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Calibration samples used.")  # fmt: skip
 @click.option(
     "--int8-io", is_flag=True, help="With int8: int8 inputs and outputs instead of float."
 )
-@click.option("--seq-len", type=int, help="Fix free (sequence) dimensions to this length.")
+@click.option(
+    "--seq-len", type=click.IntRange(min=1), help="Fix free (sequence) dimensions to this length."
+)
 @click.option(
     "--dynamic-length",
     is_flag=True,
@@ -236,7 +296,11 @@ def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the
     "decode step whose per-layer KV cache stays in the runtime, updated in place.",
 )
 @click.option(
-    "--max-length", default=128, show_default=True, help="With --lm: prompt + generated tokens."
+    "--max-length",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="With --lm: prompt + generated tokens.",
 )
 @click.option(
     "--quantizer",
@@ -356,7 +420,11 @@ def metadata_cmd(
     help=".npz (inputs, optional y), .npy or image folder.",
 )
 @click.option(
-    "--max-samples", default=1000, show_default=True, help="Compare at most this many samples."
+    "--max-samples",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Compare at most this many samples.",
 )
 @click.option(
     "--embedding",
@@ -432,10 +500,12 @@ def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, An
     help="A keras-hub preset folder's tokenizer (tokenizer.json + assets, any family), or a folder "
     "with GPT-2 BPE vocab.json and merges.txt. Default: byte-level (token id = UTF-8 byte).",
 )
-@click.option("--max-new-tokens", default=32, show_default=True)
-@click.option("--top-k", type=int, help="Sample from the top K tokens (default: greedy).")
+@click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--top-k", type=click.IntRange(min=1), help="Sample from the top K tokens (default: greedy)."
+)
 @click.option("--seed", default=0, show_default=True, help="Seed for --top-k sampling.")
-@click.option("--threads", default=1, show_default=True)
+@click.option("--threads", default=1, show_default=True, type=Threads(many=False))
 @command(streams=True)
 def generate_cmd(stream: bool, **options: Any) -> tuple[View, Any]:
     """Generate text with an LM exported by `convert --lm`, through the TFLite signatures.
@@ -451,16 +521,6 @@ def generate_cmd(stream: bool, **options: Any) -> tuple[View, Any]:
         sys.stdout.flush()
 
     return View.GENERATE, generate(**options, on_text=show if stream else None)
-
-
-def thread_list(threads: str) -> tuple[int, ...]:
-    """'1,2' -> (1, 2); anything else is one clear line naming --threads."""
-    from tfopt.errors import InputError
-
-    try:
-        return tuple(int(t) for t in threads.split(","))
-    except ValueError:
-        raise InputError(f"--threads must be comma-separated integers, got '{threads}'") from None
 
 
 def main() -> None:

@@ -23,6 +23,9 @@ from tfopt.runtime.stats import parse_cpus
 from tfopt.targets import ACCELERATORS, AdbTarget, LocalTarget, RunSpec, Target
 
 NOISY_SPREAD_PCT = 10.0
+# More threads than any phone, board or server this times has cores: a count above it is a typo
+# (LiteRT would only crash on it, after the model was copied and loaded).
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class BenchSettings:
         self._check_cpu_options()
         if not self.threads or any(t < 1 for t in self.threads):
             raise InputError("threads: give one or more positive thread counts, e.g. 1,2")
+        if max(self.threads) > MAX_THREADS:
+            raise InputError(f"threads: {max(self.threads)} is more than {MAX_THREADS}")
         if self.runs is not None and self.runs < 1:
             raise InputError("runs must be at least 1")
         if self.min_seconds <= 0:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tfopt.cli import command, thread_list
+from tfopt.cli import THREADS, command
 from tfopt.report.registry import View
 from tfopt.runtime.cpuopts import CPU_KEYS
 
@@ -17,21 +17,44 @@ def _kind(kind: Any) -> str:
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option("--runs", type=int, help="Timed invocations per setting (default: --min-seconds).")
 @click.option(
-    "--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long."
+    "--threads", default="1,2", show_default=True, type=THREADS,
+    help="Comma-separated thread counts."
+)  # fmt: skip
+@click.option(
+    "--runs", type=click.IntRange(min=1),
+    help="Timed invocations per setting (default: --min-seconds)."
+)  # fmt: skip
+@click.option(
+    "--min-seconds",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time each setting at least this long.",
 )
-@click.option("--warmup", default=5, show_default=True, help="Untimed invocations first.")
+@click.option(
+    "--warmup", default=5, show_default=True, type=click.IntRange(min=0),
+    help="Untimed invocations first."
+)  # fmt: skip
 @click.option("--no-xnnpack", is_flag=True, help="Use the built-in kernels only.")
-@click.option("--repeat", default=1, show_default=True, help="Independent processes per setting.")
+@click.option(
+    "--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Independent processes per setting."
+)  # fmt: skip
 @click.option("--data", type=click.Path(), help="Use the first sample of this .npz/.npy as input.")
 @click.option(
     "--lm", is_flag=True, help="An LM from `convert --lm`: time to first token, decode tokens/s."
 )
-@click.option("--prompt-len", default=16, show_default=True, help="With --lm: prompt tokens.")
 @click.option(
-    "--new-tokens", default=32, show_default=True, help="With --lm: tokens generated per run."
+    "--prompt-len", default=16, show_default=True, type=click.IntRange(min=1),
+    help="With --lm: prompt tokens."
+)  # fmt: skip
+@click.option(
+    "--new-tokens",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --lm: tokens generated per run.",
 )
 @click.option(
     "--accelerator",
@@ -66,7 +89,11 @@ def _kind(kind: Any) -> str:
     "in XNNPACK or on the default TFLite kernels.",
 )
 @click.option(
-    "--profile-runs", default=20, show_default=True, help="With --profile: profiled invocations."
+    "--profile-runs",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --profile: profiled invocations.",
 )
 @click.option("--ssh-key", type=click.Path(), help="ssh targets: identity file.")
 @click.option(
@@ -96,7 +123,7 @@ def _kind(kind: Any) -> str:
 @command
 def bench_cmd(
     models: tuple[str, ...],
-    threads: str,
+    threads: tuple[int, ...],
     no_xnnpack: bool,
     accelerator: str,
     targets: tuple[str, ...],
@@ -127,7 +154,7 @@ def bench_cmd(
         k: options.pop(k) for k in ("ssh_key", "ssh_options", "remote_python", "benchmark_binary")
     }
     settings = BenchSettings(
-        threads=thread_list(threads),
+        threads=threads,
         xnnpack=not no_xnnpack,
         accelerators=tuple(a.strip() for a in accelerator.split(",") if a.strip()),
         **options,

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tfopt.cli import IMPORTS, command, thread_list
+from tfopt.cli import IMPORTS, THREADS, command
 from tfopt.report.registry import View
 
 
@@ -25,9 +25,10 @@ from tfopt.report.registry import View
     "--epochs",
     default=2,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Fine-tune epochs per stage (a stage's own 'epochs' wins).",
 )
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--overwrite", is_flag=True, help="Replace files from an earlier run in OUT.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
 @click.option(
@@ -71,14 +72,21 @@ def recipes_cmd(name: str | None) -> tuple[View, Any]:
     type=click.Path(),
     help="Output folder.",
 )
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated thread counts.")
 @click.option(
-    "--min-seconds", default=1.0, show_default=True, help="Time each setting at least this long."
+    "--threads", default="1,2", show_default=True, type=THREADS,
+    help="Comma-separated thread counts."
+)  # fmt: skip
+@click.option(
+    "--min-seconds",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time each setting at least this long.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace files from an earlier demo run.")
 @command
-def demo_cmd(threads: str, **options: Any) -> tuple[View, Any]:
+def demo_cmd(threads: tuple[int, ...], **options: Any) -> tuple[View, Any]:
     """Train a CNN on real digits, convert to every precision, check, time, report."""
     from tfopt.demo import run_demo
 
-    return View.DEMO, run_demo(threads=thread_list(threads), **options)
+    return View.DEMO, run_demo(threads=threads, **options)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tfopt.cli import IMPORTS, command, thread_list
+from tfopt.cli import IMPORTS, THREADS, command
 from tfopt.report.registry import View
 
 
@@ -42,7 +42,8 @@ def _csv(value: str | None, cast: Any = str) -> tuple[Any, ...] | None:
               help="Where files are timed: local, ssh://user@host[:port], adb or adb:SERIAL.")
 @click.option("--accelerator", default="cpu", show_default=True,
               help="Comma-separated accelerators in the space: cpu, gpu (LiteRT's GPU accelerator).")
-@click.option("--threads", default="1,2", show_default=True, help="Thread counts in the space.")
+@click.option("--threads", default="1,2", show_default=True, type=THREADS,
+              help="Thread counts in the space.")  # fmt: skip
 @click.option("--xnnpack", type=click.Choice(["both", "on"]), default="both", show_default=True,
               help="Time with XNNPACK on and off, or on only.")
 @click.option("--cpu-option-set", "cpu_option_sets", multiple=True, metavar="KEY=VALUE[,...]",
@@ -57,26 +58,31 @@ def _csv(value: str | None, cast: Any = str) -> tuple[Any, ...] | None:
               help="Calibration sample counts tried for int8 and int16x8.")
 @click.option("--recipes", help="Shipped recipes tried when DATA has a training split "
               "(comma-separated; none: skip). Default: every shipped recipe.")  # fmt: skip
-@click.option("--epochs", default=1, show_default=True, help="Fine-tune epochs per recipe stage.")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Fine-tune epochs per recipe stage.")  # fmt: skip
 @click.option("--no-selective-float", is_flag=True,
               help="Skip the per-op sensitivity pass and the kept-in-float variants.")
-@click.option("--budget", type=int, help="At most this many trials.")
+@click.option("--budget", type=click.IntRange(min=1), help="At most this many trials.")
 @click.option("--time", "time_limit", metavar="DURATION",
               help="Stop starting trials after this long: 900, 900s, 30m, 2h.")
 @click.option("--ray-address", metavar="HOST:PORT",
               help="Join a running Ray cluster (ray start --head) instead of starting Ray here; "
               "trials then spread over its nodes (MODEL and DATA at the same path on each).")  # fmt: skip
-@click.option("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all).")
+@click.option("--ray-cpus", type=click.IntRange(min=1),
+              help="CPUs of the local Ray instance (default: all).")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue the search in OUT; finished trials are kept.")
 @click.option("--overwrite", is_flag=True, help="Start over, replacing an earlier search in OUT.")
-@click.option("--seq-len", type=int, help="Fix free (sequence) dimensions to this length.")
+@click.option("--seq-len", type=click.IntRange(min=1),
+              help="Fix free (sequence) dimensions to this length.")  # fmt: skip
 @click.option("--pooling", type=click.Choice(["mean", "cls", "pooled"]), default="mean",
               show_default=True, help="Encoders: how sentence embeddings are pooled.")
-@click.option("--eval-samples", default=500, show_default=True,
+@click.option("--eval-samples", default=500, show_default=True, type=click.IntRange(min=1),
               help="Held-out samples each trial is judged on.")
 @click.option("--min-seconds", default=0.3, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Time each trial's setting at least this long.")
 @click.option("--repeats", "final_repeats", default=3, show_default=True,
+              type=click.IntRange(min=1),
               help="Interleaved rounds when the front runners and presets are re-timed.")
 @click.option("--no-presets", is_flag=True, help="Do not time the shipped presets beside the winner.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers (runs code stored in the file).")
@@ -107,7 +113,7 @@ def tune_cmd(**o: Any) -> tuple[View, Any]:
         calibration_sizes=_csv(o.pop("calibration_sizes"), int) or defaults.calibration_sizes,
         recipes=_shipped_or(o.pop("recipes")),
         selective_float=not o.pop("no_selective_float"),
-        threads=thread_list(o.pop("threads")),
+        threads=o.pop("threads"),
         xnnpack=(True, False) if o.pop("xnnpack") == "both" else (True,),
         accelerators=_csv(o.pop("accelerator")) or ("cpu",),
         cpu_option_sets=_option_sets(o.pop("cpu_option_sets"), defaults.cpu_option_sets),
