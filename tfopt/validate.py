@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tfopt import judging
 from tfopt.data import Dataset, load_data
 from tfopt.errors import InputError, ValidationError
 from tfopt.loading import LoadedModel, SourceKind, load
@@ -64,6 +65,9 @@ class OutputDiff:
     # False when the reference gives (almost) the same output for every sample: a random-weight
     # or untrained model, where SQNR/cosine say nothing about the conversion.
     reference_varies: bool = True
+    # Class-score outputs only (`class_scores`): argmax agreement, and accuracy against labels.
+    top1_agreement: float | None = None
+    accuracy: dict[str, float] | None = None
 
 
 # The metrics of every output pair: exactly OutputDiff's metric fields (a new metric is a new
@@ -89,7 +93,12 @@ def varies(ref: np.ndarray) -> bool:
 
 @dataclass(frozen=True)
 class CompareResult:
-    """Output-by-output differences plus classifier agreement and accuracy when they apply."""
+    """Output-by-output differences plus classifier agreement and accuracy when they apply.
+
+    `top1_agreement` is the worst class-score output's (each output's own is in `outputs`);
+    `accuracy` is that of the one output the labels belong to. `input_saturation` is, per
+    quantized input of the candidate, the fraction of fed values outside its range; `warnings`
+    names what makes the numbers misleading (saturated inputs, labels that fit no output)."""
 
     samples: int
     outputs: list[OutputDiff]
@@ -97,6 +106,8 @@ class CompareResult:
     accuracy: dict[str, float] | None
     failures: list[str] = field(default_factory=list)
     candidate_machine: dict[str, Any] | None = None  # compare --target: where the candidate ran
+    input_saturation: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -176,35 +187,66 @@ def pair_outputs(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> lis
     return pairs
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
-    return y.argmax(-1) if y.ndim > 1 else y.astype(np.int64)
+class GateError(InputError):
+    """A requested threshold cannot be computed for this model; `gate` is the threshold's
+    parameter name, so the CLI can name its option."""
+
+    def __init__(self, message: str, gate: str) -> None:
+        super().__init__(message)
+        self.gate = gate
 
 
 def compare_outputs(
     ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], y: np.ndarray | None = None
 ) -> CompareResult:
-    """Metrics per paired output; top-1 agreement and accuracy for a single (N, C) output."""
-    diffs = []
-    for r, c in pair_outputs(ref, cand):
-        a, b = ref[r], cand[c]
-        if a.shape != b.shape:
+    """Metrics per paired output; top-1 agreement for each class-score output (`class_scores`)
+    and accuracy for the one the labels `y` belong to."""
+    pairs = pair_outputs(ref, cand)
+    for r, c in pairs:
+        if ref[r].shape != cand[c].shape:
             raise ValidationError(
-                f"output '{r}': the reference gives shape {a.shape}, the .tflite {b.shape}"
+                f"output '{r}': the reference gives shape {ref[r].shape}, the .tflite "
+                f"{cand[c].shape}"
             )
+    scored = [r for r, _ in pairs if judging.class_scores(r, ref[r], len(pairs) == 1)]
+    warnings: list[str] = []
+    labelled = judging.labelled(y, scored, ref, warnings)
+    diffs = []
+    for r, c in pairs:
+        a, b = ref[r], cand[c]
         values = {k: fn(a, b) for k, fn in METRICS.items()}
-        diffs.append(OutputDiff(r, c, list(a.shape), **values, reference_varies=varies(a)))
-    top1 = accuracy = None
-    if len(diffs) == 1 and len(diffs[0].shape) == 2 and diffs[0].shape[1] > 1:
-        a, b = ref[diffs[0].name].argmax(1), cand[diffs[0].candidate_name].argmax(1)
-        top1 = float(np.mean(a == b))
-        if y is not None:
-            labels = _labels(y)
-            accuracy = {
-                "reference": float(np.mean(a == labels)),
-                "candidate": float(np.mean(b == labels)),
-            }
+        top1 = accuracy = None
+        if r in scored:
+            ia, ib = a.argmax(1), b.argmax(1)
+            top1 = float(np.mean(ia == ib))
+            if r == labelled:
+                assert y is not None
+                labels = judging.labels_of(y)
+                accuracy = {
+                    "reference": float(np.mean(ia == labels)),
+                    "candidate": float(np.mean(ib == labels)),
+                }
+        diffs.append(OutputDiff(r, c, list(a.shape), **values, reference_varies=varies(a),
+                                top1_agreement=top1, accuracy=accuracy))  # fmt: skip
+    tops = [d.top1_agreement for d in diffs if d.top1_agreement is not None]
+    accuracy = next((d.accuracy for d in diffs if d.accuracy is not None), None)
     samples = len(next(iter(ref.values())))
-    return CompareResult(samples, diffs, top1, accuracy)
+    return CompareResult(samples, diffs, min(tops) if tops else None, accuracy, warnings=warnings)
+
+
+def _no_class_scores(outputs: list[tuple[str, tuple[int, ...]]]) -> GateError:
+    shown = ", ".join(f"'{n}' ({', '.join(['samples', *map(str, s[1:])])})" for n, s in outputs)
+    several = (
+        " (among several outputs, class scores are rows of probabilities summing to 1, or an "
+        "output named *logits*)"
+        if len(outputs) > 1
+        else ""
+    )
+    return GateError(
+        f"top-1 agreement needs an output of class scores (samples, classes); this model "
+        f"gives {shown}{several}",
+        "min_top1",
+    )
 
 
 def with_thresholds(
@@ -213,7 +255,12 @@ def with_thresholds(
     min_cosine: float | None = None,
     min_top1: float | None = None,
 ) -> CompareResult:
-    """Return `result` with a failure line for every threshold it misses."""
+    """Return `result` with a failure line for every threshold it misses, on every output it
+    applies to.
+
+    Raises:
+        GateError: `min_top1` is given but no output gives class scores.
+    """
     failures = []
     for d in result.outputs:
         why = (
@@ -226,12 +273,22 @@ def with_thresholds(
             failures.append(f"output '{d.name}': SQNR {d.sqnr_db:.1f} dB < {min_sqnr_db} dB{why}")
         if min_cosine is not None and d.cosine < min_cosine:
             failures.append(f"output '{d.name}': cosine {d.cosine:.5f} < {min_cosine}{why}")
-    if min_top1 is not None and result.top1_agreement is not None:
-        if result.top1_agreement < min_top1:
-            failures.append(f"top-1 agreement {result.top1_agreement:.4f} < {min_top1}")
-    return CompareResult(
-        result.samples, result.outputs, result.top1_agreement, result.accuracy, failures
-    )
+    if min_top1 is not None:
+        judged = [d for d in result.outputs if d.top1_agreement is not None]
+        if not judged:
+            raise _no_class_scores([(d.name, tuple(d.shape)) for d in result.outputs])
+        failures += [
+            f"output '{d.name}': top-1 agreement {d.top1_agreement:.4f} < {min_top1}"
+            for d in judged
+            if d.top1_agreement is not None and d.top1_agreement < min_top1
+        ]
+    return replace(result, failures=failures)
+
+
+def with_saturation(result: CompareResult, model_path: str, data: Dataset) -> CompareResult:
+    """`result` with the candidate `.tflite`'s input saturation on `data` and its warnings."""
+    fractions, warnings = judging.input_saturation(model_path, data.x)
+    return replace(result, input_saturation=fractions, warnings=[*warnings, *result.warnings])
 
 
 def compare(
@@ -257,7 +314,8 @@ def compare(
                 cand, machine = target.outputs(Path(candidate_path), data.x, 2, timeout=1800)
             except KeyError as exc:
                 raise ValidationError(f"{candidate_path}: {exc.args[0]}") from None
-    result = with_thresholds(compare_outputs(ref, cand, data.y), min_sqnr_db, min_cosine, min_top1)
+    result = with_saturation(compare_outputs(ref, cand, data.y), candidate_path, data)
+    result = with_thresholds(result, min_sqnr_db, min_cosine, min_top1)
     if machine is not None:  # where the candidate ran
         result = replace(result, candidate_machine={"target": target.name, **machine})
     return result
@@ -283,8 +341,13 @@ def compare_files(
     if cand.kind is not SourceKind.TFLITE:
         raise InputError(f"CANDIDATE must be a .tflite file: {candidate}")
     ref = load(reference, unsafe=unsafe, imports=imports)
-    dataset = load_data(data, cand.inputs, limit=max_samples)
     assert cand.path is not None
+    if min_top1 is not None:  # refused before any run when no output can hold class scores
+        _, outs = feeding.io_details(feeding.make_interpreter(str(cand.path)))
+        shapes = [(n, tuple(int(x) for x in d["shape"])) for n, d in outs.items()]
+        if not any(len(s) == 2 and s[1] > 1 for _, s in shapes):
+            raise _no_class_scores(shapes)
+    dataset = load_data(data, cand.inputs, limit=max_samples)
     return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1, target)
 
 

@@ -16,16 +16,30 @@ def _rows(r: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _accuracy(a: dict[str, float]) -> str:
+    return f"reference {_pct(a['reference'])}, candidate {_pct(a['candidate'])}"
+
+
 def _summary(r: dict[str, Any]) -> list[str]:
+    scored = [o for o in r["outputs"] if o.get("top1_agreement") is not None]
     lines = []
-    if r["top1_agreement"] is not None:
-        lines.append(f"top-1 agreement: {100 * r['top1_agreement']:.2f}%")
-    if r["accuracy"]:
-        a = r["accuracy"]
-        lines.append(
-            f"accuracy: reference {100 * a['reference']:.2f}%, "
-            f"candidate {100 * a['candidate']:.2f}%"
-        )
+    if len(r["outputs"]) == 1 and r["top1_agreement"] is not None:
+        lines.append(f"top-1 agreement: {_pct(r['top1_agreement'])}")
+        if r["accuracy"]:
+            lines.append(f"accuracy: {_accuracy(r['accuracy'])}")
+    else:  # each class-score output of a multi-output model on its own line
+        for o in scored:
+            lines.append(f"output '{o['name']}': top-1 agreement {_pct(o['top1_agreement'])}")
+            if o.get("accuracy"):
+                lines.append(f"output '{o['name']}': accuracy {_accuracy(o['accuracy'])}")
+    saturation = r.get("input_saturation") or {}
+    if saturation:  # quantized inputs: the share of the data outside what they can represent
+        shown = ", ".join(f"'{name}' {100 * f:.2f}%" for name, f in saturation.items())
+        lines.append(f"input values outside the quantized range: {shown}")
     m = r.get("candidate_machine")
     if m:
         lines.append(f"candidate ran on {m['target']} ({m.get('arch', '?')}, {m.get('cpu', '?')}, "
@@ -35,7 +49,10 @@ def _summary(r: dict[str, Any]) -> list[str]:
 
 @renders(View.COMPARE, Format.TEXT)
 def text(r: dict[str, Any]) -> str:
-    return "\n".join([f"{r['samples']} samples", text_table(HEADERS, _rows(r)), *_summary(r)])
+    warnings = [f"warning: {w}" for w in r.get("warnings") or []]
+    return "\n".join(
+        [f"{r['samples']} samples", text_table(HEADERS, _rows(r)), *_summary(r), *warnings]
+    )
 
 
 @renders(View.COMPARE, Format.MARKDOWN)
@@ -48,6 +65,7 @@ def markdown(r: dict[str, Any]) -> str:
             markdown_table(HEADERS, _rows(r)),
             "",
             *(f"- {line}" for line in _summary(r)),
+            *(f"- **warning**: {w}" for w in r.get("warnings") or []),
             *(f"- **failed**: {f}" for f in failures),
             "",
         ]

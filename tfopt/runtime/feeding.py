@@ -26,7 +26,13 @@ def make_interpreter(
         experimental_op_resolver_type=resolver,
         **(options or {}),
     )
-    interpreter.allocate_tensors()
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError:
+        # A free length too short for the model at its default size 1 (a convolution longer
+        # than that): `feed` allocates once the inputs are resized to the sample's length.
+        if not any(any(free_dims(d)[1:]) for d in interpreter.get_input_details()):
+            raise
     return interpreter
 
 
@@ -149,6 +155,45 @@ def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> di
     return sample
 
 
+def parse_shapes(values: list[str]) -> dict[str, list[int]]:
+    """`NAME=1,500,4` per input (the host's `bench --input-shape`/`--seq-len`, resolved)."""
+    shapes = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise ValueError(f"--input-shape '{value}': expected NAME=comma-separated sizes") from None
+        if not name or any(d < 1 for d in shapes[name]):
+            raise ValueError(f"--input-shape '{value}': expected NAME=positive sizes")
+    return shapes
+
+
+def synthetic_file(model_path: str, shapes: dict[str, list[int]], seed: int, folder: str) -> str:
+    """A .npz of one synthetic sample at `shapes` (other inputs at their own shape), fed then
+    like a `--data` file: the timed run and the profile see the same sample at the same shape."""
+    import os
+
+    inputs, _ = io_details(make_interpreter(model_path))
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise ValueError(f"the model has no input {', '.join(unknown)} (it has {', '.join(inputs)})")
+    for name, shape in shapes.items():
+        if not fits(inputs[name], tuple(shape)):
+            raise ValueError(
+                f"input '{name}' cannot take shape {shape}: its shape is "
+                f"{[int(d) for d in inputs[name]['shape_signature']]} (-1 = free)"
+            )
+    rng = np.random.default_rng(seed)
+    sample = {
+        name: synthetic_input(name, {**d, "shape": shapes.get(name, d["shape"])}, rng)
+        for name, d in inputs.items()
+    }
+    path = os.path.join(folder, "sample.npz")
+    np.savez(path, **sample)
+    return path
+
+
 def run_samples(interpreter: Any, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run every sample of `x` ({input name: array with a leading sample axis}) one by one;
     outputs in real values (dequantized), keyed by output name, samples stacked."""
@@ -180,3 +225,27 @@ def write_outputs(
     names = list(results)
     np.savez(out_path, **{f"o{i}": results[n] for i, n in enumerate(names)})
     return {"outputs": names, "samples": len(next(iter(x.values()))) if x else 0}
+
+
+def real_range(detail: dict) -> tuple[float, float] | None:
+    """The real values a quantized (int8/uint8/int16) tensor can represent, or None when it is
+    not quantized: (qmin - zero_point) * scale .. (qmax - zero_point) * scale."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if not scale or dtype not in (np.int8, np.uint8, np.int16):
+        return None
+    info = np.iinfo(dtype)
+    return (info.min - zero_point) * scale, (info.max - zero_point) * scale
+
+
+def saturation(values: np.ndarray, detail: dict) -> float:
+    """The fraction of real `values` that `quantize` clips for this tensor (0 when the tensor is
+    not quantized or the values are not real numbers)."""
+    values = np.asarray(values)
+    floating = np.issubdtype(values.dtype, np.floating)
+    if real_range(detail) is None or not floating or not values.size:
+        return 0.0
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(np.dtype(detail["dtype"]))
+    q = np.round(values.astype(np.float64) / scale + zero_point)
+    return float(np.mean((q < info.min) | (q > info.max)))
