@@ -13,6 +13,7 @@ from typing import Any
 
 from tfopt.core import AEQ_PRECISIONS, Precision
 from tfopt.errors import ConversionError, first_line
+from tfopt.quiet import silenced
 
 # The quantizer's schemes are tfopt's precisions (`core.AEQ_PRECISIONS`): w8 and w4 weight-only
 # channelwise (float compute); w4b32 int4 weights in blocks of 32 with activations quantized on
@@ -88,15 +89,16 @@ def quantize(
     if scheme not in AEQ_PRECISIONS:
         raise ConversionError(f"the LiteRT quantizer has no {scheme} scheme")
     try:
-        qt = quantizer.Quantizer(bytearray(float_model), recipe(scheme, keep_float))
-        result = None
-        if qt.need_calibration:
-            if not calibration:
-                raise ConversionError(
-                    f"--quantizer aeq {scheme} needs calibration data (--calibration)"
-                )
-            result = qt.calibrate(calibration)
-        quantized = qt.quantize(result).quantized_model
+        with silenced():  # its calibration bar and "Original model size..." report
+            qt = quantizer.Quantizer(bytearray(float_model), recipe(scheme, keep_float))
+            result = None
+            if qt.need_calibration:
+                if not calibration:
+                    raise ConversionError(
+                        f"--quantizer aeq {scheme} needs calibration data (--calibration)"
+                    )
+                result = qt.calibrate(calibration)
+            quantized = qt.quantize(result).quantized_model
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantizer raises many types

@@ -105,3 +105,160 @@ def test_library_refuses_a_thread_count_above_the_bound() -> None:
     BenchSettings(threads=(1, MAX_THREADS))
     with pytest.raises(InputError, match=f"more than {MAX_THREADS}"):
         BenchSettings(threads=(MAX_THREADS + 1,))
+
+
+def _table_rows(text: str, header: str) -> list[list[str]]:
+    """The rows under the fixed-width table whose header line starts with `header`."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.strip() or line.startswith(("not in", "Per-op")):
+            break
+        rows.append(line.split())
+    return rows
+
+
+def _column(text: str, column: str) -> list[str]:
+    """The cells of `column` in the bench table (cells are aligned under their header)."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("accel"))
+    header = lines[start]
+    names = header.split()
+    left = header.index(column)
+    after = names.index(column) + 1
+    right = header.index(names[after], left) if after < len(names) else None
+    cells = []
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        cells.append(line[left:right].strip())
+    return cells
+
+
+def test_spread_is_blank_for_one_repeat(runner: CliRunner, tflite: dict[str, Path]) -> None:
+    one = invoke(runner, "bench", tflite["float32"], "--threads", "1", "--runs", "5")
+    assert one.exit_code == 0, one.output
+    assert _column(one.stdout, "spread") == ["-"]  # one repeat has no spread (was "0.0%")
+    two = invoke(runner, "bench", tflite["float32"], "--threads", "1", "--runs", "5", "--repeat", "2")
+    (cell,) = _column(two.stdout, "spread")
+    assert cell.split()[0].endswith("%"), cell
+
+
+def test_profile_op_counts_are_integers(runner: CliRunner, tflite: dict[str, Path]) -> None:
+    result = invoke(runner, "bench", tflite["float32"], "--threads", "1", "--runs", "5",
+                    "--profile", "--profile-runs", "3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = _table_rows(result.stdout[result.stdout.index("Per-op profile"):], "op ")
+    assert rows
+    for row in rows:  # op names hold spaces ("Convolution (NHWC, F32) IGEMM"): count follows where
+        where = next(i for i, cell in enumerate(row) if cell in ("xnnpack", "tflite"))
+        assert row[where + 1].isdigit(), row  # "1", not "1.00"
+
+
+def test_inspect_json_lists_every_label(
+    runner: CliRunner, tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    names = [f"class {i}" for i in range(10)]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    out = tmp_path / "labelled.tflite"
+    made = invoke(runner, "metadata", tflite["float32"], "--labels", tmp_path / "labels.txt",
+                  "-o", out)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    doc = json.loads(invoke(runner, "inspect", out, "--json").stdout)
+    (labels,) = doc["metadata"]["outputs"][0]["files"]
+    assert labels["count"] == 10 and labels["labels"] == names
+    text = invoke(runner, "inspect", out).stdout
+    assert "(10: class 0, class 1, class 2, class 3, class 4, ...)" in text
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
+def test_output_folder_is_refused_before_any_work(
+    runner: CliRunner, files: dict[str, Path], tflite: dict[str, Path], tmp_path: Path,
+    overwrite: bool,
+) -> None:  # fmt: skip
+    folder = tmp_path / "out"
+    folder.mkdir()
+    flags = ["--overwrite"] if overwrite else []
+    convert = invoke(runner, "convert", files["keras"], "-o", folder, *flags)
+    assert convert.exit_code == 1 and convert.stdout == ""
+    assert convert.stderr.strip() == f"Error: {folder} is a folder: give a file path"
+    meta = invoke(runner, "metadata", tflite["float32"], "--model-name", "m", "-o", folder, *flags)
+    assert meta.exit_code == 1 and "is a folder: give a file path" in meta.stderr
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["quiet", "debug"])
+def test_litert_quantizer_chatter_only_with_debug(
+    files: dict[str, Path], tflite: dict[str, Path], tmp_path: Path, debug: bool
+) -> None:
+    """A real process (the quantizer may run in a child process, writing to the real fds)."""
+    cmd = [sys.executable, "-m", "tfopt", *(["--debug"] if debug else []), "convert",
+           str(tflite["float32"]), "-o", str(tmp_path / "q.tflite"), "--quantizer", "aeq",
+           "--precision", "int8", "--calibration", str(files["calib"])]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    chatter = ("Original model size", "Quantized model size", "Running Calibration")
+    both = proc.stdout + proc.stderr
+    assert any(c in both for c in chatter) is debug, both[-2000:]
+    assert "wrote" in proc.stdout
+
+
+def test_litert_quantizer_call_prints_nothing_in_process(
+    tflite: dict[str, Path], digits: dict, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The backend itself, wherever it runs (a conversion's child process, a tune trial)."""
+    from converters.aeq import quantize
+    from tfopt.core import Precision
+
+    monkeypatch.delenv("TFOPT_DEBUG", raising=False)
+    samples = [{"image": digits["x_train"][i : i + 1]} for i in range(40)]  # 40 x 4 ops >= 100
+    model = quantize(tflite["float32"].read_bytes(), Precision.INT8,
+                     calibration={"serving_default": samples})  # fmt: skip
+    assert model[4:8] == b"TFL3"
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "", captured
+
+
+def _on_terminal(*args: object) -> tuple[int, str, str]:
+    """Run tfopt with stderr on a pseudo-terminal (as in a shell); (exit code, stdout, stderr)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tfopt", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=slave)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout=300), out, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_on_a_terminal_only(
+    files: dict[str, Path], tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    code, out, err = _on_terminal("convert", files["keras"], "-o", tmp_path / "a.tflite")
+    assert code == 0 and "wrote" in out, err
+    assert "converting" in err and "\r" in err, err  # the spinner, redrawn in place
+    assert "\x1b[A" not in err  # tqdm's leave=False clears its line; nothing left above
+    code, out, err = _on_terminal("compare", files["keras"], tflite["float32"], "--data",
+                                  files["test"])  # fmt: skip
+    assert code == 0 and "comparing" in err, err
+    code, out, err = _on_terminal("convert", files["keras"], "-o", tmp_path / "b.tflite", "--json")
+    assert code == 0 and json.loads(out)["precision"] == "float32"
+    assert "converting" not in err, err  # --json: silent
+    piped = subprocess.run([sys.executable, "-m", "tfopt", "convert", str(files["keras"]), "-o",
+                            str(tmp_path / "c.tflite")], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert piped.returncode == 0 and "converting" not in piped.stderr  # not a terminal: silent

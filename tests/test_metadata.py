@@ -70,7 +70,7 @@ def test_convert_writes_metadata_and_inspect_shows_it(
     assert inp["range"] == [[0.0], [1.0]]
     (labels,) = out["files"]
     assert labels == {"name": "labels.txt", "type": "TENSOR_AXIS_LABELS", "count": 10,
-                      "first": FASHION_LABELS[:5], "packed": True}  # fmt: skip
+                      "labels": FASHION_LABELS, "packed": True}  # fmt: skip
     shown = invoke(runner, "inspect", app_models["float32"])
     assert shown.exit_code == 0
     assert "metadata: name=fashion, version=3, author=tfopt tests" in shown.output
@@ -180,7 +180,7 @@ def test_metadata_command_edits_a_copy_and_keeps_the_packed_labels(
     assert (meta["author"], meta["license"], meta["description"]) == (
         "someone else", "Apache-2.0", "v5")  # fmt: skip
     assert (meta["name"], meta["version"]) == ("fashion", "3")  # untouched fields stay
-    assert meta["outputs"][0]["files"][0]["first"][:2] == ["T-shirt/top", "Trouser"]
+    assert meta["outputs"][0]["files"][0]["labels"][:2] == ["T-shirt/top", "Trouser"]
     assert meta["inputs"][0]["normalization"]["std"] == [255.0]
     shown = json.loads(invoke(runner, "metadata", out, "--json").output)
     assert shown["metadata"]["author"] == "someone else"
@@ -333,4 +333,4 @@ def test_tf_keras_h5_gets_metadata_too(runner: Any, files: dict[str, Path], tmp_
     assert "read RGB inputs only" in result.output
     meta = read(out.read_bytes())
     assert meta is not None and meta["inputs"][0]["content"] == "image GRAYSCALE"
-    assert meta["outputs"][0]["files"][0]["first"] == ["0", "1", "2", "3", "4"]
+    assert meta["outputs"][0]["files"][0]["labels"] == [str(i) for i in range(10)]

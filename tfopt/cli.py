@@ -23,6 +23,7 @@ import click
 from tfopt.core import Precision
 from tfopt.errors import InputError, TfoptError, first_line
 from tfopt.quiet import quiet
+from tfopt.report.progress import above_bars, shown, spinner
 from tfopt.report.registry import View
 
 PRECISIONS = [p.value for p in Precision]
@@ -43,15 +44,22 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def command(fn: Callable[..., tuple[View, Any]] | None = None, *, streams: bool = False) -> Any:
+def command(
+    fn: Callable[..., tuple[View, Any]] | None = None,
+    *,
+    streams: bool = False,
+    working: str | None = None,
+) -> Any:
     """Wrap a command body: JSON mode, quiet stdout, errors as one line and exit code 1.
 
     The body returns (view, result); the report stage renders it as text, or JSON with --json.
     A body that `streams` gets `stream=True` in text mode and may write to stdout as it works
     (fd 1 stays stdout then; with --json it is kept for the one document, as everywhere).
+    Progress (bars, and a `working` spinner such as 'converting' over the whole body) is drawn
+    on stderr only when it is a terminal and the command is not under --json.
     """
     if fn is None:
-        return functools.partial(command, streams=streams)
+        return functools.partial(command, streams=streams, working=working)
 
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @click.pass_context
@@ -62,8 +70,10 @@ def command(fn: Callable[..., tuple[View, Any]] | None = None, *, streams: bool 
             live = streams and not as_json
             if streams:
                 kwargs["stream"] = live
-            with quiet(debug), contextlib.nullcontext() if live else _stdout_to_stderr():
-                view, result = fn(**kwargs)
+            terminal = not as_json and _is_terminal(sys.stderr)  # before quiet pipes fd 2
+            with shown(terminal), quiet(debug), _stdout_to_stderr() if not live else _nothing():
+                with spinner(working) if working else _nothing():
+                    view, result = fn(**kwargs)
         except TfoptError as exc:
             if debug:
                 traceback.print_exc()
@@ -84,6 +94,17 @@ def command(fn: Callable[..., tuple[View, Any]] | None = None, *, streams: bool 
             raise _Reported(f"check failed: {'; '.join(doc['failures'])}")
 
     return wrapper
+
+
+def _nothing() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class _Reported(click.ClickException):
@@ -163,7 +184,8 @@ def _show_notes() -> None:
 
     class Notes(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            click.echo(f"note: {record.getMessage()}", err=True)  # the current stderr
+            with above_bars():  # a spinner or bar on the line is cleared first, then redrawn
+                click.echo(f"note: {record.getMessage()}", err=True)  # the current stderr
 
     logger = logging.getLogger("tfopt")
     if not any(type(h).__name__ == "Notes" for h in logger.handlers):
@@ -331,7 +353,7 @@ def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the
 @METADATA_OPTIONS
 @IMPORTS
 @INPUT_SHAPES
-@command
+@command(working="converting")
 def convert_cmd(no_check: bool, input_shapes: tuple[str, ...], **options: Any) -> tuple[View, Any]:
     """Convert MODEL (.keras, .h5, SavedModel or keras-hub preset folder) to a .tflite file.
 
@@ -468,7 +490,7 @@ def metadata_cmd(
     help="ssh target: python with numpy and ai-edge-litert on the device.",
 )
 @IMPORTS
-@command
+@command(working="comparing")
 def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, Any]:
     """Compare CANDIDATE (.tflite) with REFERENCE (Keras model, SavedModel or .tflite) on DATA.
 

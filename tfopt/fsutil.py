@@ -21,8 +21,10 @@ def existing(path: str | os.PathLike[str], what: str = "file") -> Path:
 
 
 def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Fail early, before any work, if `path` exists or its folder is not writable."""
+    """Fail early, before any work, if `path` is a folder, exists, or its folder is not writable."""
     p = Path(path)
+    if p.is_dir():  # even with overwrite: a file is never written over a folder
+        raise OutputError(f"{p} is a folder: give a file path")
     if p.exists() and not overwrite:
         raise OutputError(f"{p} already exists (use --overwrite to replace it)")
     folder = p.parent if str(p.parent) else Path(".")

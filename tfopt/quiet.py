@@ -8,12 +8,14 @@ drops those log lines and passes everything else on as it comes. A process, not 
 command dies in native code, the filter still forwards what was written before the crash.
 
 Python-side noise is scoped the same way: warnings from known third-party packages and the
-`tensorflow`/`absl` loggers below ERROR are silenced while the command runs, nothing more.
+`tensorflow`/`absl` loggers below ERROR are silenced while the command runs, nothing more; a
+chatty library call (the LiteRT quantizer's tqdm bars and size report) runs inside `silenced`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -77,6 +79,19 @@ def quiet(debug: bool) -> Iterator[None]:
         yield
         return
     with _python_quiet(), _native_filter():
+        yield
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Drop what a third-party call prints from Python (print, tqdm bars on sys.stderr) unless
+    TFOPT_DEBUG=1 (`tfopt --debug`). Its exceptions still propagate; fd-level output is
+    `quiet`'s."""
+    if os.environ.get("TFOPT_DEBUG") == "1":
+        yield
+        return
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         yield
 
 

@@ -187,7 +187,7 @@ def _tensor_doc(t: Any, files: dict[str, bytes]) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "type": kinds.get(f.type, "?")}
         if f.type in (md.AssociatedFileType.TENSOR_AXIS_LABELS, md.AssociatedFileType.TENSOR_VALUE_LABELS) and name in files:
             labels = files[name].decode("utf-8", "replace").rstrip("\r\n").splitlines()
-            entry.update(count=len(labels), first=labels[:5])
+            entry.update(count=len(labels), labels=labels)  # all; the text view abbreviates
         entry["packed"] = name in files
         doc.setdefault("files", []).append(entry)
     return {k: v for k, v in doc.items() if v is not None}

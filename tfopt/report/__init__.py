@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from tfopt.report import bench, compare, convert, demo, inspection, lm, optimize, recipes, tune
-from tfopt.report.bench import BENCH_REPORT_FILES, progress, write_bench_report
+from tfopt.report.bench import BENCH_REPORT_FILES, write_bench_report
 from tfopt.report.chart import bar_chart, bar_chart_png, write_png
 from tfopt.report.demo import write_demo_report
 from tfopt.report.optimize import write_optimize_report
+from tfopt.report.progress import progress, spinner
 from tfopt.report.registry import RENDERERS, Format, View, renders
 from tfopt.report.tables import markdown_table, text_table, to_json, write_json
 
@@ -63,6 +64,7 @@ __all__ = [
     "progress",
     "render",
     "renders",
+    "spinner",
     "text_table",
     "to_json",
     "write_bench_report",

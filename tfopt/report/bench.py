@@ -3,8 +3,7 @@ accelerators x threads) as tables, one Markdown matrix, a bar chart, and the ben
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,20 @@ def _row(e: dict[str, Any]) -> list[Any]:
         _ms(e, "p99"),
         e.get("peak_rss_mb", e.get("peak_memory_mb")),
         e.get("max_abs_vs_cpu"),
-        f"{e['p50_spread_pct']:.1f}%" + (" NOISY" if e["noisy"] else ""),
+        _spread(e),
     ]
+
+
+def _spread(e: dict[str, Any]) -> str | None:
+    """The spread of the repeats' p50s; none ('-') for one repeat, which has nothing to spread."""
+    if e.get("repeats", 1) < 2:
+        return None
+    return f"{e['p50_spread_pct']:.1f}%" + (" NOISY" if e["noisy"] else "")
+
+
+def _count(value: float) -> int | float:
+    """An op count as the integer it is (LiteRT's profile reports counts as floats)."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _one(r: dict[str, Any]) -> str:
@@ -108,7 +119,8 @@ def profile_lines(e: dict[str, Any]) -> list[str]:
     XNNPACK."""
     p = e["op_profile"]
     rows = [
-        [o["op"], o["where"], o["count"], o["total_ms"], o["pct"]] for o in p["ops"][: p["top"]]
+        [o["op"], o["where"], _count(o["count"]), o["total_ms"], o["pct"]]
+        for o in p["ops"][: p["top"]]
     ]
     outside = [o for o in p["ops"] if o["where"] == "tflite"]
     lines = [
@@ -247,26 +259,3 @@ def write_bench_report(out_dir: str | Path, matrix: Any) -> None:
     write_json(folder / "bench.json", {"machines": _matrix(docs).machines, "models": docs})
     write_text(folder / "bench.md", markdown(doc))
     write_png(folder / "bench.png", png(doc))
-
-
-@contextlib.contextmanager
-def progress(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """An `on_progress(done, total)` callback drawing a bar on stderr, only for more than one
-    step and only when stderr is a terminal."""
-    bar: Any = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if total < 2:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=desc, unit=unit, disable=None, leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()

@@ -63,7 +63,7 @@ def metadata_lines(m: dict[str, Any] | None) -> list[str]:
                 labels = ""
                 if "count" in f:
                     more = ", ..." if f["count"] > 5 else ""
-                    labels = f" ({f['count']}: {', '.join(f['first'])}{more})"
+                    labels = f" ({f['count']}: {', '.join(f['labels'][:5])}{more})"
                 missing = "" if f["packed"] else " NOT PACKED"
                 parts.append(f"{f['type']} {f['name']}{labels}{missing}")
             described = f" - {t['description']}" if t.get("description") else ""
