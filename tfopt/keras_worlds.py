@@ -339,3 +339,74 @@ def bounded_mask_fill(inputs: Any, mask: Any, axis: int | list[int], margin: flo
     axes = tuple(axis) if isinstance(axis, list) else axis
     fill = ops.min(inputs, axis=axes, keepdims=True) - margin
     return ops.where(_bool_mask(mask), inputs, fill)
+
+
+# Keras 3 config keys tf_keras does not know, dropped when they do not change what a layer computes.
+_KERAS3_ONLY = {"seed", "quantization_config", "lora_rank", "lora_alpha", "use_cudnn"}
+
+
+def _tf_keras_config(config: dict[str, Any], unroll: frozenset[str]) -> dict[str, Any]:
+    """A Keras 3 layer config as tf_keras reads it: dtype policies by name, initializers,
+    regularizers and constraints left to their defaults (weights are set afterwards and neither
+    acts at inference), nested layers (a Bidirectional's) cleaned the same way."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.endswith(("_initializer", "_regularizer", "_constraint")):
+            continue
+        if key in _KERAS3_ONLY and value in (None, False, "auto") or key == "seed":
+            continue
+        if key == "dtype" and isinstance(value, dict):
+            value = (value.get("config") or {}).get("name", "float32")
+        elif isinstance(value, dict) and isinstance(value.get("config"), dict) and "class_name" in value:
+            name = value["class_name"]
+            inner = _tf_keras_config(value["config"], unroll)
+            value = {"class_name": name, "config": {**inner, "unroll": True} if name in unroll else inner}
+        out[key] = value
+    return out
+
+
+def keras3_to_tf_keras(model: Any, inputs: Any, unroll: frozenset[str] = frozenset()) -> Any:
+    """The same Keras 3 Sequential or functional model rebuilt layer by layer in tf_keras, with
+    the same weights: each layer's config, cleaned of Keras-3-only keys, deserialized by tf_keras
+    and called on the same graph, then given the Keras 3 layer's weights (shapes checked).
+
+    `inputs` are the model's input specs (`name`, `shape`, `dtype`), fixed shapes included;
+    layers whose class is in `unroll` (e.g. GRU) are rebuilt with `unroll=True`.
+
+    Raises ValueError naming the first layer that cannot be rebuilt.
+    """
+    tfk = module(World.TF_KERAS)
+    graph = getattr(model, "_functional", None) or model
+    if not hasattr(graph, "_run_through_graph") or len(graph.inputs) != len(inputs):
+        raise ValueError(f"{type(model).__name__} is neither a Sequential nor a functional model")
+    twins: dict[int, tuple[Any, Any]] = {}
+
+    def twin(layer: Any) -> Any:
+        if id(layer) not in twins:
+            name = type(layer).__name__
+            if not hasattr(layer, "get_config") or hasattr(layer, "_run_through_graph"):
+                raise ValueError(f"'{layer.name}' ({name}) is not a plain layer")
+            config = _tf_keras_config(layer.get_config(), unroll)
+            if name in unroll:
+                config["unroll"] = True
+            try:
+                made = tfk.layers.deserialize({"class_name": name, "config": config})
+            except Exception as exc:  # noqa: BLE001 - unknown class or keyword, in many types
+                raise ValueError(f"layer '{layer.name}' ({name}) has no tf_keras twin: {exc}") from exc
+            twins[id(layer)] = (layer, made)
+        return twins[id(layer)][1]
+
+    tensors = [
+        tfk.Input(shape=tuple(s.shape[1:]), batch_size=1, dtype=s.dtype, name=s.name) for s in inputs
+    ]
+    outputs = graph._run_through_graph(tensors, operation_fn=twin)
+    rebuilt = tfk.Model(tensors if len(tensors) > 1 else tensors[0], outputs, name=model.name)
+    for layer, made in twins.values():
+        weights, shapes = layer.get_weights(), [tuple(w.shape) for w in made.get_weights()]
+        if [tuple(w.shape) for w in weights] != shapes:
+            raise ValueError(
+                f"layer '{layer.name}' ({type(layer).__name__}) has weights of shapes "
+                f"{[tuple(w.shape) for w in weights]} in Keras 3 but {shapes} in tf_keras"
+            )
+        made.set_weights(weights)
+    return rebuilt

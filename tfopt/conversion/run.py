@@ -13,7 +13,7 @@ from typing import Any
 from converters import PRECISIONS, backend_for
 from converters.base import KEEP_FREE
 from tfopt import keras_worlds
-from tfopt.conversion import budget
+from tfopt.conversion import budget, recurrent
 from tfopt.conversion.guards import aeq, may_loop, probe, refuse_loops, run_converter
 from tfopt.conversion.inputs import (
     CHECK_SAMPLES,
@@ -203,6 +203,9 @@ def convert_request(
             f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
         )
 
+    original = loaded  # the check runs the model the user gave, whatever is converted
+    loaded = recurrent.fused(loaded, prec)  # Keras 3 LSTM/GRU at int8: their tf_keras twin
+
     # A Keras 3 attention model: how its masked softmax is exported (below), and whether the
     # default int8 path searches which op kinds to keep out of int8.
     attention = loaded.kind is SourceKind.KERAS3 and keras_worlds.has_masked_softmax(loaded.model)
@@ -281,7 +284,7 @@ def convert_request(
     synthetic = synthetic_data(
         specs, 8, max_id=vocabulary_bound(loaded.model), free_length=free_length
     )
-    result = _keep(out, flatbuffer, prec, loaded, (held_out or data or synthetic), req.check)
+    result = _keep(out, flatbuffer, prec, original, (held_out or data or synthetic), req.check)
     summary = graph_summary(flatbuffer)
     stateful = sorted(op for op in summary["ops"] if "SEQUENCE_" in op)
     if stateful:
@@ -292,7 +295,7 @@ def convert_request(
     return ConvertResult(
         output=str(out),
         precision=prec.value,
-        source=loaded.kind.value,
+        source=original.kind.value,
         size_bytes=len(flatbuffer),
         gzip_bytes=gzip_size(flatbuffer),
         seconds=round(seconds, 2),
