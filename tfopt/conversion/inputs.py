@@ -51,6 +51,33 @@ def specs_from_data(
     return tuple(fixed), notes
 
 
+def written_input_notes(
+    flatbuffer: bytes, free: list[str], seq_len: int | None, data: Dataset | None
+) -> list[str]:
+    """One note per input that left a (sequence) dimension `free`, saying the shape the written
+    file takes, read back from it: fixed by `seq_len`, from the data's own shape, or (the file
+    keeping it free) that it stayed free. A note never claims a shape the file does not have."""
+    from tfopt.inspection import flatbuffer_io
+
+    written = {d["name"]: [int(v) for v in d["shape"]] for d in flatbuffer_io(flatbuffer)["inputs"]}
+    notes = []
+    for name in free:
+        shape = written.get(name) or (next(iter(written.values())) if len(written) == 1 else None)
+        if shape is None:
+            continue
+        if -1 in shape[1:]:
+            notes.append(f"input '{name}' stays free in the written file (shape {shape})")
+            continue
+        arr = data.x.get(name) if data is not None else None
+        origin = (
+            f" by --seq-len {seq_len}" if seq_len is not None
+            else " from the data" if arr is not None and list(arr.shape[1:]) == shape[1:]
+            else ""
+        )  # fmt: skip
+        notes.append(f"input '{name}' fixed to {tuple(shape[1:])}{origin} in the written file")
+    return notes
+
+
 def vocabulary_bound(model: Any) -> int | None:
     """The smallest embedding table of a Keras model: synthetic token ids must stay below it."""
     flatten = getattr(model, "_flatten_layers", None)

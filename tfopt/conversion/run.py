@@ -24,6 +24,7 @@ from tfopt.conversion.inputs import (
     specs_from_data,
     synthetic_data,
     vocabulary_bound,
+    written_input_notes,
 )
 from tfopt.conversion.lm import convert_lm
 from tfopt.conversion.request import ConvertRequest
@@ -167,6 +168,7 @@ def convert_request(
     prec, spec = req.precision, PRECISIONS[req.precision]
     seq_len = req.seq_len
     free = any(d is None for s in loaded.inputs for d in s.shape[1:])
+    free_inputs = [s.name for s in loaded.inputs if None in s.shape[1:] and not req.dynamic_length]
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     specs = loaded.inputs
     if req.dynamic_length:
@@ -177,9 +179,8 @@ def convert_request(
         )
     elif free and seq_len is None:
         # Free lengths follow the user's own data first, then a keras-hub model's own length.
+        # (what the file takes is noted once it is written, read back from it)
         specs, fixed = specs_from_data(specs, data or dataset(req.check_data, specs, 1))
-        for line in fixed:
-            note(line)
         if any(d is None for s in specs for d in s.shape[1:]):
             seq_len = keras_worlds.default_sequence_length(loaded.model)
             if seq_len is not None:
@@ -285,6 +286,8 @@ def convert_request(
         specs, 8, max_id=vocabulary_bound(loaded.model), free_length=free_length
     )
     result = _keep(out, flatbuffer, prec, original, (held_out or data or synthetic), req.check)
+    for line in written_input_notes(flatbuffer, free_inputs, req.seq_len, held_out or data):
+        note(line)
     summary = graph_summary(flatbuffer)
     stateful = sorted(op for op in summary["ops"] if "SEQUENCE_" in op)
     if stateful:
