@@ -21,6 +21,7 @@ from tfopt.placement import with_op_placement
 from tfopt.runtime.cpuopts import COMPILED, parse_cpu_options
 from tfopt.runtime.stats import parse_cpus
 from tfopt.targets import ACCELERATORS, AdbTarget, LocalTarget, RunSpec, Target
+from tfopt.timed_shapes import TimedShapes, parse_shapes, timed_shapes
 
 NOISY_SPREAD_PCT = 10.0
 # More threads than any phone, board or server this times has cores: a count above it is a typo
@@ -48,6 +49,9 @@ class BenchSettings:
     cpu_options: tuple[str, ...] = ()  # LiteRT CPU options, KEY=VALUE (tfopt.runtime.cpuopts)
     profile: bool = False  # add LiteRT's per-op profile of each CPU setting
     profile_runs: int = 20
+    # A free (sequence) dimension is timed at the length of `data`, or of these (`timed_shapes`)
+    seq_len: int | None = None
+    input_shapes: tuple[str, ...] = ()  # [NAME=]DIMS, as convert's --input-shape
 
     def __post_init__(self) -> None:
         bad = [a for a in self.accelerators if a not in ACCELERATORS]
@@ -61,6 +65,7 @@ class BenchSettings:
         if self.lm and self.accelerators != ("cpu",):
             raise InputError("--lm timing runs on the CPU interpreter only")
         self._check_cpu_options()
+        self._check_shapes()
         if not self.threads or any(t < 1 for t in self.threads):
             raise InputError("threads: give one or more positive thread counts, e.g. 1,2")
         if max(self.threads) > MAX_THREADS:
@@ -75,6 +80,15 @@ class BenchSettings:
             raise InputError("repeat must be at least 1")
         if self.lm and (self.prompt_len < 1 or self.new_tokens < 1):
             raise InputError("--prompt-len and --new-tokens must be at least 1")
+
+    def _check_shapes(self) -> None:
+        if self.seq_len is not None and self.seq_len < 1:
+            raise InputError("--seq-len must be at least 1")
+        if self.data and (self.seq_len is not None or self.input_shapes):
+            raise InputError("--data sets the timed shapes itself: drop --seq-len/--input-shape")
+        if self.lm and (self.seq_len is not None or self.input_shapes):
+            raise InputError("--lm timing takes --prompt-len, not --seq-len/--input-shape")
+        parse_shapes(self.input_shapes)
 
     def _check_cpu_options(self) -> None:
         try:
@@ -129,7 +143,9 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
-def _spec(s: BenchSettings, accelerator: str, threads: int) -> RunSpec:
+def _spec(
+    s: BenchSettings, accelerator: str, threads: int, shapes: TimedShapes | None = None
+) -> RunSpec:
     return RunSpec(
         accelerator=accelerator,
         threads=threads,
@@ -144,6 +160,7 @@ def _spec(s: BenchSettings, accelerator: str, threads: int) -> RunSpec:
         cpu_options=s.cpu_options if accelerator == "cpu" else (),
         profile=s.profile and accelerator == "cpu",
         profile_runs=s.profile_runs,
+        input_shapes=shapes.given if shapes else (),
     )
 
 
@@ -178,14 +195,17 @@ def bench(
             "--profile and --cpu-option drive LiteRT's Python runtime; an adb target runs "
             "benchmark_model (use a local or ssh target)"
         )
+    shapes = None if s.lm else timed_shapes(path, data, s.seq_len, s.input_shapes, bool(s.data))
     results: list[dict[str, Any]] = []
     machine: dict[str, Any] = {}
     for accelerator in s.accelerators:
         for threads in s.threads:
-            spec = _spec(s, accelerator, threads)
+            spec = _spec(s, accelerator, threads, shapes)
             runs = [_measure(where, path, spec, s.data, s.timeout_s) for _ in range(s.repeat)]
             machine = runs[0].get("machine", machine)
             results.append(_merge(runs))
+            if shapes and shapes.expected is not None:  # a runtime that does not report them
+                results[-1].setdefault("input_shapes", shapes.expected)
     return BenchReport(
         model=str(path),
         sha256=hashlib.sha256(data).hexdigest(),

@@ -41,7 +41,25 @@ def _kind(kind: Any) -> str:
     "--repeat", default=1, show_default=True, type=click.IntRange(min=1),
     help="Independent processes per setting."
 )  # fmt: skip
-@click.option("--data", type=click.Path(), help="Use the first sample of this .npz/.npy as input.")
+@click.option(
+    "--data",
+    type=click.Path(),
+    help="Use the first sample of this .npz/.npy as input; a free (sequence) dimension is timed "
+    "at its length.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    help="Time free (sequence) dimensions at this length (a synthetic sample); a model with "
+    "one needs --data, --seq-len or --input-shape.",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="[NAME=]DIMS",
+    help="Time this input at this shape, e.g. 1,500,4 or NAME=1,128 per input. Repeatable.",
+)
 @click.option(
     "--lm", is_flag=True, help="An LM from `convert --lm`: time to first token, decode tokens/s."
 )
@@ -144,6 +162,7 @@ def bench_cmd(
       tfopt bench m.tflite --target ssh://pi@raspberrypi.local --threads 1,4
       tfopt bench m.tflite --target adb --benchmark-binary ./benchmark_model --pin 4,5,6,7
       tfopt bench m.tflite --threads 1 --profile
+      tfopt bench free_length.tflite --seq-len 11000
       tfopt bench m.tflite --cpu-option api=compiled --cpu-option force_fp16=true
     """
     from tfopt.fsutil import check_output_dir

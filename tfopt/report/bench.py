@@ -17,7 +17,7 @@ from tfopt.report.tables import markdown_table, text_table, to_json, write_json
 
 BENCH_REPORT_FILES = ["bench.json", "bench.md", "bench.png"]
 HEADERS = ["accel", "threads", "runs", "load_ms", "first_ms", "p50_ms", "p90_ms"]
-HEADERS += ["p99_ms", "mem_mb", "max|gpu-cpu|", "spread"]
+HEADERS += ["p99_ms", "mem_mb", "max|gpu-cpu|", "spread", "input"]
 
 
 def reports(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,7 +50,19 @@ def _row(e: dict[str, Any]) -> list[Any]:
         e.get("peak_rss_mb", e.get("peak_memory_mb")),
         e.get("max_abs_vs_cpu"),
         _spread(e),
+        shapes_text(e),
     ]
+
+
+def shapes_text(e: dict[str, Any]) -> str | None:
+    """The input shapes a result was timed at: '1x500x4', or 'ids:1x128 mask:1x128'."""
+    shapes = e.get("input_shapes")
+    if not shapes:
+        return None
+    dims = {name: "x".join(map(str, shape)) for name, shape in shapes.items()}
+    return next(iter(dims.values())) if len(dims) == 1 else " ".join(
+        f"{name}:{d}" for name, d in dims.items()
+    )
 
 
 def _spread(e: dict[str, Any]) -> str | None:
@@ -173,12 +185,18 @@ def _column(doc: dict[str, Any], entry: dict[str, Any]) -> str:
     return f"{'' if target == 'local' else target + ' '}{accel} {entry['threads']}t"
 
 
-def _matrix(docs: list[dict[str, Any]]) -> _Matrix:
-    from tfopt.timing import headline_us
-
+def _row_names(docs: list[dict[str, Any]]) -> list[str]:
+    """Each report's model row: its file name, or its path where two share a file name."""
     names = [Path(d["model"]).name for d in docs]
     if len({d["model"] for d in docs}) > len(set(names)):  # same file name in other folders
         names = [str(d["model"]) for d in docs]
+    return names
+
+
+def _matrix(docs: list[dict[str, Any]]) -> _Matrix:
+    from tfopt.timing import headline_us
+
+    names = _row_names(docs)
     m = _Matrix([], [], {}, {}, {}, {}, {})
     stats: dict[str, set[str]] = {}
     for name, d in zip(names, docs, strict=True):
@@ -208,17 +226,31 @@ def _placement(docs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _inputs(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Model row -> the input shapes it was timed at (every shape seen, in order)."""
+    seen: dict[str, list[str]] = {}
+    for name, d in zip(_row_names(docs), docs, strict=True):
+        for e in d["results"]:
+            text = shapes_text(e)
+            if text and text not in seen.setdefault(name, []):
+                seen[name].append(text)
+    return {name: ", ".join(texts) for name, texts in seen.items()}
+
+
 @renders(View.BENCH, Format.MARKDOWN)
 def markdown(doc: dict[str, Any]) -> str:
     """The matrix as Markdown; columns say what they hold: `p50` from the harness, `mean` where
     only a mean exists (LiteRT's benchmark_model on Android)."""
     docs = reports(doc)
     m = _matrix(docs)
-    headers = ["model", "size KB", *(f"{m.labels[c]} ms {c}" for c in m.columns), "sha256"]
+    headers = ["model", "size KB", "input", *(f"{m.labels[c]} ms {c}" for c in m.columns)]
+    headers.append("sha256")
+    inputs = _inputs(docs)
     rows = [
-        [n, round(m.size[n] / 1024, 1), *(m.cells[n].get(c) for c in m.columns), m.sha[n][:12]]
+        [n, round(m.size[n] / 1024, 1), inputs.get(n), *(m.cells[n].get(c) for c in m.columns),
+         m.sha[n][:12]]
         for n in m.models
-    ]
+    ]  # fmt: skip
     described = "\n".join(
         f"- {t}: {mc.get('cpu') or mc.get('device')}, {mc.get('cores', '?')} cores, "
         f"ai-edge-litert {mc.get('ai_edge_litert', '?')}"

@@ -2,7 +2,7 @@
 
     python runtime.pyz MODEL.tflite --threads 2 --runs 100 --warmup 10 [--no-xnnpack] [--data X.npz]
         [--pin 0,1] [--accelerator gpu [--placement-only]] [--lm --prompt-len 16 --new-tokens 32]
-        [--cpu-option KEY=VALUE ...] [--profile]
+        [--cpu-option KEY=VALUE ...] [--profile] [--input-shape NAME=1,500,4 ...]
     python runtime.pyz MODEL.tflite --data X.npz --outputs OUT.npz   (every sample's outputs)
 
 The same entry runs locally and on an ssh device: the host builds `tfopt/runtime` into one zipapp
@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 
 from .cpu import run
 from .cpuopts import COMPILED, parse_cpu_options
-from .feeding import write_outputs
+from .feeding import parse_shapes, synthetic_file, write_outputs
 from .gpu import run_compiled
 from .lm import run_lm
 from .profile import profile_ops
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-xnnpack", action="store_true")
     parser.add_argument("--data", default=None)
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        help="NAME=1,500,4: time a synthetic sample of this shape (a free dimension's length)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lm", action="store_true", help="time prefill/decode of an exported LM")
     parser.add_argument("--prompt-len", type=int, default=16)
@@ -57,7 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile-runs", type=int, default=20)
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tfopt-sample-") as folder:
+        return _main(args, folder)
+
+
+def _main(args: argparse.Namespace, folder: str) -> int:
     try:
+        if args.input_shape:
+            if args.data:
+                raise ValueError("give --data or --input-shape, not both")
+            shapes = parse_shapes(args.input_shape)
+            args.data = synthetic_file(args.model, shapes, args.seed, folder)
         pinned = pin(args.pin) if args.pin else None
         cpu = parse_cpu_options(args.cpu_option)
         if args.outputs:

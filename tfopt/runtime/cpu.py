@@ -75,5 +75,11 @@ def run(
         "accelerator": "cpu",
         "threads": threads,
         "xnnpack": xnnpack,
+        "input_shapes": fed_shapes(inputs),
         **timing_entry(load_ms, first_ms, warmup, latencies),
     }
+
+
+def fed_shapes(inputs: dict[str, dict]) -> dict[str, list[int]]:
+    """The shape each input was timed at (after `feed` resized free dimensions)."""
+    return {name: [int(d) for d in detail["shape"]] for name, detail in inputs.items()}

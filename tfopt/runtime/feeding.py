@@ -26,7 +26,13 @@ def make_interpreter(
         experimental_op_resolver_type=resolver,
         **(options or {}),
     )
-    interpreter.allocate_tensors()
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError:
+        # A free length too short for the model at its default size 1 (a convolution longer
+        # than that): `feed` allocates once the inputs are resized to the sample's length.
+        if not any(any(free_dims(d)[1:]) for d in interpreter.get_input_details()):
+            raise
     return interpreter
 
 
@@ -147,6 +153,45 @@ def load_sample(data_path: str | None, inputs: dict[str, dict], seed: int) -> di
             first if fits(detail, first.shape) else first.reshape([int(s) for s in detail["shape"]])
         )
     return sample
+
+
+def parse_shapes(values: list[str]) -> dict[str, list[int]]:
+    """`NAME=1,500,4` per input (the host's `bench --input-shape`/`--seq-len`, resolved)."""
+    shapes = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise ValueError(f"--input-shape '{value}': expected NAME=comma-separated sizes") from None
+        if not name or any(d < 1 for d in shapes[name]):
+            raise ValueError(f"--input-shape '{value}': expected NAME=positive sizes")
+    return shapes
+
+
+def synthetic_file(model_path: str, shapes: dict[str, list[int]], seed: int, folder: str) -> str:
+    """A .npz of one synthetic sample at `shapes` (other inputs at their own shape), fed then
+    like a `--data` file: the timed run and the profile see the same sample at the same shape."""
+    import os
+
+    inputs, _ = io_details(make_interpreter(model_path))
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise ValueError(f"the model has no input {', '.join(unknown)} (it has {', '.join(inputs)})")
+    for name, shape in shapes.items():
+        if not fits(inputs[name], tuple(shape)):
+            raise ValueError(
+                f"input '{name}' cannot take shape {shape}: its shape is "
+                f"{[int(d) for d in inputs[name]['shape_signature']]} (-1 = free)"
+            )
+    rng = np.random.default_rng(seed)
+    sample = {
+        name: synthetic_input(name, {**d, "shape": shapes.get(name, d["shape"])}, rng)
+        for name, d in inputs.items()
+    }
+    path = os.path.join(folder, "sample.npz")
+    np.savez(path, **sample)
+    return path
 
 
 def run_samples(interpreter: Any, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -79,6 +79,31 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
     return result
 
 
+def input_layer_flags(model: bytes, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """benchmark_model's `--input_layer`/`--input_layer_shape`, which it resizes the inputs to:
+    every graph input in the graph's order, by tensor name; `shapes` are keyed by input name
+    (signature names where the file has one), other inputs keep their own shape (batch 1)."""
+    from tfopt.flatbuffer import model_root
+    from tfopt.inspection import flatbuffer_io
+
+    by_tensor = {d["tensor"]: d for d in flatbuffer_io(model)["inputs"]}
+    graph = model_root(model).Subgraphs(0)
+    tensors = [(graph.Tensors(int(i)).Name() or b"").decode() for i in graph.InputsAsNumpy()]
+    if any("," in t or t not in by_tensor for t in tensors):
+        raise InputError(
+            "an adb target cannot time this model at a chosen input shape (benchmark_model "
+            "cannot name its inputs): use a local or ssh target"
+        )
+    dims = []
+    for t in tensors:
+        d = by_tensor[t]
+        dims.append(shapes.get(d["name"]) or [1 if s == -1 else s for s in d["shape"]])
+    return [
+        f"--input_layer={','.join(tensors)}",
+        "--input_layer_shape=" + ":".join(",".join(map(str, s)) for s in dims),
+    ]
+
+
 def cpu_mask(cpus: str) -> str:
     """'4,5,6,7' -> 'f0' (taskset's hex mask)."""
     return format(sum(1 << c for c in parse_cpus(cpus)), "x")
@@ -159,9 +184,10 @@ class AdbTarget(Target):
         self._shell("making benchmark_model executable", "chmod", "755", binary)
         self.ready = True
 
-    def command(self, graph: str, spec: RunSpec) -> list[str]:
-        """The `adb shell` command line for one measurement (kept separate so tests can read it)."""
-        cmd = [f"{self.device_dir}/benchmark_model", f"--graph={graph}"]
+    def command(self, graph: str, spec: RunSpec, inputs: list[str] | None = None) -> list[str]:
+        """The `adb shell` command line for one measurement (kept separate so tests can read it);
+        `inputs`: `input_layer_flags` for a model timed at chosen input shapes."""
+        cmd = [f"{self.device_dir}/benchmark_model", f"--graph={graph}", *(inputs or [])]
         cmd += [f"--num_threads={spec.threads}", f"--warmup_runs={spec.warmup}"]
         cmd += [f"--min_secs={spec.min_seconds}"]
         if spec.runs is not None:
@@ -178,13 +204,15 @@ class AdbTarget(Target):
             raise InputError("--lm timing runs through the Python runtime: use a local/ssh target")
         if data:
             raise InputError("--data is not passed to benchmark_model; it feeds random inputs")
+        data = model.read_bytes()
+        inputs = input_layer_flags(data, dict(spec.input_shapes)) if spec.input_shapes else None
         self._prepare()
-        sha = hashlib.sha256(model.read_bytes()).hexdigest()
+        sha = hashlib.sha256(data).hexdigest()
         graph = f"{self.device_dir}/{sha}.tflite"
         if sha not in self.pushed:
             self._push(str(model), graph, model.name)
             self.pushed.add(sha)
-        proc = self._adb("shell", shlex.join(self.command(graph, spec)), timeout=timeout)
+        proc = self._adb("shell", shlex.join(self.command(graph, spec, inputs)), timeout=timeout)
         result = parse_benchmark_output(proc.stdout + "\n" + proc.stderr)
         result = {"accelerator": spec.accelerator, "threads": spec.threads, **result}
         if spec.pin:

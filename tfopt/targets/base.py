@@ -42,6 +42,9 @@ class RunSpec:
     cpu_options: tuple[str, ...] = ()  # KEY=VALUE, as `tfopt.runtime.cpuopts` parses them
     profile: bool = False
     profile_runs: int = 20
+    # (input name, shape) for inputs with a free dimension, timed at that shape (bench --seq-len,
+    # --input-shape); the runtime feeds a synthetic sample of it
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def runtime_args(self, data: str | None) -> list[str]:
         args = ["--threads", str(self.threads), "--warmup", str(self.warmup)]
@@ -52,6 +55,8 @@ class RunSpec:
             args.append("--no-xnnpack")
         if data:
             args += ["--data", data]
+        for name, shape in self.input_shapes:
+            args += ["--input-shape", f"{name}={','.join(map(str, shape))}"]
         if self.lm:
             args += ["--lm", "--prompt-len", str(self.prompt_len)]
             args += ["--new-tokens", str(self.new_tokens)]
