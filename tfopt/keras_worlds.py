@@ -252,6 +252,23 @@ def load_preset(folder: Path) -> Any:
     return keras_hub().models.Backbone.from_preset(str(folder))
 
 
+def preset_text_inputs(folder: Path, sentences: list[str], seq_len: int) -> dict[str, Any] | None:
+    """Sentences through a keras-hub preset's own text preprocessor (its tokenizer and packing),
+    as numpy arrays by input name; None when the preset has no text preprocessor."""
+    import numpy as np
+
+    hub = keras_hub()
+    try:
+        pre = hub.models.TextClassifierPreprocessor.from_preset(
+            str(folder), sequence_length=seq_len
+        )
+        out = pre(sentences)
+    except Exception:  # noqa: BLE001 - this preset has no text preprocessor
+        return None
+    x = out[0] if isinstance(out, tuple) else out
+    return {k: np.asarray(v) for k, v in x.items()} if isinstance(x, dict) else None
+
+
 def default_sequence_length(model: Any) -> int | None:
     """The sequence length a keras-hub model was built for: its preprocessor's, else the
     backbone's maximum (`max_sequence_length`); None when it has neither (RoPE models)."""

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from converters import PRECISIONS
+from tfopt.conversion.isolated import step
 from tfopt.core import LoadedModel, Precision, SourceKind
 from tfopt.data import Dataset
 from tfopt.errors import ConversionError, ModelLoadError
@@ -86,14 +88,16 @@ def may_loop(loaded: LoadedModel) -> bool:
 def refuse_loops(converter: Any, prec: Precision) -> None:
     """Convert to float first and refuse calibration of ops that crash the calibrator.
 
-    The same converter is configured for `prec` afterwards; a float failure is left to the real
-    conversion to report.
+    The same converter is configured for `prec` afterwards. A converter that cannot even reach
+    float raises its own error (`conversion_error`), never passes: calibrating a graph nobody
+    looked at is how the calibrator's segfault reached users.
     """
+    step(f"converting to float32 to look for loops before calibrating {prec}")
     try:
         with quiet_stderr():
             ops = graph_summary(converter.convert())["ops"]
-    except Exception:  # noqa: BLE001 - the real conversion names the problem
-        return
+    except Exception as exc:  # noqa: BLE001 - ConverterError and friends
+        raise conversion_error(prec, exc) from exc
     bad = sorted(op for op in ops if op in _CALIBRATOR_CRASHES)
     if bad:
         what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in bad)
@@ -131,6 +135,8 @@ def run_converter(
     data: Dataset | None,
 ) -> bytes:
     """Convert (errors name the ops at fault), then quantize with the LiteRT quantizer if asked."""
+    calibrating = PRECISIONS[prec].needs_calibration and not use_aeq
+    step(f"converting to {prec}" + (" (TF's converter and calibrator)" if calibrating else ""))
     try:
         with quiet_stderr():
             flatbuffer = converter.convert()
@@ -145,16 +151,17 @@ def aeq(
     """Quantize a float flatbuffer with the LiteRT quantizer; calibrate static schemes on `data`."""
     from converters.aeq import quantize
 
+    step(f"quantizing to {prec} with the LiteRT quantizer")
     calibration = None
-    if data is not None:
+    if data is not None and PRECISIONS[prec].needs_calibration:
         with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
             f.write(float_model)
             f.flush()
             key = next(iter(make_interpreter(f.name).get_signature_list()), None)
         if key is None:
             raise ConversionError(
-                "the LiteRT quantizer calibrates through a signature, and this .tflite has none "
-                "(use --precision dynamic or w8, which need no calibration)"
+                f"the LiteRT quantizer calibrates {prec} through a signature, and this .tflite has "
+                "none (dynamic, w8 and w4 need no calibration; or convert the source model)"
             )
         calibration = {key: [data.sample(i) for i in range(len(data))]}
     return quantize(float_model, prec, keep_float, calibration)

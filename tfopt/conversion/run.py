@@ -26,7 +26,9 @@ from tfopt.conversion.inputs import (
     vocabulary_bound,
     written_input_notes,
 )
+from tfopt.conversion.isolated import convert_in_child, in_child, step
 from tfopt.conversion.lm import convert_lm
+from tfopt.conversion.quantized import check_quantized
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.conversion.transformer import MASK_MARGIN, quantize_transformer
@@ -36,7 +38,13 @@ from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import graph_summary, gzip_size
 from tfopt.loading import load
 from tfopt.metadata import Metadata, app_caveats, attach, carry, read
-from tfopt.validate import compare_outputs, run_reference, run_tflite, with_thresholds
+from tfopt.validate import (
+    compare_outputs,
+    run_reference,
+    run_tflite,
+    with_saturation,
+    with_thresholds,
+)
 
 
 def with_metadata(flatbuffer: bytes, spec: Metadata) -> tuple[bytes, dict[str, Any]]:
@@ -56,26 +64,52 @@ def with_metadata(flatbuffer: bytes, spec: Metadata) -> tuple[bytes, dict[str, A
     return out, doc
 
 
+# What the check ran on, as recorded in the result's `check.data` (and how a failure reads).
+CHECK_DATA = {
+    "check_data": "the check data",
+    "calibration": "the calibration data",
+    "sentences": "public-domain sentences through the model's own tokenizer",
+    "synthetic": "synthetic inputs",
+}
+
+
 def _keep(
-    out: Path, flatbuffer: bytes, prec: Precision, loaded: LoadedModel, sample: Any, check: bool
+    out: Path,
+    flatbuffer: bytes,
+    prec: Precision,
+    loaded: LoadedModel,
+    sample: tuple[str, Any],
+    check: bool,
 ) -> dict[str, Any] | None:
     """Write `flatbuffer` to `out` atomically, after checking it against `loaded` on `sample`
-    with the precision's tolerance (a failed check writes nothing)."""
+    (what it is, the Dataset) with the precision's tolerance (a failed check writes nothing)."""
+    kind, data = sample
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
         if not check:
             return None
+        step(f"loading the {prec} file in LiteRT (a child process)")
         probe(tmp, prec)
-        checked_on = sample.take(CHECK_SAMPLES)
+        step(f"checking the {prec} file against the source model in LiteRT")
+        checked_on = data.take(CHECK_SAMPLES)
         diff = compare_outputs(run_reference(loaded, checked_on), run_tflite(str(tmp), checked_on))
+        diff = with_saturation(diff, str(tmp), checked_on)  # int8 inputs the data overflows
         spec = PRECISIONS[prec]
         verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
+        for warning in verdict.warnings:
+            note(warning)
         if not verdict.passed:
+            if kind == "synthetic":
+                raise ValidationError(
+                    f"{prec} model fails its numeric check on synthetic inputs (random values, "
+                    f"nothing like real data): {verdict.failures[0]}; judge it on real inputs "
+                    "with --check-data DATA (or --no-check to keep it)"
+                )
             raise ValidationError(
-                f"{prec} model fails its numeric check: {verdict.failures[0]} "
-                "(pass --no-check to keep it anyway)"
+                f"{prec} model fails its numeric check on {CHECK_DATA[kind]}: "
+                f"{verdict.failures[0]} (pass --no-check to keep it anyway)"
             )
-        return verdict.to_dict()
+        return {**verdict.to_dict(), "data": kind}
 
 
 def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertResult:
@@ -93,9 +127,11 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     if PRECISIONS[prec].needs_calibration and data is None:
         raise DataError(f"{prec} needs calibration data: pass --calibration DATA")
+    _calibration_unused(prec, data)
     started = time.perf_counter()
     flatbuffer = aeq(source, prec, req.keep_float, data)
     seconds = time.perf_counter() - started
+    check_quantized(flatbuffer, prec, source, req.check)
     flatbuffer, metadata = carry(source, flatbuffer)
     if metadata:
         files = ", ".join(f["name"] for f in metadata.get("packed_files", [])) or "no files"
@@ -106,7 +142,7 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
         flatbuffer, metadata = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)
     held_out = dataset(req.check_data, loaded.inputs, CHECK_SAMPLES)
-    sample = held_out or data or synthetic_data(loaded.inputs, 8)
+    sample = _check_sample(held_out, data, lambda: synthetic_data(loaded.inputs, 8))
     result = _keep(out, flatbuffer, prec, loaded, sample, req.check)
     summary = graph_summary(flatbuffer)
     return ConvertResult(
@@ -115,6 +151,55 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
         float_compute_ops=summary["float_compute_ops"], check=result,
         metadata=metadata,
     )  # fmt: skip
+
+
+def _calibration_unused(prec: Precision, data: Any) -> None:
+    if data is not None and not PRECISIONS[prec].needs_calibration:
+        note(f"{prec} needs no calibration: the --calibration data serves the check only")
+
+
+def _check_sample(
+    held_out: Any, data: Any, synthetic: Any, text: Any = None
+) -> tuple[str, Any]:
+    """What the check runs on: the check data, else the calibration data, else real sentences
+    through the model's own tokenizer (`text()`), else synthetic values (`synthetic()`)."""
+    if held_out is not None:
+        return "check_data", held_out
+    if data is not None:
+        return "calibration", data
+    sentences = text() if text is not None else None
+    if sentences is not None:
+        return "sentences", sentences
+    return "synthetic", synthetic()
+
+
+def _sentences(loaded: LoadedModel, specs: tuple[Any, ...]) -> Any:
+    """The shipped public-domain sentences through a keras-hub preset's own preprocessor, at
+    the model's fixed length; None when the model is no such text model."""
+    if loaded.path is None or not (Path(loaded.path) / "config.json").exists():
+        return None
+    lengths = {d for s in specs for d in s.shape[1:2]}
+    if len(lengths) != 1 or None in lengths:
+        return None
+    from importlib.resources import files
+
+    text = files("tfopt").joinpath("text/sentences.txt").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    arrays = keras_worlds.preset_text_inputs(Path(loaded.path), lines, lengths.pop())
+    if arrays is None or any(s.name not in arrays for s in specs):
+        return None
+    import numpy as np
+
+    from tfopt.data import Dataset
+
+    return Dataset({s.name: np.asarray(arrays[s.name]).astype(s.dtype) for s in specs})
+
+
+def _isolate(model: Any, req: ConvertRequest) -> bool:
+    """Whether to run the conversion in a child process: the native steps that crash (TF's
+    calibrator, the quantizers) on a model given by path, unless already in that child."""
+    risky = PRECISIONS[req.precision].needs_calibration or req.use_aeq
+    return isinstance(model, (str, os.PathLike)) and risky and not req.lm and not in_child()
 
 
 def convert(
@@ -131,8 +216,11 @@ def convert(
     LM with prefill/decode signatures), `quantizer` ("converter" or "aeq"), `keep_float`,
     `imports` (modules or `.py` files with custom layers; need `unsafe`) and `input_shapes`.
 
-    The result is checked on `check_data` (else the calibration data, else realistic random
-    inputs; at most 32 samples) against the precision's tolerance before it is kept.
+    The result is checked on `check_data` (else the calibration data, else public-domain
+    sentences through a keras-hub text model's own tokenizer, else realistic random inputs; at
+    most 32 samples) against the precision's tolerance before it is kept; `check["data"]` says
+    which. Calibrated and LiteRT-quantizer conversions of a model given by path run in a child
+    process, so a native crash there is a `ConversionError` naming the step.
 
     Raises:
         InputError: a bad option or combination of options, a bad model path.
@@ -149,6 +237,9 @@ def convert_request(
 ) -> ConvertResult:
     """`convert` for a ready request."""
     out = check_output(output, req.overwrite)
+    if _isolate(model, req):
+        return convert_in_child(model, out, req)
+    step("loading the model")
     loaded: LoadedModel = load(
         model, unsafe=req.unsafe, imports=req.imports, input_shapes=req.input_shapes
     )
@@ -203,6 +294,7 @@ def convert_request(
         raise DataError(
             f"{prec} needs calibration data: pass --calibration DATA (.npz, .npy or image folder)"
         )
+    _calibration_unused(prec, data)
 
     original = loaded  # the check runs the model the user gave, whatever is converted
     loaded = recurrent.fused(loaded, prec)  # Keras 3 LSTM/GRU at int8: their tf_keras twin
@@ -234,6 +326,7 @@ def convert_request(
         )
         with masks:
             free = KEEP_FREE if req.dynamic_length else None
+            step(f"exporting the {loaded.kind} model for the converter")
             prepared = backend_for(loaded.kind)(loaded, free, Path(work))
         if bounded:
             note(
@@ -246,8 +339,7 @@ def convert_request(
                 "attention matmul through the softmax (XNNPACK runs them in float only)"
             )
         calibrated = spec.needs_calibration and not req.use_aeq and not searched
-        if calibrated and may_loop(loaded):
-            refuse_loops(prepared.converter, prec)
+        looping = calibrated and may_loop(loaded)
 
         def configured(converter: Any) -> Any:
             if req.use_aeq or searched:
@@ -259,10 +351,13 @@ def convert_request(
             return converter
 
         def attempt(converter: Any) -> bytes:
+            if looping:  # on the converter that will calibrate, the fallback's too
+                refuse_loops(converter, prec)
             if searched:
                 assert data is not None  # int8 needs calibration, checked above
                 float_model = run_converter(configured(converter), Precision.FLOAT32, False, (), None)
                 nonlocal sensitivity
+                step("searching which op kinds int8 keeps float (LiteRT quantizer)")
                 quantized, sensitivity = quantize_transformer(float_model, data)
                 note(sensitivity.summary())
                 return quantized
@@ -280,12 +375,18 @@ def convert_request(
         flatbuffer, metadata = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)  # before anything is written
 
+    check_quantized(flatbuffer, prec, None, req.check)
     own = keras_worlds.default_sequence_length(loaded.model) or FREE_LENGTH
     free_length = min(own, FREE_LENGTH) if req.dynamic_length else None
-    synthetic = synthetic_data(
-        specs, 8, max_id=vocabulary_bound(loaded.model), free_length=free_length
+    sample = _check_sample(
+        held_out,
+        data,
+        lambda: synthetic_data(
+            specs, 8, max_id=vocabulary_bound(loaded.model), free_length=free_length
+        ),
+        lambda: _sentences(original, specs),
     )
-    result = _keep(out, flatbuffer, prec, original, (held_out or data or synthetic), req.check)
+    result = _keep(out, flatbuffer, prec, original, sample, req.check)
     for line in written_input_notes(flatbuffer, free_inputs, req.seq_len, held_out or data):
         note(line)
     summary = graph_summary(flatbuffer)

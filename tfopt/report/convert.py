@@ -14,6 +14,18 @@ def _float_ops(r: dict[str, Any]) -> str | None:
     return None
 
 
+_DATA = {
+    "check_data": "of the check data",
+    "calibration": "of the calibration data",
+    "sentences": "(public-domain sentences, the model's own tokenizer)",
+    "synthetic": "(synthetic inputs: pass --check-data for real ones)",
+}
+
+
+def _on(check: dict[str, Any]) -> str:
+    return f" {_DATA[check['data']]}" if check.get("data") in _DATA else ""
+
+
 @renders(View.CONVERT, Format.TEXT)
 def text(r: dict[str, Any]) -> str:
     lines = [
@@ -23,7 +35,7 @@ def text(r: dict[str, Any]) -> str:
     if r["check"]:
         worst = min(r["check"]["outputs"], key=lambda o: o["sqnr_db"])
         lines.append(
-            f"check passed on {r['check']['samples']} samples: "
+            f"check passed on {r['check']['samples']} samples{_on(r['check'])}: "
             f"SQNR {worst['sqnr_db']:.1f} dB, cosine {worst['cosine']:.5f}"
         )
     if ops := _float_ops(r):
