@@ -204,10 +204,11 @@ class AdbTarget(Target):
             raise InputError("--lm timing runs through the Python runtime: use a local/ssh target")
         if data:
             raise InputError("--data is not passed to benchmark_model; it feeds random inputs")
-        data = model.read_bytes()
-        inputs = input_layer_flags(data, dict(spec.input_shapes)) if spec.input_shapes else None
+        graph_bytes = model.read_bytes()
+        shapes = dict(spec.input_shapes)
+        inputs = input_layer_flags(graph_bytes, shapes) if shapes else None
         self._prepare()
-        sha = hashlib.sha256(data).hexdigest()
+        sha = hashlib.sha256(graph_bytes).hexdigest()
         graph = f"{self.device_dir}/{sha}.tflite"
         if sha not in self.pushed:
             self._push(str(model), graph, model.name)
