@@ -262,3 +262,90 @@ def test_progress_on_a_terminal_only(
                             str(tmp_path / "c.tflite")], capture_output=True, text=True,
                            timeout=300)  # fmt: skip
     assert piped.returncode == 0 and "converting" not in piped.stderr  # not a terminal: silent
+
+
+LONG = "mobilenet_v3_large_imagenet_224_finetuned_on_user_photos_export_final_v2_int8.tflite"
+CJK = "模型.tflite"
+
+
+def test_bench_png_long_and_non_ascii_names(
+    runner: CliRunner, tflite: dict[str, Path], tmp_path: Path
+) -> None:
+    """No matplotlib warning (as errors here: "Glyph missing" used to print pages), names
+    shortened and drawable in the PNG, full names kept in JSON."""
+    import shutil
+    import warnings
+
+    from tfopt import report
+
+    models = [tmp_path / LONG, tmp_path / CJK]
+    shutil.copy(tflite["float32"], models[0])
+    shutil.copy(tflite["int8"], models[1])
+    out = tmp_path / "report"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = invoke(runner, "bench", *models, "--threads", "1", "--runs", "5", "--report", out)
+        assert result.exit_code == 0, result.output
+        doc = json.loads((out / "bench.json").read_text())
+        assert [Path(m["model"]).name for m in doc["models"]] == [LONG, CJK]
+        doc["models"][1]["results"][0]["latency_us"]["p50"] *= 1000  # a log axis, below 1 ms too
+        png = report.render(report.View.BENCH, doc, "png")
+    assert png[:4] == b"\x89PNG"
+    (tmp_path / "log.png").write_bytes(png)
+    print("bench charts:", out / "bench.png", tmp_path / "log.png")
+
+
+def _tune_doc(name: str) -> dict:
+    """A search result as `tune` writes it: the winner at the top right of the plot (where the
+    legend used to sit), the other trials below and left of it."""
+    def trial(label: str, kb: float, ms: float, q: float, passed: bool) -> dict:
+        return {"variant": {"label": label}, "status": "ok", "passed": passed, "p50_ms": ms,
+                "size_bytes": int(kb * 1024), "quality": {"cosine": q}, "phase": "precision",
+                "runtime": {"threads": 1, "xnnpack": True, "accelerator": "cpu"}}  # fmt: skip
+
+    trials = [trial("float32", 90, 0.9, 1.0, True), trial("dynamic", 25, 0.5, 0.999, True),
+              trial("int8 cal100 keep " + "x" * 60, 22, 0.3, 0.97, False),
+              trial("w4", 12, 0.35, 0.98, False), trial("float16", 45, 2.0, 0.9999, True)]  # fmt: skip
+    winner = dict(trials[-1]["variant"], size_bytes=trials[-1]["size_bytes"], p50_ms=2.0,
+                  runtime=trials[-1]["runtime"], quality={"cosine": 0.9999})  # fmt: skip
+    return {"model": name, "goals": ["cosine>=0.99"], "trials": trials, "winner": winner,
+            "target": "local"}  # fmt: skip
+
+
+def test_pareto_png_legend_clear_of_the_winner_and_non_ascii_model(tmp_path: Path) -> None:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfopt import report
+    from tfopt.report.tune import pareto_figure
+
+    doc = _tune_doc(f"/data/{CJK}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = report.render(report.View.TUNE, doc, "png")
+        fig = pareto_figure(doc)
+        fig.canvas.draw()
+    (tmp_path / "pareto.png").write_bytes(png)
+    print("pareto:", tmp_path / "pareto.png")
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    w = doc["winner"]
+    x, y = ax.transData.transform((w["size_bytes"] / 1024, w["p50_ms"]))
+    assert not legend.contains(x, y)
+    assert legend.y1 < ax.get_window_extent().y0  # below the axes altogether
+    plt.close(fig)
+    assert "?" in fig.axes[0].get_title() or "模型" in fig.axes[0].get_title()
+
+
+def test_plot_text_and_labels() -> None:
+    from tfopt.report.chart import distinct_labels, plot_text, short_label
+
+    assert short_label(LONG) == LONG[:15] + "\u2026" + LONG[-14:] and len(short_label(LONG)) == 30
+    assert plot_text("cost $5") == r"cost \$5"  # not mathtext
+    drawn = plot_text(CJK)
+    assert drawn.endswith(".tflite") and len(drawn) == len(CJK)
+    assert distinct_labels(["ab", "ab", "c"]) == ["ab [1]", "ab [2]", "c"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import Any
 
+from tfopt.report.chart import plot_text, readable_log_axis, short_label, style
 from tfopt.report.registry import Format, View, renders
 from tfopt.report.tables import markdown_table, text_table
 
@@ -118,6 +120,18 @@ def pareto_png(r: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context(style()):
+        fig = pareto_figure(r)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # the legend below too
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def pareto_figure(r: dict[str, Any]) -> Any:
+    """The Pareto plot as a matplotlib figure (its legend below the axes, clear of every point)."""
+    import matplotlib.pyplot as plt
+
     m = _measure(r)
     goal = r["goals"][0]
     gate = float(re.split(r"[<>]=?", goal)[-1])
@@ -146,27 +160,28 @@ def pareto_png(r: dict[str, Any]) -> bytes:
             ax.step([t["size_bytes"] / 1024 for t in front], [t["p50_ms"] for t in front],
                     where="post", color="grey", linewidth=1, label="Pareto front (meets gate)")  # fmt: skip
         for t in pts:
-            ax.annotate(t["variant"]["label"], (t["size_bytes"] / 1024, t["p50_ms"]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            ax.annotate(short_label(t["variant"]["label"], 40), (t["size_bytes"] / 1024,
+                        t["p50_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")  # fmt: skip
         w = r.get("winner")
         if w:
+            won = plot_text(f"winner: {w['label']} ({_rt(w['runtime'])}), re-timed")
             ax.scatter([w["size_bytes"] / 1024], [w["p50_ms"]], marker="*", s=320, color="red",
-                       label=f"winner: {w['label']} ({_rt(w['runtime'])}), re-timed")  # fmt: skip
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper right")
+                       label=won)  # fmt: skip
+        if ax.get_legend_handles_labels()[0]:  # below the axes: it never covers a point
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
         if max(ys) / max(min(ys), 1e-9) > 20:
             ax.set_yscale("log")
+            readable_log_axis(ax.yaxis)
         if max(xs) / max(min(xs), 1e-9) > 20:
             ax.set_xscale("log")
+            readable_log_axis(ax.xaxis)
     else:
         ax.text(0.5, 0.5, "no trial was timed", ha="center", transform=ax.transAxes)
     ax.set_xlabel("size (KB)")
-    ax.set_ylabel(f"p50 latency (ms), best runtime setting, on {r['target']}")
-    ax.set_title(f"tfopt tune: {len(r['trials'])} trials, goal {' and '.join(r['goals'])}",
+    ax.set_ylabel(plot_text(f"p50 latency (ms), best runtime setting, on {r['target']}"))
+    ax.set_title(plot_text(f"tfopt tune: {short_label(Path(r.get('model', '')).name, 40)}: "
+                           f"{len(r['trials'])} trials, goal {' and '.join(r['goals'])}"),
                  fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
