@@ -185,3 +185,97 @@ def test_signature_fixed_at_the_fit_batch_is_refused(
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
     assert "fixes the batch at 32" in line and "(None, 8, 8, 1)" in line
     assert not (tmp_path / "x.tflite").exists()
+
+
+def _onnx_model_proto() -> bytes:
+    """A minimal valid ONNX ModelProto (ir_version 8, producer, an empty graph, opset 17),
+    written field by field: the `onnx` package is not a dependency."""
+
+    def message(field: int, payload: bytes) -> bytes:
+        return bytes([(field << 3) | 2, len(payload)]) + payload
+
+    opset = bytes([(2 << 3) | 0, 17])  # OperatorSetIdProto.version = 17
+    return bytes([(1 << 3) | 0, 8]) + message(2, b"hand") + message(7, message(2, b"g")) + (
+        message(8, opset)
+    )
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files users pass by mistake, each written the way its own tool writes it."""
+    import pickle
+    import zipfile
+
+    from tfopt import keras_worlds
+
+    tf = keras_worlds.tf()
+    root = tmp_path_factory.mktemp("not_tfopt")
+    tf.train.Checkpoint(w=tf.Variable(tf.ones([4, 4]))).save(str(root / "tf2_ckpt" / "ckpt"))
+    with tf.Graph().as_default():
+        tf.compat.v1.get_variable("w", [4, 4])
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, str(root / "tf1_ckpt" / "model.ckpt"))
+    (root / "model.onnx").write_bytes(_onnx_model_proto())
+    (root / "exported").write_bytes(_onnx_model_proto())  # no extension: told by its bytes
+    (root / "broken.onnx").write_bytes(b"not even protobuf")
+    with zipfile.ZipFile(root / "net.pt", "w") as z:  # torch.save's layout
+        z.writestr("net/data.pkl", pickle.dumps({"weight": [0.0]}, protocol=2))
+        z.writestr("net/version", "3\n")
+    graph = tf.function(lambda x: x * 2).get_concrete_function(tf.TensorSpec([1])).graph
+    (root / "frozen.pb").write_bytes(graph.as_graph_def().SerializeToString())
+    return {p.name: p for p in root.iterdir()}
+
+
+FOREIGN = [  # (file, what the line says it is, the route it names)
+    ("tf2_ckpt", "is a TensorFlow checkpoint (weights only, no graph)", "tf.saved_model.save"),
+    ("tf1_ckpt", "is a TensorFlow checkpoint (weights only, no graph)", "model.save"),
+    ("model.onnx", "is an ONNX model", "onnx2tf (pip install onnx2tf)"),
+    ("exported", "is an ONNX model", "onnx2tf"),
+    ("broken.onnx", "is an ONNX model", "onnx2tf"),
+    ("net.pt", "is a PyTorch model", "litert-torch"),
+    ("frozen.pb", "is a TensorFlow GraphDef", "from_frozen_graph"),
+]
+
+
+def _error_line(result: Any) -> str:
+    assert result.exit_code == 1, result.output
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert line.startswith("Error: ")
+    return line
+
+
+@pytest.mark.parametrize(("name", "says", "route"), FOREIGN, ids=[f[0] for f in FOREIGN])
+def test_foreign_source_is_named_with_its_route(
+    name: str,
+    says: str,
+    route: str,
+    foreign: dict[str, Path],
+    runner: CliRunner,
+    tmp_path: Path,
+) -> None:
+    line = _error_line(invoke(runner, "convert", foreign[name], "-o", tmp_path / "x.tflite"))
+    assert says in line and route in line
+    assert not (tmp_path / "x.tflite").exists()
+
+
+@pytest.mark.parametrize("command", ["inspect", "bench"])
+def test_inspect_and_bench_name_the_format_too(
+    command: str, foreign: dict[str, Path], runner: CliRunner, tmp_path: Path
+) -> None:
+    converted = _error_line(invoke(runner, "convert", foreign["model.onnx"], "-o", tmp_path / "x"))
+    assert _error_line(invoke(runner, command, foreign["model.onnx"])) == converted
+    assert "is a TensorFlow checkpoint" in _error_line(invoke(runner, command, foreign["tf2_ckpt"]))
+
+
+def test_a_checkpoint_prefix_and_savedmodel_parts(
+    foreign: dict[str, Path], saved: dict[str, Path], runner: CliRunner, tmp_path: Path
+) -> None:
+    """What tf.train.Checkpoint.save returns (a prefix naming no file) is a checkpoint too; a
+    SavedModel's own files point to its folder."""
+    out = tmp_path / "x.tflite"
+    prefix = foreign["tf2_ckpt"] / "ckpt-1"
+    assert "is a TensorFlow checkpoint" in _error_line(invoke(runner, "convert", prefix, "-o", out))
+    for part in (saved["module"] / "saved_model.pb", saved["module"] / "variables"):
+        line = _error_line(invoke(runner, "convert", part, "-o", out))
+        assert f"is part of a SavedModel: pass its folder, {saved['module']}" in line

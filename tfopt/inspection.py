@@ -12,6 +12,7 @@ import numpy as np
 
 from tfopt.errors import InputError, ModelLoadError, first_line
 from tfopt.flatbuffer import enum_names, is_tflite, model_root, operators, schema
+from tfopt.foreign import describe
 from tfopt.fsutil import existing
 from tfopt.metadata import read as read_metadata
 from tfopt.runtime.feeding import make_interpreter, short_name
@@ -76,10 +77,10 @@ def read_tflite(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a `.tflite` file, refusing anything that is not one."""
     p = existing(path, "model")
     if p.is_dir():
-        raise InputError(f"{p} is a folder, not a .tflite file")
+        raise InputError(describe(p) or f"{p} is a folder, not a .tflite file")
     data = p.read_bytes()
-    if not is_tflite(data):
-        raise ModelLoadError(f"{p} is not a TFLite flatbuffer (no TFL3 identifier)")
+    if not is_tflite(data):  # an ONNX, PyTorch... file is named, with the route to a .tflite
+        raise ModelLoadError(describe(p) or f"{p} is not a TFLite flatbuffer (no TFL3 identifier)")
     return data
 
 

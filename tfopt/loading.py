@@ -2,7 +2,9 @@
 
 Sources: in-memory tf_keras or Keras 3 models (keras-hub included), `.keras` and `.h5` files (the
 file's own metadata decides which Keras world loads it), SavedModel folders and `.tflite` files.
-Keras files load in safe mode: a Lambda layer is refused unless `unsafe=True`.
+Keras files load in safe mode: a Lambda layer is refused unless `unsafe=True`. Other formats
+(ONNX, PyTorch, TensorFlow checkpoints, GraphDefs) are refused naming the format and the route
+to one tfopt reads (`tfopt.foreign`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tfopt.core import (  # noqa: F401 - re-exported: the load stage's types
     arrange,
 )
 from tfopt.errors import InputError, ModelLoadError, first_line
+from tfopt.foreign import describe
 from tfopt.fsutil import existing
 from tfopt.userimports import import_user_code, load_error
 
@@ -257,11 +260,20 @@ def probe_tflite(path: str | os.PathLike[str], timeout: float = 120.0) -> None:
         raise ModelLoadError(f"{path} is a broken .tflite file: LiteRT crashed on it ({name})")
 
 
+def refuse_foreign(path: Path) -> None:
+    """Raise the one line naming a format tfopt does not convert (ONNX, PyTorch, a TensorFlow
+    checkpoint or GraphDef...) and the route to one it does; nothing for anything else."""
+    line = describe(path)
+    if line is not None:
+        raise ModelLoadError(line)
+
+
 def _load_tflite(path: Path) -> LoadedModel:
     from tfopt.runtime.feeding import free_dims, io_details, make_interpreter
 
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
+        refuse_foreign(path)
         raise ModelLoadError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
     probe_tflite(path)
     try:
@@ -308,6 +320,8 @@ def load(
     custom = import_user_code(imports, unsafe)
     if not isinstance(source, (str, os.PathLike)):
         return from_keras(source, input_shapes=input_shapes)
+    if not Path(source).exists():
+        refuse_foreign(Path(source))  # a checkpoint's prefix: it names no file, only shards
     path = existing(source, "model")
     if path.is_dir():
         if (path / "saved_model.pb").exists():
@@ -318,12 +332,14 @@ def load(
             except Exception as exc:  # noqa: BLE001 - keras-hub raises many types
                 raise ModelLoadError(f"cannot load preset {path}: {first_line(exc)}") from exc
             return from_keras(model, path, input_shapes)
+        refuse_foreign(path)
         raise InputError(
             f"{path} is a folder but neither a SavedModel (saved_model.pb) nor a preset (config.json)"
         )
     if path.suffix == ".tflite":
         return _load_tflite(path)
-    if path.suffix not in (".keras", ".h5", ".hdf5"):
+    if path.suffix not in (".keras", ".h5", ".hdf5") or path.name.endswith(".weights.h5"):
+        refuse_foreign(path)
         raise InputError(
             f"{path}: unknown model format '{path.suffix}' "
             "(expected .keras, .h5, .tflite or a SavedModel folder)"
