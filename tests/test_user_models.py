@@ -356,7 +356,8 @@ def test_free_lengths_follow_the_users_data(
     # A tf_keras text model saved without an Input: its time axis is free. The length comes from
     # the calibration data (no --seq-len needed), and the LSTM converts at that static length.
     model = tf_keras.Sequential(
-        [tf_keras.layers.Embedding(30, 4), tf_keras.layers.LSTM(4), tf_keras.layers.Dense(2)]
+        # Wide enough that dynamic range quantizes the kernels (1,024 values or more).
+        [tf_keras.layers.Embedding(30, 32), tf_keras.layers.LSTM(32), tf_keras.layers.Dense(2)]
     )
     tokens = np.random.default_rng(0).integers(0, 30, (24, 12)).astype(np.int32)
     model.compile("adam", "mse")

@@ -153,6 +153,14 @@ def aeq(
 
     step(f"quantizing to {prec} with the LiteRT quantizer")
     calibration = None
+    if PRECISIONS[prec].needs_calibration:
+        loops = sorted(op for op in graph_summary(float_model)["ops"] if op in _CALIBRATOR_CRASHES)
+        if loops:  # its calibration runs the graph op by op and finds no data in loop bodies
+            what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in loops)
+            raise ConversionError(
+                f"cannot quantize to {prec} with the LiteRT quantizer (ops at fault: "
+                f"{', '.join(loops)}): it cannot calibrate {what}; use --precision dynamic or w8"
+            )
     if data is not None and PRECISIONS[prec].needs_calibration:
         with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
             f.write(float_model)
