@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import InputError, note
+from tfopt.errors import InputError, ModelLoadError, first_line, note
 from tfopt.inspection import flatbuffer_io
 
 Shape = tuple[int, ...]
@@ -67,7 +67,10 @@ def timed_shapes(
         InputError: a free non-batch dimension and neither `data`, `seq_len` nor a shape for
             it; a shape that does not fit its input.
     """
-    inputs: list[dict[str, Any]] = flatbuffer_io(model)["inputs"]
+    try:
+        inputs: list[dict[str, Any]] = flatbuffer_io(model)["inputs"]
+    except Exception as exc:  # noqa: BLE001 - the flatbuffer reader raises many types
+        raise ModelLoadError(f"{path}: a broken TFLite flatbuffer ({first_line(exc)})") from None
     shapes = parse_shapes(input_shapes)
     if isinstance(shapes, tuple):
         if len(inputs) != 1:
