@@ -392,6 +392,23 @@ def build_time_distributed(K: Any, world: str) -> tuple[Any, dict[str, np.ndarra
     return model, {"x": held[..., 0] / 16.0}
 
 
+def _rows_builder(name: str, rnn: Callable[[Any], Any]) -> None:
+    """A digit's 8 rows as 8 time steps of 8 float features through a recurrent layer: float
+    inputs, so int16x8 can calibrate them too (issue 22 item 7: Keras 3 RNNs at int8)."""
+
+    @builder(name)
+    def build(K: Any, world: str) -> tuple[Any, dict[str, np.ndarray]]:
+        x, y, held = _digit_split()
+        L = K.layers
+        model = K.Sequential([K.Input((8, 8)), rnn(L), L.Dense(10, activation="softmax")])
+        _compile_fit(model, x[..., 0] / 16.0, y, epochs=4)
+        return model, {"x": held[..., 0] / 16.0}
+
+
+_rows_builder("rows_gru", lambda L: L.GRU(32))
+_rows_builder("rows_simplernn", lambda L: L.SimpleRNN(32))
+
+
 @builder("mha")
 def build_mha(K: Any, world: str) -> tuple[Any, dict[str, np.ndarray]]:
     x, y, held = _text_data()

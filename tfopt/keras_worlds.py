@@ -374,10 +374,12 @@ def _tf_keras_config(config: dict[str, Any], unroll: frozenset[str]) -> dict[str
             continue
         if key == "dtype" and isinstance(value, dict):
             value = (value.get("config") or {}).get("name", "float32")
-        elif isinstance(value, dict) and isinstance(value.get("config"), dict) and "class_name" in value:
-            name = value["class_name"]
+        elif isinstance(value, dict) and value.get("class_name") and "config" in value:
+            name = value["class_name"]  # a nested layer (a Bidirectional's, a TimeDistributed's)
             inner = _tf_keras_config(value["config"], unroll)
-            value = {"class_name": name, "config": {**inner, "unroll": True} if name in unroll else inner}
+            if name in unroll:
+                inner["unroll"] = True
+            value = {"class_name": name, "config": inner}
         out[key] = value
     return out
 
@@ -408,15 +410,24 @@ def keras3_to_tf_keras(model: Any, inputs: Any, unroll: frozenset[str] = frozens
                 config["unroll"] = True
             try:
                 made = tfk.layers.deserialize({"class_name": name, "config": config})
-            except Exception as exc:  # noqa: BLE001 - unknown class or keyword, in many types
-                raise ValueError(f"layer '{layer.name}' ({name}) has no tf_keras twin: {exc}") from exc
+            except Exception as e:  # noqa: BLE001 - unknown class or keyword, in many types
+                why = (str(e).strip() or type(e).__name__).splitlines()[0]
+                raise ValueError(
+                    f"layer '{layer.name}' ({name}) has no tf_keras twin: {why}"
+                ) from e
             twins[id(layer)] = (layer, made)
         return twins[id(layer)][1]
 
-    tensors = [
-        tfk.Input(shape=tuple(s.shape[1:]), batch_size=1, dtype=s.dtype, name=s.name) for s in inputs
+    tensors = [  # batch 1: tf_keras lowers an RNN's tensor lists only at a static batch size
+        tfk.Input(shape=tuple(s.shape[1:]), batch_size=1, dtype=s.dtype, name=s.name)
+        for s in inputs
     ]
-    outputs = graph._run_through_graph(tensors, operation_fn=twin)
+    try:
+        outputs = graph._run_through_graph(tensors, operation_fn=twin)
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a twin that cannot take the Keras 3 call
+        raise ValueError(f"the tf_keras layers cannot be called as the Keras 3 ones: {e}") from e
     rebuilt = tfk.Model(tensors if len(tensors) > 1 else tensors[0], outputs, name=model.name)
     for layer, made in twins.values():
         weights, shapes = layer.get_weights(), [tuple(w.shape) for w in made.get_weights()]

@@ -2,10 +2,10 @@
 
 Keras 3 exports an LSTM/GRU/SimpleRNN as a WHILE loop, which TF 2.21's calibrator crashes on, so
 int8/int16x8 were refused. The same model rebuilt in tf_keras with the same weights converts
-without that loop: an LSTM lowers to the fused `UNIDIRECTIONAL_SEQUENCE_LSTM` op, and a GRU or
-SimpleRNN (no fused TFLite op) is unrolled over its fixed number of time steps, and so is an
-LSTM at int16x8 (TF 2.21 quantizes the fused op to int8 only). The conversion
-goes through the twin; the check still runs the original Keras 3 model.
+without that loop: an LSTM lowers to the fused `UNIDIRECTIONAL_SEQUENCE_LSTM` op; a GRU or
+SimpleRNN (no fused TFLite op), and an LSTM at int16x8 (TF 2.21 quantizes the fused op to int8
+only), is unrolled over its fixed number of time steps. The conversion goes through the twin; the
+check still runs the original Keras 3 model.
 """
 
 from __future__ import annotations
@@ -24,11 +24,18 @@ _UNROLLED = frozenset({"GRU", "SimpleRNN"})  # no fused TFLite op: unrolled over
 def _recurrent(model: Any) -> list[str]:
     """Class names of the model's recurrent layers (a Bidirectional's inner layers included)."""
     flatten = getattr(model, "_flatten_layers", None)
+    every = list(flatten(include_self=False)) if callable(flatten) else []
+    inner = {  # a Bidirectional's own two layers are counted as the Bidirectional
+        id(getattr(b, side)) for b in every for side in ("forward_layer", "backward_layer")
+        if hasattr(b, side)
+    }  # fmt: skip
     found = []
-    for layer in flatten(include_self=False) if callable(flatten) else []:
+    for layer in every:
         name = type(layer).__name__
         if name == "Bidirectional":
             found.append(f"Bidirectional({type(layer.forward_layer).__name__})")
+        elif id(layer) in inner:
+            continue
         elif name in {_FUSED, *_UNROLLED} or any(c.__name__ == "RNN" for c in type(layer).__mro__):
             found.append(name)
     return found
@@ -45,7 +52,8 @@ def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
 
     Raises:
         ConversionError: the time dimension is free (unrolling needs it fixed), or a layer has
-            no tf_keras twin (named).
+            no tf_keras twin (named). Other recurrent layers (ConvLSTM, custom cells) leave the
+            model as it is.
     """
     if loaded.kind is not SourceKind.KERAS3 or prec not in CALIBRATED:
         return loaded
@@ -54,13 +62,8 @@ def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
     layers = _recurrent(loaded.model)
     if not layers:
         return loaded
-    unsupported = sorted({n for n in layers if _inner(n) not in {_FUSED, *_UNROLLED}})
-    if unsupported:
-        raise ConversionError(
-            f"cannot convert to {prec}: TF 2.21's calibrator crashes on the loop of "
-            f"{', '.join(unsupported)} (only LSTM, GRU and SimpleRNN layers are rebuilt "
-            "without one); use --precision dynamic or float16"
-        )
+    if any(_inner(n) not in {_FUSED, *_UNROLLED} for n in layers):
+        return loaded  # e.g. ConvLSTM or a custom cell: Keras 3's export (guards refuse its loop)
     free = [s.name for s in loaded.inputs if any(d is None for d in s.shape[1:])]
     if free:
         raise ConversionError(
