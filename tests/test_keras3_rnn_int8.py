@@ -123,3 +123,28 @@ def test_free_length_recurrent_int8_asks_for_seq_len(
     assert result.exit_code == 1
     assert "needs a fixed sequence length" in result.output and "--seq-len" in result.output
     assert not out.exists()
+
+
+def test_masked_keras3_rnn_at_int8_is_refused_naming_the_layer(
+    runner: CliRunner, keras3: Any, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    # Keras 3 computes an Embedding's padding mask with a NotEqual op node, which has no tf_keras
+    # layer to become (and a masked LSTM would not fuse): one line, and nothing written.
+    keras3.utils.set_random_seed(SEED)
+    layers = keras3.layers
+    model = keras3.Sequential(
+        [keras3.Input((TOKENS,), dtype="int32"), layers.Embedding(17, 8, mask_zero=True),
+         layers.LSTM(8), layers.Dense(10, activation="softmax")]
+    )  # fmt: skip
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tokens = np.load(saved["lstm_tokens.npz"])["x"]
+    model.fit(tokens, np.arange(len(tokens)) % 10, epochs=1, verbose=0)
+    model.save(tmp_path / "masked.keras")
+    out = tmp_path / "masked.tflite"
+    result = invoke(
+        runner, "convert", tmp_path / "masked.keras", "-o", out, "--precision", "int8",
+        "--calibration", saved["lstm_tokens.npz"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "(NotEqual) has no tf_keras twin" in result.output and "dynamic" in result.output
+    assert not out.exists()

@@ -415,6 +415,8 @@ def keras3_to_tf_keras(model: Any, inputs: Any, unroll: frozenset[str] = frozens
                 raise ValueError(
                     f"layer '{layer.name}' ({name}) has no tf_keras twin: {why}"
                 ) from e
+            if not isinstance(made, tfk.layers.Layer):  # e.g. a Keras 3 op (a mask's NotEqual)
+                raise ValueError(f"'{layer.name}' ({name}) has no tf_keras twin")
             twins[id(layer)] = (layer, made)
         return twins[id(layer)][1]
 
