@@ -112,11 +112,15 @@ def test_mediapipe_image_classifier_reads_labels_and_normalization(
     probs = next(iter(run_tflite(str(model), data).values()))
     y = data.y
     assert len(found) == len(probs) == 200
+    # MediaPipe normalizes the uint8 pixels itself; tfopt feeds pixels / 255. Float32 agrees to
+    # rounding; a quantized model may put one activation a quantization step apart, so its
+    # scores agree to one int8 step of a [0, 1] score (1/256), whatever the CPU's kernels.
+    tolerance = 1e-4 if precision == "float32" else 1 / 256
     for image, p in zip(found, probs, strict=True):
         top = image[0]
         assert top["name"] == FASHION_LABELS[top["index"]]  # names come from the packed file
         assert p[top["index"]] == pytest.approx(float(p.max()), abs=1e-6)  # int8 scores can tie
-        assert top["score"] == pytest.approx(float(p.max()), abs=1e-4 if precision in ("float32", "dynamic") else 2e-3)
+        assert top["score"] == pytest.approx(float(p.max()), abs=tolerance)
     accuracy = np.mean([image[0]["index"] for image in found] == y)
     assert accuracy > 0.6  # a real classifier on real photos, not chance (0.1)
 
