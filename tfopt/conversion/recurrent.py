@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tfopt import keras_worlds
+from tfopt import keras_twin
 from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind
 from tfopt.errors import ConversionError, note
 
@@ -73,7 +73,7 @@ def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
     # int16x8 has no fused LSTM kernel in TF 2.21: there the LSTM is unrolled too.
     unroll = _UNROLLED | {_FUSED} if prec is Precision.INT16X8 else _UNROLLED
     try:
-        twin = keras_worlds.keras3_to_tf_keras(loaded.model, loaded.inputs, unroll)
+        twin = keras_twin.keras3_to_tf_keras(loaded.model, loaded.inputs, unroll)
     except ValueError as exc:
         raise ConversionError(
             f"cannot convert the Keras 3 recurrent model to {prec}: {exc} (TF 2.21's calibrator "
