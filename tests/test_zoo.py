@@ -87,6 +87,13 @@ def test_zoo_case_list_covers_every_family_in_both_worlds() -> None:
         assert f"tfk/{family}.keras" in names
     assert "k3/app-ResNet50.keras" in names and "tfk/app-RegNetX002.h5" in names
     assert "k3/app-RegNetX002.keras" not in names  # RegNet lives only in tf_keras
+    # Each application family again, trained on photos (the rows that judge int8), both worlds.
+    assert "k3/app-ResNet50+trained.keras" in names and "tfk/app-ResNet50+trained.h5" in names
+    trained = [c for c in zoo.cases("one-per-family") if c.name.endswith(("+trained.keras",
+                                                                          "+trained.h5"))]
+    assert {zoo.paths(Path("m"), c)[0] for c in trained}.isdisjoint(
+        zoo.paths(Path("m"), c)[0] for c in zoo.cases("one-per-family") if c not in trained
+    )  # a trained row never overwrites the random-weight row's saved model
     assert len(set(names)) == len(names)
 
 
