@@ -262,7 +262,7 @@ import {pkg} as K
 
 @K.saving.register_keras_serializable(package="zoo")
 class DigitNet(K.Model):
-    def __init__(self, units=32, **kwargs):
+    def __init__(self, units=128, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.conv = K.layers.Conv2D(16, 3, activation="relu", padding="same")
@@ -1011,9 +1011,9 @@ def render(report: dict[str, Any]) -> str:
         cells = [cell(row["results"].get(p)) for p in precs]
         lines.append(f"| `{row['model']}` | " + " | ".join(cells) + " |")
     counts = pass_counts(report)
-    total = len(report["rows"])
-    lines += ["", "Passes per precision: " + ", ".join(
-        f"{p} {counts[p]}/{total}" for p in precs)]  # fmt: skip
+    ran = {p: sum(1 for r in report["rows"] if p in r["results"]) for p in precs}
+    lines += ["", "Passes per precision (of the rows that ran it): " + ", ".join(
+        f"{p} {counts[p]}/{ran[p]}" for p in precs)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -1036,7 +1036,8 @@ def summary_table(report: dict[str, Any]) -> str:
     lines = ["| rows | models | " + " | ".join(precs) + " |", "|---|---|" + "---|" * len(precs)]
     for group, rows in groups.items():
         counts = pass_counts({"precisions": precs, "rows": rows})
-        cells = [f"{counts[p]}/{len(rows)}" for p in precs]
+        ran = {p: sum(1 for r in rows if p in r["results"]) for p in precs}
+        cells = [f"{counts[p]}/{ran[p]}" if ran[p] else "not run" for p in precs]
         lines.append(f"| {group} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
