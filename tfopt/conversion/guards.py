@@ -94,7 +94,7 @@ def refuse_loops(converter: Any, prec: Precision) -> None:
     """
     step(f"converting to float32 to look for loops before calibrating {prec}")
     try:
-        with quiet_stderr():
+        with quiet_stderr(), _converts_again(converter):
             ops = graph_summary(converter.convert())["ops"]
     except Exception as exc:  # noqa: BLE001 - ConverterError and friends
         raise conversion_error(prec, exc) from exc
@@ -105,6 +105,19 @@ def refuse_loops(converter: Any, prec: Precision) -> None:
             f"cannot convert to {prec} (ops at fault: {', '.join(bad)}): TF 2.21's calibrator "
             f"crashes on {what}; use --precision dynamic or float16"
         )
+
+
+@contextlib.contextmanager
+def _converts_again(converter: Any) -> Iterator[None]:
+    """The converter as it was before a conversion inside. TF 2.21's concrete-function converter
+    converts only once: the first `convert()` swaps in a SavedModel it then deletes, and a second
+    fails with "'NoneType' object has no attribute 'node'", hiding the real outcome."""
+    state = dict(vars(converter))
+    try:
+        yield
+    finally:
+        vars(converter).clear()
+        vars(converter).update(state)
 
 
 @contextlib.contextmanager
