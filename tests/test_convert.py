@@ -212,12 +212,12 @@ def test_int16x8_that_would_crash_litert_is_refused_in_one_line(
 
 
 def test_int8_of_an_rnn_loop_names_the_op(tf_keras: Any, tmp_path: Path) -> None:
-    # A tf_keras GRU becomes a WHILE loop, on which TF 2.21's calibrator segfaults (a Keras 3
-    # GRU is unrolled through its tf_keras twin instead: tests/test_keras3_rnn_int8.py).
-    tokens = tf_keras.Input((12,), dtype="int32")
-    h = tf_keras.layers.GRU(32)(tf_keras.layers.Embedding(20, 4)(tokens))  # 32x96: dynamic quantizes it
-    model = tf_keras.Model(tokens, tf_keras.layers.Dense(2)(h))
-    np.savez(tmp_path / "t.npz", x=np.random.default_rng(0).integers(0, 20, (16, 12)))
+    # A ConvLSTM becomes a WHILE loop, on which TF 2.21's calibrator segfaults (a GRU, SimpleRNN or
+    # LSTM of either Keras world is unrolled or fused instead: tests/test_tf_keras_rnn_int8.py).
+    frames = tf_keras.Input((6, 8, 2))
+    h = tf_keras.layers.ConvLSTM1D(32, 3)(frames)  # 12,288 recurrent weights: dynamic quantizes them
+    model = tf_keras.Model(frames, tf_keras.layers.Dense(2)(tf_keras.layers.Flatten()(h)))
+    np.savez(tmp_path / "t.npz", x=np.random.default_rng(0).random((16, 6, 8, 2), np.float32))
     with pytest.raises(ConversionError, match=r"ops at fault: WHILE.*--precision dynamic"):
         convert(model, tmp_path / "m.tflite", "int8", calibration=tmp_path / "t.npz")
     assert convert(model, tmp_path / "d.tflite", "dynamic").check["passed"]

@@ -148,3 +148,29 @@ def test_masked_keras3_rnn_at_int8_is_refused_naming_the_layer(
     assert result.exit_code == 1
     assert "(NotEqual) has no tf_keras twin" in result.output and "dynamic" in result.output
     assert not out.exists()
+
+
+def test_int16x8_of_a_float_fed_text_lstm_names_the_cast(
+    runner: CliRunner, keras3: Any, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    # With no Input, the Embedding takes float32 ids and casts them: CAST has no 16x8 kernel.
+    # The child process reported "'NoneType' object has no attribute 'node'" instead: TF 2.21's
+    # fallback (concrete-function) converter converts only once, and the loop check had used it.
+    keras3.utils.set_random_seed(SEED)
+    layers = keras3.layers
+    model = keras3.Sequential(
+        [layers.Embedding(17, 8), layers.LSTM(8), layers.Dense(10, activation="softmax")]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tokens = np.load(saved["lstm_tokens.npz"])["x"]
+    model.fit(tokens, np.arange(len(tokens)) % 10, epochs=1, verbose=0)
+    model.save(tmp_path / "no_input.keras")
+    out = tmp_path / "lstm16.tflite"
+    result = invoke(
+        runner, "convert", tmp_path / "no_input.keras", "-o", out, "--precision", "int16x8",
+        "--calibration", saved["lstm_tokens.npz"], "--json",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "CAST" in error and "NoneType" not in error, error
+    assert not out.exists()

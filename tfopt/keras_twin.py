@@ -1,8 +1,9 @@
 """Twins of a Keras model for conversion: the same layers and weights, rebuilt so TF's converter
 lowers their recurrent layers without a WHILE loop (which TF 2.21's calibrator crashes on).
 
-`keras3_to_tf_keras` rebuilds a Keras 3 model in tf_keras (whose LSTM fuses). TensorFlow and the
-Keras worlds come through `keras_worlds`, lazily.
+`keras3_to_tf_keras` rebuilds a Keras 3 model in tf_keras (whose LSTM fuses); `unrolled` clones a
+tf_keras model with `unroll=True` on the recurrent layers named. TensorFlow and the Keras worlds
+come through `keras_worlds`, lazily.
 """
 
 from __future__ import annotations
@@ -100,3 +101,54 @@ def keras3_to_tf_keras(model: Any, inputs: Any, unroll: frozenset[str] = frozens
         made.set_weights(weights)
     return rebuilt
 
+
+def _unrolled_config(name: str, config: dict[str, Any], unroll: frozenset[str]) -> dict[str, Any]:
+    """A tf_keras layer config with `unroll=True` where its class (or a nested layer's, such as a
+    Bidirectional's two) is in `unroll`."""
+    out = {**config, "unroll": True} if name in unroll else dict(config)
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(value.get("config"), dict) and value.get(
+            "class_name"
+        ):
+            out[key] = {**value, "config": _unrolled_config(value["class_name"], value["config"],
+                                                            unroll)}  # fmt: skip
+    return out
+
+
+def takes_mask(model: Any) -> bool:
+    """Whether a tf_keras model feeds a mask (an `Embedding(mask_zero=True)`, a `Masking`) to
+    any of its layers, nested models included."""
+    for layer in model._flatten_layers(include_self=False):
+        for node in getattr(layer, "_inbound_nodes", []):
+            if any(getattr(t, "_keras_mask", None) is not None for t in node.keras_inputs):
+                return True
+    return False
+
+
+def unrolled(model: Any, inputs: Any, unroll: frozenset[str]) -> Any:
+    """A tf_keras Sequential or functional model cloned with `unroll=True` on its layers whose
+    class is in `unroll` (nested models and wrappers included), at the fixed input shapes of
+    `inputs` (the model's input specs, in its input order), with the same weights.
+
+    Raises ValueError with the reason when the model cannot be cloned so (a subclassed model, a
+    layer whose time length is still free).
+    """
+    tfk = _tf_keras()
+
+    def clone(layer: Any) -> Any:
+        if isinstance(layer, tfk.Model):
+            return tfk.models.clone_model(layer, clone_function=clone)
+        name = type(layer).__name__
+        return type(layer).from_config(_unrolled_config(name, layer.get_config(), unroll))
+
+    tensors = [
+        tfk.Input(shape=tuple(s.shape[1:]), dtype=s.dtype, name=s.name) for s in inputs
+    ]
+    try:
+        rebuilt = tfk.models.clone_model(
+            model, tensors if len(tensors) > 1 else tensors[0], clone_function=clone
+        )
+        rebuilt.set_weights(model.get_weights())
+    except Exception as e:  # noqa: BLE001 - clone_model fails in many types
+        raise ValueError((str(e).strip() or type(e).__name__).splitlines()[0]) from e
+    return rebuilt

@@ -1,11 +1,16 @@
-"""Keras 3 recurrent models at calibrated precisions, through their tf_keras twin.
+"""Recurrent models at calibrated precisions, converted without a WHILE loop.
 
-Keras 3 exports an LSTM/GRU/SimpleRNN as a WHILE loop, which TF 2.21's calibrator crashes on, so
-int8/int16x8 were refused. The same model rebuilt in tf_keras with the same weights converts
-without that loop: an LSTM lowers to the fused `UNIDIRECTIONAL_SEQUENCE_LSTM` op; a GRU or
-SimpleRNN (no fused TFLite op), and an LSTM at int16x8 (TF 2.21 quantizes the fused op to int8
-only), is unrolled over its fixed number of time steps. The conversion goes through the twin; the
-check still runs the original Keras 3 model.
+TF 2.21's calibrator crashes on the WHILE loop a recurrent layer lowers to, so int8/int16x8 of
+such a model were refused. The same model rebuilt with the same weights converts without it:
+
+- a Keras 3 LSTM/GRU/SimpleRNN goes through its tf_keras twin (`keras_twin.keras3_to_tf_keras`):
+  an LSTM lowers to the fused `UNIDIRECTIONAL_SEQUENCE_LSTM` op; a GRU or SimpleRNN (no fused
+  TFLite op), and an LSTM at int16x8 (TF 2.21 quantizes the fused op to int8 only), is unrolled
+  over its fixed number of time steps;
+- a tf_keras model is cloned with those same layers unrolled (`keras_twin.unrolled`), and its
+  LSTMs too where they take a mask (the fused op takes none).
+
+The conversion goes through the rebuilt model; the check still runs the model as given.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from tfopt import keras_twin
-from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind
+from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind, TensorSpec
 from tfopt.errors import ConversionError, note
 
 _FUSED = "LSTM"  # lowers to UNIDIRECTIONAL_SEQUENCE_LSTM in tf_keras
@@ -46,49 +51,71 @@ def _inner(name: str) -> str:
 
 
 def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
-    """The model to convert at `prec`: a Keras 3 model with LSTM/GRU/SimpleRNN layers rebuilt as
-    its tf_keras twin (LSTMs fused, the others unrolled) at calibrated precisions; `loaded`
-    unchanged otherwise. `loaded.inputs` must be the fixed shapes the conversion exports.
+    """The model to convert at `prec`: at calibrated precisions, a Keras 3 model with
+    LSTM/GRU/SimpleRNN layers rebuilt as its tf_keras twin (LSTMs fused, the others unrolled),
+    a tf_keras one cloned with the layers that would loop unrolled; `loaded` unchanged otherwise.
+    `loaded.inputs` must be the fixed shapes the conversion exports.
 
     Raises:
-        ConversionError: the time dimension is free (unrolling needs it fixed), or a layer has
-            no tf_keras twin (named). Other recurrent layers (ConvLSTM, custom cells) leave the
-            model as it is.
+        ConversionError: the time dimension is free (unrolling needs it fixed), or the model
+            cannot be rebuilt (named). Other recurrent layers (ConvLSTM, custom cells) leave the
+            model as it is (guards refuse its loop).
     """
-    if loaded.kind is not SourceKind.KERAS3 or prec not in CALIBRATED:
+    if loaded.kind not in (SourceKind.KERAS3, SourceKind.TF_KERAS) or prec not in CALIBRATED:
         return loaded
     if getattr(loaded.model, "_tfopt_fake_quant", False):
         return loaded  # QAT ranges live in Keras 3 FakeQuant layers: only that export keeps them
     layers = _recurrent(loaded.model)
-    if not layers:
-        return loaded
-    if any(_inner(n) not in {_FUSED, *_UNROLLED} for n in layers):
-        return loaded  # e.g. ConvLSTM or a custom cell: Keras 3's export (guards refuse its loop)
-    free = [s.name for s in loaded.inputs if any(d is None for d in s.shape[1:])]
+    if not layers or any(_inner(n) not in {_FUSED, *_UNROLLED} for n in layers):
+        return loaded  # e.g. ConvLSTM or a custom cell: the model's own export
+    keras3 = loaded.kind is SourceKind.KERAS3
+    # int16x8 has no fused LSTM kernel in TF 2.21, and the fused op takes no mask: there the LSTM
+    # is unrolled too.
+    whole = prec is Precision.INT16X8 or (not keras3 and keras_twin.takes_mask(loaded.model))
+    unroll = _UNROLLED | {_FUSED} if whole else _UNROLLED
+    if not keras3 and not any(_inner(n) in unroll for n in layers):
+        return loaded  # tf_keras LSTMs fuse by themselves
+    _fixed_length(loaded.inputs, prec)
+    world = "Keras 3" if keras3 else "tf_keras"
+    try:
+        if keras3:
+            rebuilt = keras_twin.keras3_to_tf_keras(loaded.model, loaded.inputs, unroll)
+        else:
+            rebuilt = keras_twin.unrolled(loaded.model, loaded.inputs, unroll)
+    except ValueError as exc:
+        how = "converts its tf_keras twin" if keras3 else "unrolls it"
+        raise ConversionError(
+            f"cannot convert the {world} recurrent model to {prec}: {exc} (TF 2.21's calibrator "
+            f"crashes on the recurrent loop; tfopt {how}); use --precision dynamic or float16"
+        ) from exc
+    note(_how(prec, world, layers, unroll))
+    structure = loaded.structure if not keras3 else (
+        None if len(loaded.inputs) == 1 else tuple(loaded.input_names)
+    )  # fmt: skip
+    return LoadedModel(SourceKind.TF_KERAS, rebuilt, loaded.inputs, loaded.path, structure)
+
+
+def _fixed_length(inputs: tuple[TensorSpec, ...], prec: Precision) -> None:
+    free = [s.name for s in inputs if any(d is None for d in s.shape[1:])]
     if free:
         raise ConversionError(
-            f"{prec} of a Keras 3 recurrent model needs a fixed sequence length (input "
-            f"'{free[0]}' has a free one): pass --seq-len N"
+            f"{prec} of a recurrent model needs a fixed sequence length (input '{free[0]}' has "
+            "a free one): pass --seq-len N"
         )
-    # int16x8 has no fused LSTM kernel in TF 2.21: there the LSTM is unrolled too.
-    unroll = _UNROLLED | {_FUSED} if prec is Precision.INT16X8 else _UNROLLED
-    try:
-        twin = keras_twin.keras3_to_tf_keras(loaded.model, loaded.inputs, unroll)
-    except ValueError as exc:
-        raise ConversionError(
-            f"cannot convert the Keras 3 recurrent model to {prec}: {exc} (TF 2.21's calibrator "
-            "crashes on Keras 3's loop; tfopt converts its tf_keras twin); use --precision "
-            "dynamic or float16"
-        ) from exc
-    counts = Counter(layers)
+
+
+def _how(prec: Precision, world: str, layers: list[str], unroll: frozenset[str]) -> str:
     how = ", ".join(
         f"{n} {name}"
         + (" (unrolled)" if _inner(name) in unroll else " (fused UNIDIRECTIONAL_SEQUENCE_LSTM)")
-        for name, n in sorted(counts.items())
+        for name, n in sorted(Counter(layers).items())
     )
-    note(
-        f"{prec}: rebuilt the Keras 3 model in tf_keras with its weights to reach {prec} "
-        f"without a loop: {how}; the check runs the Keras 3 model"
+    if world == "Keras 3":
+        return (
+            f"{prec}: rebuilt the Keras 3 model in tf_keras with its weights to reach {prec} "
+            f"without a loop: {how}; the check runs the Keras 3 model"
+        )
+    return (
+        f"{prec}: cloned the tf_keras model with its weights to reach {prec} without a loop: "
+        f"{how}; the check runs the model as saved"
     )
-    structure = None if len(loaded.inputs) == 1 else tuple(loaded.input_names)
-    return LoadedModel(SourceKind.TF_KERAS, twin, loaded.inputs, loaded.path, structure)
