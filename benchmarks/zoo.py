@@ -293,7 +293,7 @@ def build_subclassed(K: Any, world: str, models: Path) -> tuple[Any, dict[str, n
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     x, y, held = _digit_split()
-    model = mod.DigitNet(units=32)
+    model = mod.DigitNet(units=128)
     _compile_fit(model, x / 16.0, y)
     return model, {"x": held / 16.0}
 

@@ -25,7 +25,7 @@ def _conv1d(k: Any) -> Any:
     k.utils.set_random_seed(SEED)
     model = k.Sequential(
         [
-            k.Input((None, 4)),
+            k.Input((None, 4), name="signal"),  # auto names depend on test order
             k.layers.Conv1D(8, 5, activation="relu"),  # "valid": a length under 5 cannot run
             k.layers.GlobalAveragePooling1D(),
             k.layers.Dense(3, activation="softmax"),
@@ -134,18 +134,18 @@ def test_bench_refuses_a_free_length_without_one(runner: CliRunner, free_tflite:
     res = invoke(runner, "bench", free_tflite, "--threads", "1", "--runs", "5")
     assert res.exit_code == 1
     (line,) = res.output.strip().splitlines()
-    assert "input 'input_1' leaves dimension 1 free" in line, line
-    assert "--data" in line and "--seq-len" in line and "--input-shape input_1=1,N,4" in line
+    assert "input 'signal' leaves dimension 1 free" in line, line
+    assert "--data" in line and "--seq-len" in line and "--input-shape signal=1,N,4" in line
 
 
 def test_bench_times_the_users_length(
     runner: CliRunner, free_tflite: Path, sources: dict[str, Path]
 ) -> None:
-    assert _bench(runner, free_tflite, "--seq-len", "500")["input_shapes"] == {"input_1": [1, 500, 4]}
+    assert _bench(runner, free_tflite, "--seq-len", "500")["input_shapes"] == {"signal": [1, 500, 4]}
     by_data = _bench(runner, free_tflite, "--data", sources["data"])
-    assert by_data["input_shapes"] == {"input_1": [1, LENGTH, 4]}
+    assert by_data["input_shapes"] == {"signal": [1, LENGTH, 4]}
     assert _bench(runner, free_tflite, "--input-shape", "1,700,4")["input_shapes"] == {
-        "input_1": [1, 700, 4]
+        "signal": [1, 700, 4]
     }
     # the length is really timed: 1000x the work is far slower
     short = _bench(runner, free_tflite, "--seq-len", "20")["latency_us"]["p50"]
@@ -158,8 +158,8 @@ def test_bench_times_the_users_length(
 def test_bench_shape_options_are_checked(
     runner: CliRunner, free_tflite: Path, sources: dict[str, Path]
 ) -> None:
-    misfit = invoke(runner, "bench", free_tflite, "--input-shape", "input_1=1,700,3")
-    assert misfit.exit_code == 1 and "does not fit input 'input_1'" in misfit.output
+    misfit = invoke(runner, "bench", free_tflite, "--input-shape", "signal=1,700,3")
+    assert misfit.exit_code == 1 and "does not fit input 'signal'" in misfit.output
     both = invoke(runner, "bench", free_tflite, "--seq-len", "9", "--data", sources["data"])
     assert both.exit_code == 1 and "drop --seq-len" in both.output
 
@@ -169,9 +169,9 @@ def test_targets_pass_the_shape(free_tflite: Path) -> None:
     from tfopt.targets import AdbTarget, RunSpec
     from tfopt.targets.adb import input_layer_flags
 
-    spec = RunSpec("cpu", 1, 0, 1.0, 5, True, None, input_shapes=(("input_1", (1, 500, 4)),))
-    assert spec.runtime_args(None)[-2:] == ["--input-shape", "input_1=1,500,4"]
-    flags = input_layer_flags(free_tflite.read_bytes(), {"input_1": (1, 500, 4)})
-    assert flags == ["--input_layer=serving_default_input_1:0", "--input_layer_shape=1,500,4"]
+    spec = RunSpec("cpu", 1, 0, 1.0, 5, True, None, input_shapes=(("signal", (1, 500, 4)),))
+    assert spec.runtime_args(None)[-2:] == ["--input-shape", "signal=1,500,4"]
+    flags = input_layer_flags(free_tflite.read_bytes(), {"signal": (1, 500, 4)})
+    assert flags == ["--input_layer=serving_default_signal:0", "--input_layer_shape=1,500,4"]
     target = AdbTarget("emulator-5554", "bm")
     assert flags[1] in target.command(f"{target.device_dir}/m.tflite", spec, flags)

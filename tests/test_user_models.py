@@ -86,13 +86,14 @@ def saved(
     np.savez(paths["tokens.npz"], x=tokens[:40])
     fit_save(
         keras3.Sequential(
-            [layers.Embedding(17, 8), layers.LSTM(8), layers.Dense(10, activation="softmax")]
+            # LSTM(16) on 16 features: a 1,024-value kernel, the least dynamic range quantizes
+            [layers.Embedding(17, 16), layers.LSTM(16), layers.Dense(10, activation="softmax")]
         ),
         "seq_lstm.keras", tokens, y, 1,
     )  # fmt: skip
     # tf_keras without an explicit Input: the Embedding's input defaults to float32.
     text = tf_keras.Sequential(
-        [tf_keras.layers.Embedding(17, 8, input_length=64), tf_keras.layers.GRU(8),
+        [tf_keras.layers.Embedding(17, 16, input_length=64), tf_keras.layers.GRU(32),
          tf_keras.layers.Dense(10, activation="softmax")]
     )  # fmt: skip
     fit_save(text, "tfk_gru.h5", tokens.astype(np.float32), y, 1)
