@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from tfopt import keras_worlds
+from tfopt.errors import first_line
 
 
 def _tf_keras() -> ModuleType:
@@ -71,7 +72,7 @@ def keras3_to_tf_keras(model: Any, inputs: Any, unroll: frozenset[str] = frozens
             try:
                 made = tfk.layers.deserialize({"class_name": name, "config": config})
             except Exception as e:  # noqa: BLE001 - unknown class or keyword, in many types
-                why = (str(e).strip() or type(e).__name__).splitlines()[0]
+                why = first_line(e)
                 raise ValueError(
                     f"layer '{layer.name}' ({name}) has no tf_keras twin: {why}"
                 ) from e
@@ -150,5 +151,5 @@ def unrolled(model: Any, inputs: Any, unroll: frozenset[str]) -> Any:
         )
         rebuilt.set_weights(model.get_weights())
     except Exception as e:  # noqa: BLE001 - clone_model fails in many types
-        raise ValueError((str(e).strip() or type(e).__name__).splitlines()[0]) from e
+        raise ValueError(first_line(e)) from e
     return rebuilt
