@@ -33,6 +33,7 @@ def make_interpreter(
         # than that): `feed` allocates once the inputs are resized to the sample's length.
         if not any(any(free_dims(d)[1:]) for d in interpreter.get_input_details()):
             raise
+        interpreter.tfopt_unallocated = True
     return interpreter
 
 
@@ -126,8 +127,14 @@ def feed(interpreter: Any, inputs: dict[str, dict], sample: dict[str, np.ndarray
             interpreter.resize_tensor_input(detail["index"], list(shape), strict=True)
             detail["shape"] = np.array(shape, dtype=np.int32)
             resized = True
-    if resized:
-        interpreter.allocate_tensors()
+    if resized or getattr(interpreter, "tfopt_unallocated", False):
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError as exc:
+            shapes = ", ".join(f"{n} {list(np.shape(sample[n]))}" for n in inputs)
+            why = next((ln for ln in str(exc).splitlines() if ln.strip()), "allocation failed")
+            raise ValueError(f"the model cannot run at input shape {shapes}: {why}") from None
+        interpreter.tfopt_unallocated = False
     for name, detail in inputs.items():
         interpreter.set_tensor(detail["index"], quantize(np.asarray(sample[name]), detail))
 
