@@ -104,7 +104,7 @@ def measurable(goals: list[Goal], has_labels: bool, embedding: bool,
             )
         if reachable is not None and reachable.get(g.measure) is None:
             raise InputError(f"--goal {g}: {g.measure} does not apply to this model's outputs "
-                             "(top1 and top1_drop need one (samples, classes) output)")
+                             "(top1 and top1_drop need an output of class scores, (samples, classes))")
 
 
 def quality(
