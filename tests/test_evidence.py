@@ -203,3 +203,32 @@ def test_text_model_is_checked_on_sentences_through_its_own_tokenizer(
     check = json.loads(result.stdout)["check"]
     assert check["data"] == "sentences" and check["passed"]
     assert min(o["sqnr_db"] for o in check["outputs"]) > 15.0
+
+
+def test_the_child_keeps_the_callers_data_errors_and_options(
+    runner: CliRunner, saved: dict, tmp_path: Path
+) -> None:
+    """In-memory calibration data, typed errors and shape options through the child process."""
+    from tfopt import convert
+    from tfopt.conversion.budget import BudgetError
+    from tfopt.data import Dataset
+    from tfopt.loading import load
+
+    (spec,) = load(saved["mlp.h5"]).inputs  # an in-memory Dataset is keyed by input name
+    out = tmp_path / "m.tflite"
+    data = Dataset({spec.name: np.load(saved["digits.npy"])})
+    result = convert(saved["mlp.h5"], out, "int8", calibration=data)
+    assert result.check is not None and result.check["data"] == "calibration"
+    with pytest.raises(BudgetError, match="over"):  # its own type, not a generic one
+        convert(saved["mlp.h5"], tmp_path / "big.tflite", "int8", calibration=saved["digits.npy"],
+                max_size="1KB")  # fmt: skip
+    assert not (tmp_path / "big.tflite").exists()
+    # A .tflite keeps its shapes: shape options there are refused, not ignored; a model with no
+    # free dimension says --seq-len changes nothing and records no length.
+    shaped = invoke(runner, "convert", out, "-o", tmp_path / "q.tflite", "--quantizer", "aeq",
+                    "--precision", "dynamic", "--seq-len", "8")  # fmt: skip
+    assert shaped.exit_code == 1 and "--seq-len" in shaped.stderr
+    fixed = invoke(runner, "convert", saved["mlp.h5"], "-o", tmp_path / "f.tflite", "--seq-len",
+                   "8", "--json")  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output
+    assert "changes nothing" in fixed.stderr and json.loads(fixed.stdout)["seq_len"] is None

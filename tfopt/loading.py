@@ -206,7 +206,7 @@ def from_keras(
     return LoadedModel(kind, model, specs, path, structure)
 
 
-def _load_saved_model(path: Path) -> LoadedModel:
+def _load_saved_model(path: Path, input_shapes: InputShapes | None = None) -> LoadedModel:
     tf = keras_worlds.tf()
     try:
         loaded = tf.saved_model.load(str(path))
@@ -223,7 +223,7 @@ def _load_saved_model(path: Path) -> LoadedModel:
     )
     # Keep the loaded object alive: the signature function references its variables.
     fn._tfopt_owner = loaded  # noqa: SLF001
-    return LoadedModel(SourceKind.SAVED_MODEL, fn, inputs, path)
+    return LoadedModel(SourceKind.SAVED_MODEL, fn, _override(inputs, input_shapes), path)
 
 
 # Build the interpreter as the caller will (XNNPACK on) and run it once on zeros.
@@ -325,7 +325,7 @@ def load(
     path = existing(source, "model")
     if path.is_dir():
         if (path / "saved_model.pb").exists():
-            return _load_saved_model(path)
+            return _load_saved_model(path, input_shapes)
         if (path / "config.json").exists():  # a keras-hub / Hugging Face preset folder
             try:
                 model = keras_worlds.load_preset(path)

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tfopt.core import TensorSpec
+from tfopt import keras_worlds
+from tfopt.core import LoadedModel, TensorSpec
 from tfopt.data import Dataset, check_array, load_data
 from tfopt.errors import ConversionError
 from tfopt.runtime.feeding import synthetic_input
@@ -152,3 +153,36 @@ def representative(data: Dataset, order: list[str] | None) -> Any:
             yield [sample[n] for n in order] if order is not None else sample
 
     return gen
+
+
+def check_sample(
+    held_out: Any, data: Any, synthetic: Any, text: Any = None
+) -> tuple[str, Any]:
+    """What the check runs on: the check data, else the calibration data, else real sentences
+    through the model's own tokenizer (`text()`), else synthetic values (`synthetic()`)."""
+    if held_out is not None:
+        return "check_data", held_out
+    if data is not None:
+        return "calibration", data
+    sentences = text() if text is not None else None
+    if sentences is not None:
+        return "sentences", sentences
+    return "synthetic", synthetic()
+
+
+def preset_sentences(loaded: LoadedModel, specs: tuple[Any, ...]) -> Any:
+    """The shipped public-domain sentences through a keras-hub preset's own preprocessor, at
+    the model's fixed length; None when the model is no such text model."""
+    if loaded.path is None or not (Path(loaded.path) / "config.json").exists():
+        return None
+    lengths = {d for s in specs for d in s.shape[1:2]}
+    if len(lengths) != 1 or None in lengths:
+        return None
+    from importlib.resources import files
+
+    text = files("tfopt").joinpath("text/sentences.txt").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    arrays = keras_worlds.preset_text_inputs(Path(loaded.path), lines, lengths.pop())
+    if arrays is None or any(s.name not in arrays for s in specs):
+        return None
+    return Dataset({s.name: np.asarray(arrays[s.name]).astype(s.dtype) for s in specs})

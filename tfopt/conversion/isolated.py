@@ -16,17 +16,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from tfopt import errors
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.data import Dataset
 from tfopt.errors import ConversionError, TfoptError, first_line, note
 
 _STEP_FILE = "TFOPT_STEP_FILE"  # set in the child only: where it records its step
+_PARENT = "TFOPT_PARENT_PID"  # the child dies with its parent (a killed tfopt leaves no orphan)
 
 
 def step(what: str) -> None:
@@ -66,7 +67,13 @@ def _request_doc(req: ConvertRequest, work: Path) -> dict[str, Any]:
     return doc
 
 
-def _request(doc: dict[str, Any]) -> ConvertRequest:
+def _request(doc: dict[str, Any], work: Path) -> ConvertRequest:
+    for key in ("calibration", "check_data"):
+        if doc.get(key) == str(work / f"{key}.npz"):  # the caller's in-memory Dataset, as given
+            import numpy as np
+
+            with np.load(doc[key], allow_pickle=False) as z:
+                doc[key] = Dataset({k: z[k] for k in z.files})
     shapes = doc.get("input_shapes")
     if isinstance(shapes, list):
         doc["input_shapes"] = tuple(shapes)
@@ -90,24 +97,51 @@ def convert_in_child(
                "request": _request_doc(req, work)}  # fmt: skip
         (work / "job.json").write_text(json.dumps(job))
         step_file, log = work / "step", work / "stderr.log"
-        env = dict(os.environ, **{_STEP_FILE: str(step_file)})
+        # The caller's import path, not the current folder first (`-P`): the same tfopt, Keras
+        # and user modules as in this process.
+        path = os.pathsep.join(p for p in sys.path if p)
+        env = dict(os.environ, **{_STEP_FILE: str(step_file), "PYTHONPATH": path,
+                                  _PARENT: str(os.getpid())})  # fmt: skip
         with open(log, "wb") as sink:
             target = None if debug else sink
-            proc = subprocess.run(
-                [sys.executable, "-m", "tfopt.conversion.isolated", str(work)],
-                env=env, stdout=target, stderr=target, check=False,
+            proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "tfopt.conversion.isolated", str(work)],
+                env=env, stdout=target, stderr=target,
             )  # fmt: skip
+            try:
+                returncode = proc.wait()
+            except BaseException:  # Ctrl-C or SIGTERM here: the child goes too
+                proc.kill()
+                proc.wait()
+                _drop_partial(Path(output))
+                raise
         answer = work / "answer.json"
         if not answer.exists():
-            raise _death(proc.returncode, step_file, log)
+            _drop_partial(Path(output))
+            raise _death(returncode, step_file, log)
         doc = json.loads(answer.read_text())
     for line in doc.get("notes", []):
         note(line)
     if "error" in doc:
-        kind = getattr(errors, doc["error"]["type"], None)
-        cls = kind if isinstance(kind, type) and issubclass(kind, TfoptError) else ConversionError
-        raise cls(doc["error"]["message"])
+        raise _error_class(doc["error"]["type"])(doc["error"]["message"])
     return ConvertResult(**doc["result"])
+
+
+def _error_class(name: str) -> type[TfoptError]:
+    """The tfopt error class of that name (any subclass, wherever defined); ConversionError for
+    an error that was not tfopt's own."""
+    found, todo = {}, [TfoptError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found.get(name, ConversionError)
+
+
+def _drop_partial(out: Path) -> None:
+    """What a dead child leaves of its atomic write (`fsutil.atomic_path`'s `.NAME.*.part`)."""
+    for part in out.parent.glob(f".{out.name}.*.part"):
+        part.unlink(missing_ok=True)
 
 
 def _death(returncode: int, step_file: Path, log: Path) -> ConversionError:
@@ -137,7 +171,20 @@ def _last_native_line(log: Path) -> str:
     return first_line(said[-1], 200) if said else ""
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: an orphan finishes its conversion and exits
+    if str(os.getppid()) != os.environ.get(_PARENT):  # the parent died before prctl
+        os._exit(1)
+
+
 def _main(work: Path) -> None:
+    _die_with_parent()
     from tfopt.conversion.run import convert_request
 
     notes: list[str] = []
@@ -152,12 +199,16 @@ def _main(work: Path) -> None:
     job = json.loads((work / "job.json").read_text())
     answer: dict[str, Any]
     try:
-        result = convert_request(job["model"], job["output"], _request(job["request"]))
+        result = convert_request(job["model"], job["output"], _request(job["request"], work))
         answer = {"result": result.to_dict()}
     except TfoptError as exc:
+        if os.environ.get("TFOPT_DEBUG"):
+            traceback.print_exc()  # --debug: the child's stderr is the user's
         answer = {"error": {"type": type(exc).__name__, "message": exc.format_message()}}
     except Exception as exc:  # noqa: BLE001 - any failure still ends in one line
-        message = f"{type(exc).__name__}: {first_line(exc)}"
+        if os.environ.get("TFOPT_DEBUG"):
+            traceback.print_exc()
+        message = f"{type(exc).__name__}: {first_line(exc)} (rerun with --debug)"
         answer = {"error": {"type": "ConversionError", "message": message}}
     answer["notes"] = notes
     (work / "answer.json").write_text(json.dumps(answer, default=str))

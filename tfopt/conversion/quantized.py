@@ -11,9 +11,26 @@ from tfopt.inspection import graph_summary
 # Precisions whose file must hold quantized (int8/int4) tensors.
 QUANTIZED = {Precision.DYNAMIC, Precision.INT8, Precision.INT16X8, Precision.W8, Precision.W4,
              Precision.W4B32}  # fmt: skip
-_QUANTIZED_DTYPES = ("int8", "uint8", "int4")
+_QUANTIZED_DTYPES = ("INT8", "UINT8", "INT4", "INT16")
 # TF's converter leaves float any weight with fewer values than this at dynamic range.
 CONVERTER_MIN_WEIGHT = 1024
+
+
+def quantized_tensors(flatbuffer: bytes) -> dict[str, int]:
+    """Tensors that carry quantization parameters (a scale), counted by dtype: what makes a file
+    quantized (a plain uint8 image input or an int32 token id is not)."""
+    model = model_root(flatbuffer)
+    names = {v: k for k, v in vars(schema().TensorType).items() if k in _QUANTIZED_DTYPES}
+    counts: dict[str, int] = {}
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            q = tensor.Quantization()
+            if tensor.Type() in names and q is not None and q.ScaleLength() > 0:
+                name = names[tensor.Type()].lower()
+                counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def largest_float_weight(flatbuffer: bytes) -> int:
@@ -42,7 +59,7 @@ def check_quantized(
     of a .tflite source; weights too small for the converter); a note instead if not checking."""
     if prec not in QUANTIZED:
         return
-    if any(graph_summary(flatbuffer)["tensor_dtypes"].get(d) for d in _QUANTIZED_DTYPES):
+    if quantized_tensors(flatbuffer):
         return
     why = "nothing in the graph was quantized"
     if source is not None:

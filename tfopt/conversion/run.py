@@ -18,8 +18,10 @@ from tfopt.conversion.guards import aeq, may_loop, probe, refuse_loops, run_conv
 from tfopt.conversion.inputs import (
     CHECK_SAMPLES,
     FREE_LENGTH,
+    check_sample,
     dataset,
     fixed_specs,
+    preset_sentences,
     representative,
     specs_from_data,
     synthetic_data,
@@ -28,7 +30,7 @@ from tfopt.conversion.inputs import (
 )
 from tfopt.conversion.isolated import convert_in_child, in_child, step
 from tfopt.conversion.lm import convert_lm
-from tfopt.conversion.quantized import check_quantized
+from tfopt.conversion.quantized import check_quantized, quantized_tensors
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.conversion.transformer import MASK_MARGIN, quantize_transformer
@@ -117,8 +119,7 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
     (labels, normalization) are kept, and `req.metadata` changes them."""
     assert loaded.path is not None
     prec, source = req.precision, Path(loaded.path).read_bytes()
-    dtypes = graph_summary(source)["tensor_dtypes"]
-    quantized = sorted(t for t in dtypes if t in ("int4", "int8", "uint8", "int16"))
+    quantized = sorted(quantized_tensors(source))  # a uint8 image input alone is not
     if quantized:
         raise InputError(
             f"{Path(loaded.path).name} is already quantized ({', '.join(quantized)} tensors): "
@@ -142,7 +143,7 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
         flatbuffer, metadata = with_metadata(flatbuffer, req.metadata)
     budget.check(flatbuffer, prec.value, req.max_size, req.allowed_ops)
     held_out = dataset(req.check_data, loaded.inputs, CHECK_SAMPLES)
-    sample = _check_sample(held_out, data, lambda: synthetic_data(loaded.inputs, 8))
+    sample = check_sample(held_out, data, lambda: synthetic_data(loaded.inputs, 8))
     result = _keep(out, flatbuffer, prec, loaded, sample, req.check)
     summary = graph_summary(flatbuffer)
     return ConvertResult(
@@ -156,43 +157,6 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
 def _calibration_unused(prec: Precision, data: Any) -> None:
     if data is not None and not PRECISIONS[prec].needs_calibration:
         note(f"{prec} needs no calibration: the --calibration data serves the check only")
-
-
-def _check_sample(
-    held_out: Any, data: Any, synthetic: Any, text: Any = None
-) -> tuple[str, Any]:
-    """What the check runs on: the check data, else the calibration data, else real sentences
-    through the model's own tokenizer (`text()`), else synthetic values (`synthetic()`)."""
-    if held_out is not None:
-        return "check_data", held_out
-    if data is not None:
-        return "calibration", data
-    sentences = text() if text is not None else None
-    if sentences is not None:
-        return "sentences", sentences
-    return "synthetic", synthetic()
-
-
-def _sentences(loaded: LoadedModel, specs: tuple[Any, ...]) -> Any:
-    """The shipped public-domain sentences through a keras-hub preset's own preprocessor, at
-    the model's fixed length; None when the model is no such text model."""
-    if loaded.path is None or not (Path(loaded.path) / "config.json").exists():
-        return None
-    lengths = {d for s in specs for d in s.shape[1:2]}
-    if len(lengths) != 1 or None in lengths:
-        return None
-    from importlib.resources import files
-
-    text = files("tfopt").joinpath("text/sentences.txt").read_text(encoding="utf-8")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    arrays = keras_worlds.preset_text_inputs(Path(loaded.path), lines, lengths.pop())
-    if arrays is None or any(s.name not in arrays for s in specs):
-        return None
-    import numpy as np
-
-    from tfopt.data import Dataset
-
-    return Dataset({s.name: np.asarray(arrays[s.name]).astype(s.dtype) for s in specs})
 
 
 def _isolate(model: Any, req: ConvertRequest) -> bool:
@@ -251,6 +215,14 @@ def convert_request(
                 f"{model} is already a .tflite file: quantize it with --quantizer aeq (the LiteRT "
                 "quantizer works on float .tflite files), or convert its source model"
             )
+        shaped = [flag for flag, given in (("--seq-len", req.seq_len is not None),
+                  ("--input-shape", req.input_shapes is not None),
+                  ("--dynamic-length", req.dynamic_length)) if given]  # fmt: skip
+        if shaped:
+            raise InputError(
+                f"{', '.join(shaped)}: a .tflite keeps the input shapes it was converted with; "
+                "set them when converting its source model"
+            )
         return _requantize(loaded, out, req)
     if req.lm:
         return convert_lm(
@@ -259,6 +231,9 @@ def convert_request(
     prec, spec = req.precision, PRECISIONS[req.precision]
     seq_len = req.seq_len
     free = any(d is None for s in loaded.inputs for d in s.shape[1:])
+    if seq_len is not None and not free:
+        note(f"the model has no free (sequence) dimension: --seq-len {seq_len} changes nothing")
+        seq_len = None  # the result records no length it did not set
     free_inputs = [s.name for s in loaded.inputs if None in s.shape[1:] and not req.dynamic_length]
     data = dataset(req.calibration, loaded.inputs, req.num_calibration)
     specs = loaded.inputs
@@ -378,13 +353,13 @@ def convert_request(
     check_quantized(flatbuffer, prec, None, req.check)
     own = keras_worlds.default_sequence_length(loaded.model) or FREE_LENGTH
     free_length = min(own, FREE_LENGTH) if req.dynamic_length else None
-    sample = _check_sample(
+    sample = check_sample(
         held_out,
         data,
         lambda: synthetic_data(
             specs, 8, max_id=vocabulary_bound(loaded.model), free_length=free_length
         ),
-        lambda: _sentences(original, specs),
+        lambda: preset_sentences(original, specs),
     )
     result = _keep(out, flatbuffer, prec, original, sample, req.check)
     for line in written_input_notes(flatbuffer, free_inputs, req.seq_len, held_out or data):
