@@ -27,6 +27,8 @@ from tfopt.data import Dataset
 from tfopt.errors import ConversionError, TfoptError, first_line, note
 
 _STEP_FILE = "TFOPT_STEP_FILE"  # set in the child only: where it records its step
+# What the child runs (`-c`, not `-m`: the package imports this module first, which `-m` warns of).
+_CHILD = "import sys; from tfopt.conversion.isolated import main; main(sys.argv[1])"
 _PARENT = "TFOPT_PARENT_PID"  # the child dies with its parent (a killed tfopt leaves no orphan)
 
 
@@ -105,7 +107,7 @@ def convert_in_child(
         with open(log, "wb") as sink:
             target = None if debug else sink
             proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "tfopt.conversion.isolated", str(work)],
+                [sys.executable, "-P", "-c", _CHILD, str(work)],
                 env=env, stdout=target, stderr=target,
             )  # fmt: skip
             try:
@@ -183,6 +185,11 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def main(work: str | os.PathLike[str]) -> None:
+    """The child: run the job in `work`, write `answer.json` there."""
+    _main(Path(work))
+
+
 def _main(work: Path) -> None:
     _die_with_parent()
     from tfopt.conversion.run import convert_request
@@ -212,7 +219,3 @@ def _main(work: Path) -> None:
         answer = {"error": {"type": "ConversionError", "message": message}}
     answer["notes"] = notes
     (work / "answer.json").write_text(json.dumps(answer, default=str))
-
-
-if __name__ == "__main__":
-    _main(Path(sys.argv[1]))

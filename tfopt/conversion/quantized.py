@@ -27,7 +27,8 @@ def quantized_tensors(flatbuffer: bytes) -> dict[str, int]:
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
             q = tensor.Quantization()
-            if tensor.Type() in names and q is not None and q.ScaleLength() > 0:
+            scaled = q is not None and (q.ScaleLength() > 0 or q.DetailsType() != 0)  # blockwise
+            if tensor.Type() in names and scaled:
                 name = names[tensor.Type()].lower()
                 counts[name] = counts.get(name, 0) + 1
     return counts
