@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from converters import PRECISIONS
 from tfopt import keras_worlds
 from tfopt.conversion import convert
 from tfopt.core import CONVERTER_PRECISIONS
@@ -125,7 +126,9 @@ def _run_in(out: Path, out_dir: str, settings: BenchSettings) -> DemoReport:
         list(CONVERTER_PRECISIONS), desc="precisions", unit="model", disable=None
     ):
         path = out / f"digits_{precision}.tflite"
-        conv = convert(model, path, precision, calibration=calib, overwrite=True)
+        # Calibrated precisions calibrate on the data; the others are checked on it.
+        data = "calibration" if PRECISIONS[precision].needs_calibration else "check_data"
+        conv = convert(model, path, precision, overwrite=True, **{data: calib})
         diff = compare_outputs(reference, run_tflite(str(path), test), y_test)
         timing = bench(path, settings)
         assert diff.accuracy is not None

@@ -30,7 +30,7 @@ from tfopt.conversion.inputs import (
 )
 from tfopt.conversion.isolated import convert_in_child, in_child, step
 from tfopt.conversion.lm import convert_lm
-from tfopt.conversion.quantized import check_quantized, quantized_tensors
+from tfopt.conversion.quantized import QUANTIZED, check_quantized, quantized_tensors
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.conversion.transformer import MASK_MARGIN, quantize_transformer
@@ -155,7 +155,7 @@ def _requantize(loaded: LoadedModel, out: Path, req: ConvertRequest) -> ConvertR
 
 
 def _calibration_unused(prec: Precision, data: Any) -> None:
-    if data is not None and not PRECISIONS[prec].needs_calibration:
+    if data is not None and not PRECISIONS[prec].needs_calibration and prec in QUANTIZED:
         note(f"{prec} needs no calibration: the --calibration data serves the check only")
 
 
