@@ -20,14 +20,6 @@ SEED = 0
 REQUIRE_ALL = os.environ.get("TFOPT_REQUIRE_ALL") == "1"
 
 
-@pytest.fixture(autouse=True)
-def _no_debug_left_behind() -> Iterator[None]:
-    """`tfopt --debug` run in-process sets TFOPT_DEBUG for the library: never for later tests
-    (a subprocess test would inherit it and see the native chatter it asserts is hidden)."""
-    yield
-    os.environ.pop("TFOPT_DEBUG", None)
-
-
 def require(available: bool, what: str) -> None:
     """Skip the calling test when `what` is missing, or fail it under TFOPT_REQUIRE_ALL=1."""
     if available:

@@ -79,7 +79,7 @@ def command(
                 traceback.print_exc()
             raise click.ClickException(exc.format_message()) from exc
         except (click.exceptions.Exit, click.ClickException):
-            raise  # a usage error found in the body (e.g. `thread_list`): exit 2, flag named
+            raise  # a usage error found in the body: exit 2, flag named
         except Exception as exc:  # noqa: BLE001 - any other failure still ends in one line
             if debug:
                 raise
@@ -173,8 +173,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    if debug:
+    if debug and "TFOPT_DEBUG" not in os.environ:
         os.environ["TFOPT_DEBUG"] = "1"  # the library then keeps native converter output too
+        # for this command only: an in-process caller (CliRunner, a notebook) keeps its own
+        ctx.call_on_close(lambda: os.environ.pop("TFOPT_DEBUG", None))
     _show_notes()
 
 
@@ -239,14 +241,18 @@ class Threads(click.ParamType):
 
 
 THREADS = Threads()
-
-
-def thread_list(threads: str | tuple[int, ...]) -> tuple[int, ...]:
-    """'1,2' -> (1, 2); a bad list is a usage error naming --threads (exit 2)."""
-    ctx = click.get_current_context(silent=True)
-    param = click.Option(["--threads"])
-    result: tuple[int, ...] = THREADS.convert(threads, param, ctx)
-    return result
+# The timing options `bench` and `optimize` share.
+TIMED_THREADS = click.option(
+    "--threads", default="1,2", show_default=True, type=THREADS,
+    help="Comma-separated thread counts."
+)  # fmt: skip
+MIN_SECONDS = click.option(
+    "--min-seconds",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time each setting at least this long.",
+)
 
 
 METADATA_FLAGS = {"labels": "labels", "normalize": "normalize", "model_name": "name",

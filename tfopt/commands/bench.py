@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tfopt.cli import THREADS, command
+from tfopt.cli import MIN_SECONDS, TIMED_THREADS, command
 from tfopt.report.registry import View
 from tfopt.runtime.cpuopts import CPU_KEYS
 
@@ -17,21 +17,12 @@ def _kind(kind: Any) -> str:
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--threads", default="1,2", show_default=True, type=THREADS,
-    help="Comma-separated thread counts."
-)  # fmt: skip
+@TIMED_THREADS
 @click.option(
     "--runs", type=click.IntRange(min=1),
     help="Timed invocations per setting (default: --min-seconds)."
 )  # fmt: skip
-@click.option(
-    "--min-seconds",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Time each setting at least this long.",
-)
+@MIN_SECONDS
 @click.option(
     "--warmup", default=5, show_default=True, type=click.IntRange(min=0),
     help="Untimed invocations first."

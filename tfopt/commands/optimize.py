@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tfopt.cli import IMPORTS, THREADS, command
+from tfopt.cli import IMPORTS, MIN_SECONDS, TIMED_THREADS, command
 from tfopt.report.registry import View
 
 
@@ -72,17 +72,8 @@ def recipes_cmd(name: str | None) -> tuple[View, Any]:
     type=click.Path(),
     help="Output folder.",
 )
-@click.option(
-    "--threads", default="1,2", show_default=True, type=THREADS,
-    help="Comma-separated thread counts."
-)  # fmt: skip
-@click.option(
-    "--min-seconds",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Time each setting at least this long.",
-)
+@TIMED_THREADS
+@MIN_SECONDS
 @click.option("--overwrite", is_flag=True, help="Replace files from an earlier demo run.")
 @command
 def demo_cmd(threads: tuple[int, ...], **options: Any) -> tuple[View, Any]:
