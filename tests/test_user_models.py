@@ -105,7 +105,8 @@ def saved(
     np.savez(root / "train.npz", x=x, y=y)
     paths["subclassed.keras"] = root / "subclassed.keras"
     script = (
-        "import numpy as np, user_layers\n"
+        "import keras, numpy as np, user_layers\n"
+        "keras.utils.set_random_seed(0)\n"
         "d = np.load('train.npz')\n"
         "m = user_layers.TinyNet()\n"
         "m.compile('adam', 'sparse_categorical_crossentropy')\n"
@@ -186,7 +187,9 @@ def test_subclassed_model_needs_import_and_unsafe(
         saved["module"], "--unsafe", "--json",
     )  # fmt: skip
     assert cmp.exit_code == 0, cmp.output
-    assert json.loads(cmp.stdout)["top1_agreement"] >= 0.95
+    # int8 may flip a few of 64 low-margin digits (how many depends on the CPU's kernels); a
+    # broken conversion agrees on about 1 in 10
+    assert json.loads(cmp.stdout)["top1_agreement"] >= 0.9
 
 
 def test_import_that_fails_is_one_line(
