@@ -341,3 +341,13 @@ def test_no_bare_first_line_indexing_left() -> None:
         if "splitlines()[0]" in line
     ]
     assert offenders == []
+
+
+def test_library_messages_name_parameters_and_the_cli_names_flags():
+    from tfopt.errors import InputError, option
+
+    exc = InputError(f"{option('seq_len')} must be at least 1; drop {option('dynamic_length')}")
+    assert str(exc) == "seq_len must be at least 1; drop dynamic_length"
+    assert exc.render(lambda n: "--" + n.replace("_", "-")) == (
+        "--seq-len must be at least 1; drop --dynamic-length"
+    )

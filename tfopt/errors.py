@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+# A parameter named in a message: `option("seq_len")`. The library speaks of parameters, the CLI
+# of flags; the marks let each reader see its own word (seq_len / --seq-len).
+_MARK = "\x1f"
+_MARKED = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*){_MARK}")
+
+
+def option(name: str) -> str:
+    """How a message names a parameter of the library (`seq_len`): a Python caller reads the name,
+    the CLI reads its flag (`--seq-len`, see `TfoptError.render`)."""
+    return f"{_MARK}{name}{_MARK}"
+
+
+def plain(text: str) -> str:
+    """`text` with each marked parameter written as its Python name."""
+    return _MARKED.sub(r"\1", text)
+
 
 class TfoptError(Exception):
     """Base class of user-facing errors: one line naming the problem.
 
-    The library knows nothing of the command line; `tfopt.cli` turns these into `Error: <line>`
-    and exit code 1 (`exit_code`).
+    The library knows nothing of the command line: a message names parameters with `option()`,
+    and `tfopt.cli` renders them as its flags (`render`), prints `Error: <line>` and exits with
+    `exit_code` (1).
     """
 
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        self.marked = message
+        self.message = plain(message)
+        super().__init__(self.message)
 
     def format_message(self) -> str:
         return self.message
+
+    def render(self, flag: Callable[[str], str]) -> str:
+        """The message with each marked parameter written as `flag(name)` (the CLI's spelling)."""
+        return _MARKED.sub(lambda m: flag(m.group(1)), self.marked)
 
 
 class InputError(TfoptError):
