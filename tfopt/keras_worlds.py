@@ -30,19 +30,29 @@ def tf() -> ModuleType:
     """Import TensorFlow, quieting its C++ start-up chatter unless the user set a level."""
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return importlib.import_module("tensorflow")
+    import tensorflow  # here, and in no other module (import-linter checks it)
+
+    return tensorflow
 
 
 def module(world: World) -> ModuleType:
     """The Keras package of a world: `tf_keras` or `keras`."""
     tf()
-    return importlib.import_module("tf_keras" if world is World.TF_KERAS else "keras")
+    if world is World.TF_KERAS:
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
 
 
 def keras_hub() -> ModuleType:
     """keras-hub (keras_nlp is an alias of it); registers its layers for deserialization."""
     tf()
-    return importlib.import_module("keras_hub")
+    import keras_hub
+
+    return keras_hub
 
 
 def keras_hub_serving_hook() -> ModuleType | None:
@@ -234,7 +244,8 @@ def load_file(
         keras_hub()
     keras = module(world)
     if world is World.TF_KERAS and "Quantize" in config_json:  # a QAT model from tfmot
-        tfmot = importlib.import_module("tensorflow_model_optimization")
+        import tensorflow_model_optimization as tfmot
+
         with tfmot.quantization.keras.quantize_scope():
             return keras.models.load_model(
                 str(path), custom_objects, compile=False, safe_mode=not unsafe

@@ -7,17 +7,21 @@ stages made: PQAT after pruning, CQAT after clustering, PCQAT after both.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from tfopt import keras_worlds
 from tfopt.errors import first_line
+from tfopt.keras_worlds import World
 from tfopt.optimization.context import Context, StageError, kernel_stats, matches
 from tfopt.optimization.pruning import schedule_steps, select_layers
 from tfopt.recipes import ClusterStage, PruneStage, QatStage, Schedule
 
 
 def tfmot() -> Any:
-    return importlib.import_module("tensorflow_model_optimization")
+    keras_worlds.tf()
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
 
 
 def _prunable(layer: Any) -> bool:
@@ -35,7 +39,7 @@ def input_size(layer: Any) -> int:
 
 def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     t = tfmot()
-    keras = importlib.import_module("tf_keras")
+    keras = keras_worlds.module(World.TF_KERAS)
     candidates = [(x.name, x, input_size(x)) for x in ctx.model.layers if _prunable(x)]
     pairs, notes = select_layers(candidates, stage)
     chosen = [layer for _, layer in pairs]
@@ -66,7 +70,7 @@ def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
 
 def cluster(ctx: Context, stage: ClusterStage) -> dict[str, Any]:
     t = tfmot()
-    keras = importlib.import_module("tf_keras")
+    keras = keras_worlds.module(World.TF_KERAS)
     cl = t.clustering.keras
     init = getattr(cl.CentroidInitialization, stage.init.value.upper())
     names = set()
@@ -99,9 +103,7 @@ def cluster(ctx: Context, stage: ClusterStage) -> dict[str, Any]:
 def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
     t = tfmot()
     q = t.quantization.keras
-    combine = importlib.import_module(
-        "tensorflow_model_optimization.python.core.api.experimental.combine"
-    )
+    from tensorflow_model_optimization.python.core.api.experimental import combine
     if ctx.clustered:
         scheme, mode = (
             combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=ctx.pruned),
@@ -134,7 +136,7 @@ def qat(ctx: Context, stage: QatStage) -> dict[str, Any]:
 
 def _unwrapped(qat_model: Any, plain: Any) -> Any:
     """A copy of the pre-QAT model carrying the QAT-trained kernels and biases, matched by name."""
-    keras = importlib.import_module("tf_keras")
+    keras = keras_worlds.module(World.TF_KERAS)
     copy = keras.models.clone_model(plain)
     copy.set_weights(plain.get_weights())
 
