@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfopt.runtime.cpu import run
+from tfopt.runtime.cpu import Budget, run
 from tfopt.runtime.feeding import dequantize, quantize, synthetic_input
 from tfopt.runtime.gpu import parse_gpu_log
 from tfopt.runtime.stats import summarize
@@ -122,7 +122,7 @@ def test_summary_percentiles() -> None:
 
 
 def test_run_min_seconds(tflite: dict[str, Path]) -> None:
-    r = run(str(tflite["float32"]), threads=1, min_seconds=0.05, warmup=2)
+    r = run(str(tflite["float32"]), threads=1, budget=Budget(min_seconds=0.05, warmup=2))
     assert r["runs"] >= 1 and r["warmup"] == 2  # how many fit in 0.05 s is speed, not behaviour
     assert r["latency_us"]["p50"] > 0
 

@@ -16,7 +16,7 @@ import json
 import sys
 import tempfile
 
-from .cpu import run
+from .cpu import Budget, run
 from .cpuopts import COMPILED, parse_cpu_options
 from .feeding import parse_shapes, synthetic_file, write_outputs
 from .gpu import run_compiled
@@ -77,6 +77,7 @@ def _main(args: argparse.Namespace, folder: str) -> int:
             args.data = synthetic_file(args.model, shapes, args.seed, folder)
         pinned = pin(args.pin) if args.pin else None
         cpu = parse_cpu_options(args.cpu_option)
+        budget = Budget(runs=args.runs, min_seconds=args.min_seconds, warmup=args.warmup)
         if args.outputs:
             if not args.data or args.accelerator != "cpu" or args.lm:
                 raise ValueError("--outputs runs the CPU Interpreter over a --data .npz")
@@ -90,9 +91,7 @@ def _main(args: argparse.Namespace, folder: str) -> int:
                 args.model,
                 args.accelerator,
                 threads=args.threads,
-                runs=args.runs,
-                min_seconds=args.min_seconds,
-                warmup=args.warmup,
+                budget=budget,
                 data_path=args.data,
                 seed=args.seed,
                 timing=not args.placement_only,
@@ -114,9 +113,7 @@ def _main(args: argparse.Namespace, folder: str) -> int:
                 args.model,
                 threads=args.threads,
                 xnnpack=not args.no_xnnpack,
-                runs=args.runs,
-                min_seconds=args.min_seconds,
-                warmup=args.warmup,
+                budget=budget,
                 data_path=args.data,
                 seed=args.seed,
                 cpu=cpu,

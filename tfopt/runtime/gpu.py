@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import time_loop, timing_entry
+from .cpu import Budget, time_loop, timing_entry
 from .cpuopts import xnnpack_flags
 from .feeding import (
     dequantize,
@@ -216,10 +216,7 @@ def run_compiled(
     model_path: str,
     accelerator: str = "gpu",
     threads: int = 1,
-    runs: int | None = None,
-    min_seconds: float = 1.0,
-    min_runs: int = 10,
-    warmup: int = 5,
+    budget: Budget | None = None,
     data_path: str | None = None,
     seed: int = 0,
     timing: bool = True,
@@ -250,8 +247,9 @@ def run_compiled(
         return result
     sample = load_sample(data_path, runner.inputs, seed)
     runner.feed(sample)
-    first_ms, latencies = time_loop(runner.invoke, runs, min_seconds, min_runs, warmup)
-    result.update(timing_entry(load_ms, first_ms, warmup, latencies))
+    budget = budget or Budget()
+    first_ms, latencies = time_loop(runner.invoke, budget)
+    result.update(timing_entry(load_ms, first_ms, budget.warmup, latencies))
     if accelerator in ("gpu", "openvino"):
         got = runner.read()
         reference = CompiledRunner(model_path, "cpu", threads)
