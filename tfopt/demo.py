@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,17 @@ import numpy as np
 
 from converters import PRECISIONS
 from tfopt import keras_worlds
-from tfopt.conversion import convert
-from tfopt.core import CONVERTER_PRECISIONS
+from tfopt.conversion import ConvertRequest, convert_request
+from tfopt.core import CONVERTER_PRECISIONS, Precision
 from tfopt.data import Dataset
+from tfopt.evaluation import Candidate, Evaluation, Runtime, bench_timer, evaluate
 from tfopt.fsutil import check_output_dir, staged_dir
 from tfopt.loading import from_keras
 from tfopt.report import write_demo_report
-from tfopt.timing import BenchSettings, bench
-from tfopt.validate import compare_outputs, run_reference, run_tflite
+from tfopt.validate import run_reference
 
 SEED = 0
+WARMUP = 10  # runs before the timed ones
 OUTPUT_NAMES = [
     "report.json",
     "report.png",
@@ -39,11 +40,11 @@ OUTPUT_NAMES = [
 
 @dataclass(frozen=True)
 class DemoReport:
-    """One row per precision (size, accuracy, agreement, SQNR, latency per thread count) and
-    what the rows were measured on; `tfopt.report` renders it (View.DEMO)."""
+    """One `Evaluation` per precision (size, accuracy, agreement, SQNR, latency per thread count)
+    and what they were measured on; `tfopt.report` renders it (View.DEMO)."""
 
     out_dir: str
-    rows: list[dict[str, Any]]
+    evaluations: tuple[Evaluation, ...]
     keras_accuracy: float
     parameters: int
     train_samples: int
@@ -52,8 +53,33 @@ class DemoReport:
     machine: dict[str, Any]
     threads: tuple[int, ...]
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """A row per precision: the demo's own columns, then the shared `Evaluation.row()`."""
+        return [_row(ev) for ev in self.evaluations]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evaluations"}
+        return {**doc, "rows": self.rows, "threads": list(self.threads)}
+
+
+def _row(ev: Evaluation) -> dict[str, Any]:
+    """The demo's columns (sizes in KB, percentages, latency per thread count) beside the
+    shared keys of `Evaluation.row()` (sizes in bytes, `p50_ms` by runtime, `quality`)."""
+    diff = ev.comparison
+    assert diff is not None and diff.accuracy is not None
+    row: dict[str, Any] = {
+        "precision": ev.candidate.label,
+        "size_kb": round(ev.size_bytes / 1024, 1),
+        "gzip_kb": round(ev.gzip_bytes / 1024, 1),
+        "accuracy": round(100 * diff.accuracy["candidate"], 2),
+        "top1_agreement": round(100 * (diff.top1_agreement or 0.0), 2),
+        "sqnr_db": round(diff.outputs[0].sqnr_db, 1),
+    }
+    for t in ev.timings:
+        row[f"p50_ms_{t.runtime.threads}t"] = t.p50_ms
+        row[f"p90_ms_{t.runtime.threads}t"] = t.p90_ms
+    return {**row, **ev.row()}
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -95,17 +121,27 @@ def run_demo(
     overwrite: bool = False,
 ) -> DemoReport:
     """Train, convert to every precision, check, time; write the model, data, every `.tflite`
-    and the report files to `out_dir` (all together, or none). Returns the rows."""
+    and the report files to `out_dir` (all together, or none). Returns the evaluations."""
     names = OUTPUT_NAMES + [f"digits_{p}.tflite" for p in CONVERTER_PRECISIONS]
-    settings = BenchSettings(threads=threads, min_seconds=min_seconds, warmup=10)  # checks first
+    runtimes = tuple(Runtime(t) for t in threads)
+    for rt in runtimes:  # a bad setting fails before any work
+        rt.settings(min_seconds, warmup=WARMUP)
     out = check_output_dir(out_dir, names, overwrite)
     with staged_dir(out, names) as staging:  # all files appear together, or none
-        report = _run_in(staging, str(out), settings)
+        report = _run_in(staging, str(out), runtimes, min_seconds)
         write_demo_report(staging, report)
     return report
 
 
-def _run_in(out: Path, out_dir: str, settings: BenchSettings) -> DemoReport:
+def _request(precision: Precision, digits: Path) -> ConvertRequest:
+    """Calibrated precisions calibrate on the digits; the others are checked on them."""
+    data = "calibration" if PRECISIONS[precision].needs_calibration else "check_data"
+    return ConvertRequest(precision=precision, overwrite=True, **{data: digits})
+
+
+def _run_in(
+    out: Path, out_dir: str, runtimes: tuple[Runtime, ...], min_seconds: float
+) -> DemoReport:
     from tqdm import tqdm
 
     x_train, y_train, x_test, y_test = digits_split()
@@ -113,47 +149,32 @@ def _run_in(out: Path, out_dir: str, settings: BenchSettings) -> DemoReport:
     model = train_digits_cnn(x_train, y_train)
     train_s = time.perf_counter() - started
     # Write the model and data as files too, so every step can be rerun from the CLI.
-    keras_path = out / "digits_cnn.keras"
-    model.save(keras_path, overwrite=True)
+    model.save(out / "digits_cnn.keras", overwrite=True)
     calib = out / "digits_calibration.npz"
     np.savez(calib, x=x_train[:200])
     np.savez(out / "digits_test.npz", x=x_test, y=y_test)
 
     test = Dataset({"image": x_test}, y_test)
     reference = run_reference(from_keras(model), test)
-    rows = []
+    timer = bench_timer(min_seconds, warmup=WARMUP)
+    evaluations = []
     for precision in tqdm(
         list(CONVERTER_PRECISIONS), desc="precisions", unit="model", disable=None
     ):
-        path = out / f"digits_{precision}.tflite"
-        # Calibrated precisions calibrate on the data; the others are checked on it.
-        data = "calibration" if PRECISIONS[precision].needs_calibration else "check_data"
-        conv = convert(model, path, precision, overwrite=True, **{data: calib})
-        diff = compare_outputs(reference, run_tflite(str(path), test), y_test)
-        timing = bench(path, settings)
-        assert diff.accuracy is not None
-        row: dict[str, Any] = {
-            "precision": str(precision),
-            "size_kb": round(conv.size_bytes / 1024, 1),
-            "gzip_kb": round(conv.gzip_bytes / 1024, 1),
-            "accuracy": round(100 * diff.accuracy["candidate"], 2),
-            "top1_agreement": round(100 * (diff.top1_agreement or 0.0), 2),
-            "sqnr_db": round(diff.outputs[0].sqnr_db, 1),
-        }
-        for r in timing.results:
-            row[f"p50_ms_{r['threads']}t"] = round(r["latency_us"]["p50"] / 1000, 4)
-            row[f"p90_ms_{r['threads']}t"] = round(r["latency_us"]["p90"] / 1000, 4)
-        rows.append(row)
+        path, request = out / f"digits_{precision}.tflite", _request(precision, calib)
+        convert_request(model, path, request)
+        candidate = Candidate(path, request, str(precision))
+        evaluations.append(evaluate(candidate, reference, test, runtimes, timer=timer))
 
     keras_acc = round(100 * float(np.mean(reference["probs"].argmax(1) == y_test)), 2)
     return DemoReport(
         out_dir=out_dir,
-        rows=rows,
+        evaluations=tuple(evaluations),
         keras_accuracy=keras_acc,
         parameters=model.count_params(),
         train_samples=len(x_train),
         test_samples=len(x_test),
         train_seconds=train_s,
-        machine=timing.machine,
-        threads=settings.threads,
+        machine=evaluations[-1].machine,
+        threads=tuple(rt.threads for rt in runtimes),
     )

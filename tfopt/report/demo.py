@@ -13,8 +13,13 @@ from tfopt.report.tables import markdown_table, text_table, to_json, write_json
 FILE_KEYS = ["keras_accuracy", "parameters", "train_samples", "test_samples", "machine", "rows"]
 
 
+COLUMNS = ["precision", "size_kb", "gzip_kb", "accuracy", "top1_agreement", "sqnr_db"]
+
+
 def _table(r: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    headers = list(r["rows"][0])
+    """The demo's own columns; the rows' shared keys (`Evaluation.row()`) are for JSON."""
+    timed = [f"p{q}_ms_{t}t" for t in r["threads"] for q in (50, 90)]
+    headers = COLUMNS + timed
     return headers, [[row[h] for h in headers] for row in r["rows"]]
 
 
