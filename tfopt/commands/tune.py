@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from tfopt.cli import IMPORTS, THREADS, command
+from tfopt.commands.options import IMPORTS, THREADS
+from tfopt.commands.wrap import command
 from tfopt.report.registry import View
 
 
@@ -40,7 +41,7 @@ def _csv(value: str | None, cast: Any = str) -> tuple[Any, ...] | None:
               show_default=True, help="What the winner minimizes among files that meet the goal.")
 @click.option("--target", default="local", show_default=True,
               help="Where files are timed: local, ssh://user@host[:port], adb or adb:SERIAL.")
-@click.option("--accelerator", default="cpu", show_default=True,
+@click.option("--accelerator", "accelerators", default="cpu", show_default=True,
               help="Comma-separated accelerators in the space: cpu, gpu (LiteRT's GPU accelerator).")
 @click.option("--threads", default="1,2", show_default=True, type=THREADS,
               help="Thread counts in the space.")  # fmt: skip
@@ -103,7 +104,7 @@ def tune_cmd(**o: Any) -> tuple[View, Any]:
     alone. Example:
       tfopt tune model.keras --data data.npz --goal top1_drop<=0.005 -o tuned
     """
-    from tfopt.tuning import Space, tune
+    from tfopt.tuning import Space, TuneRequest, tune
 
     defaults = Space()
     precisions, aeq_precisions = o.pop("precisions"), o.pop("aeq_precisions")
@@ -115,7 +116,7 @@ def tune_cmd(**o: Any) -> tuple[View, Any]:
         selective_float=not o.pop("no_selective_float"),
         threads=o.pop("threads"),
         xnnpack=(True, False) if o.pop("xnnpack") == "both" else (True,),
-        accelerators=_csv(o.pop("accelerator")) or ("cpu",),
+        accelerators=_csv(o.pop("accelerators")) or ("cpu",),
         cpu_option_sets=_option_sets(o.pop("cpu_option_sets"), defaults.cpu_option_sets),
     )
     ssh = {"ssh_key": o.pop("ssh_key"), "remote_python": o.pop("remote_python")}
@@ -131,9 +132,9 @@ def tune_cmd(**o: Any) -> tuple[View, Any]:
                     f"p50 {row.get('p50_ms')} ms")  # fmt: skip
         click.echo(f"trial {v['label']} [{row.get('phase')}]: {what}", err=True)
 
-    result = tune(goal=o.pop("goals"), space=space, compare_presets=not o.pop("no_presets"),
-                  target_options=target_options, on_progress=show, **o)  # fmt: skip
-    return View.TUNE, result
+    request = TuneRequest(goal=o.pop("goals"), space=space, compare_presets=not o.pop("no_presets"),
+                          target_options=target_options, on_progress=show, **o)  # fmt: skip
+    return View.TUNE, tune(request)
 
 
 def _option_sets(given: tuple[str, ...], default: Any) -> Any:

@@ -16,10 +16,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import InputError, TfoptError, first_line
+from tfopt.errors import InputError, TfoptError, first_line, option
 from tfopt.fsutil import write_text
 from tfopt.tuning.space import Variant
 
@@ -31,7 +32,7 @@ class ClusterError(TfoptError):
 def _reachable(address: str) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise InputError(f"--ray-address {address}: write HOST:PORT, e.g. 127.0.0.1:6379")
+        raise InputError(f"{option('ray_address')} {address}: write HOST:PORT, e.g. 127.0.0.1:6379")
     try:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
@@ -153,22 +154,26 @@ class Ledger:
         return [r for r in rows if not r.get("retry")]
 
 
-def run_phase(
-    name: str,
-    variants: list[Variant],
-    job_ref: Any,
-    timer_actor: Any,
-    ledger: Ledger,
-    state: Path,
-    float_model: bytes | None = None,
-    time_budget_s: float | None = None,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Phases:
+    """Where a search's phases run: its `Job` in Ray's object store, the target's timer, the
+    ledger in the state folder, and who hears of each trial as it ends."""
+
+    job_ref: Any
+    timer: Any
+    ledger: Ledger
+    state: Path
+    on_row: Callable[[dict[str, Any]], None] | None = None
+
+
+def run_phase(name: str, variants: list[Variant], phases: Phases, float_model: bytes | None = None,
+              time_budget_s: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Run the variants that have no ledger entry as one Ray Tune experiment; every row back."""
     from ray import tune
 
     from tfopt.tuning.trial import run
 
+    ledger = phases.ledger
     rows: dict[str, dict[str, Any]] = {}
     todo = []
     for v in variants:
@@ -178,29 +183,9 @@ def run_phase(
         elif v.key not in {t.key for t in todo}:
             todo.append(v)
     if todo:
-
-        class _Record(tune.Callback):  # the driver writes the ledger as each trial ends
-            def on_trial_start(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-                ledger.started(Variant.from_dict(trial.config["variant"]).key)
-
-            def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-                row = dict(trial.last_result["row"])
-                row["phase"] = row["variant"].get("phase") or name
-                ledger.put(row)
-                if on_row:
-                    on_row(row)
-
-            def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-                v = Variant.from_dict(trial.config["variant"])
-                row = {"key": v.key, "variant": v.to_dict(), "status": "failed", "phase": name,
-                       "retry": True,  # not the variant's fault: --resume runs it again
-                       "reason": f"the trial's worker or node died: {_why(trial)}"}
-                ledger.put(row)
-                if on_row:
-                    on_row(row)
-
         trainable = tune.with_resources(
-            tune.with_parameters(run, job=job_ref, timer=timer_actor, float_model=float_model),
+            tune.with_parameters(run, job=phases.job_ref, timer=phases.timer,
+                                 float_model=float_model),  # fmt: skip
             {"cpu": 1},
         )
         tuner = tune.Tuner(
@@ -208,8 +193,8 @@ def run_phase(
             param_space={"variant": tune.grid_search([v.to_dict() for v in todo])},
             tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s),
             run_config=tune.RunConfig(
-                storage_path=str((state / "ray").resolve()), name=name, verbose=0,
-                callbacks=[_Record()],
+                storage_path=str((phases.state / "ray").resolve()), name=name, verbose=0,
+                callbacks=[_recorder(name, ledger, phases.on_row)],
             ),
         )
         tuner.fit()
@@ -218,6 +203,33 @@ def run_phase(
         if got is not None:
             rows[v.key] = got
     return [rows[v.key] for v in variants if v.key in rows]
+
+
+def _recorder(name: str, ledger: Ledger, on_row: Callable[[dict[str, Any]], None] | None) -> Any:
+    """A Ray Tune callback: the driver writes the ledger as each trial ends."""
+    from ray import tune
+
+    def record(row: dict[str, Any]) -> None:
+        ledger.put(row)
+        if on_row:
+            on_row(row)
+
+    class _Record(tune.Callback):
+        def on_trial_start(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+            ledger.started(Variant.from_dict(trial.config["variant"]).key)
+
+        def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+            row = dict(trial.last_result["row"])
+            row["phase"] = row["variant"].get("phase") or name
+            record(row)
+
+        def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+            v = Variant.from_dict(trial.config["variant"])
+            record({"key": v.key, "variant": v.to_dict(), "status": "failed", "phase": name,
+                    "retry": True,  # not the variant's fault: --resume runs it again
+                    "reason": f"the trial's worker or node died: {_why(trial)}"})  # fmt: skip
+
+    return _Record()
 
 
 def _why(trial: Any) -> str:

@@ -11,6 +11,7 @@ meets the same gate) are timed the same way at each thread count, beside the win
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ from tfopt.tuning.space import CALIBRATED, Runtime
 
 FRONT_RUNNERS = 3  # files; each is re-timed under every runtime setting
 TIE = 0.02  # re-timed medians this close count as the same speed
+
+
+@dataclass(frozen=True)
+class Retiming:
+    """How the front runners and presets are timed again: interleaved rounds, each cell's length."""
+
+    repeats: int = 3
+    min_seconds: float = 0.5
 
 
 def _p50_ms(path: Path, rt: Runtime, target: Any, min_seconds: float) -> float:
@@ -30,16 +39,16 @@ def _p50_ms(path: Path, rt: Runtime, target: Any, min_seconds: float) -> float:
     return headline_us(bench(path, settings, target).results[0]) / 1000
 
 
-def interleaved(cells: list[tuple[Path, Runtime]], target: Any, repeats: int,
-                min_seconds: float) -> list[dict[str, Any]]:  # fmt: skip
-    """Median p50 of each (file, runtime) over `repeats` interleaved rounds."""
+def interleaved(cells: list[tuple[Path, Runtime]], target: Any,
+                timing: Retiming) -> list[dict[str, Any]]:  # fmt: skip
+    """Median p50 of each (file, runtime) over `timing.repeats` interleaved rounds."""
     times: list[list[float]] = [[] for _ in cells]
     errors: list[str | None] = [None for _ in cells]
-    for _ in range(repeats):
+    for _ in range(timing.repeats):
         for i, (path, rt) in enumerate(cells):
             if errors[i] is None:
                 try:
-                    times[i].append(_p50_ms(path, rt, target, min_seconds))
+                    times[i].append(_p50_ms(path, rt, target, timing.min_seconds))
                 except TfoptError as exc:
                     errors[i] = first_line(exc.message)
                 except Exception as exc:  # noqa: BLE001 - a target that breaks mid-way
@@ -88,17 +97,16 @@ def is_preset(row: dict[str, Any]) -> bool:
     return v["precision"] not in CALIBRATED or v["num_calibration"] == 100
 
 
-def presets(rows: list[dict[str, Any]], winner: dict[str, Any], winner_runtime: dict[str, Any],
-            files: Path, target: Any, threads: tuple[int, ...], repeats: int,
-            min_seconds: float) -> list[dict[str, Any]]:  # fmt: skip
-    """Each preset that meets the gate beside the winner's file, at each thread count."""
+def presets(rows: list[dict[str, Any]], winner: dict[str, Any], won: Runtime, files: Path,
+            target: Any, threads: tuple[int, ...], timing: Retiming) -> list[dict[str, Any]]:  # fmt: skip
+    """Each preset that meets the gate beside the winner's file (run as `won`, keeping its XNNPACK
+    setting and flags), at each thread count."""
     chosen = [r for r in rows if r.get("passed") and r["status"] == "ok" and is_preset(r)]
     chosen = [winner] + [r for r in chosen if r["key"] != winner["key"]]
-    won = Runtime(**winner_runtime)  # the winner keeps its XNNPACK setting and flags
     cells = [(files / f"{r['key']}.tflite",
               Runtime(t, won.xnnpack, "cpu", won.cpu_options) if i == 0 else Runtime(t))
              for i, r in enumerate(chosen) for t in threads]  # fmt: skip
-    timed = interleaved(cells, target, repeats, min_seconds)
+    timed = interleaved(cells, target, timing)
     out = []
     for i, r in enumerate(chosen):
         p50 = {str(t): timed[i * len(threads) + j]["p50_ms"] for j, t in enumerate(threads)}

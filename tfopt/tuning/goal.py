@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tfopt.errors import InputError
+from tfopt.errors import InputError, option
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,16 @@ def parse_goal(text: str) -> Goal:
     allowed = ", ".join(MEASURES)
     if not m:
         raise InputError(
-            f"--goal '{text}': write MEASURE>=NUMBER or MEASURE<=NUMBER, e.g. cosine>=0.995 "
+            f"{option('goal')} '{text}': write MEASURE>=NUMBER or MEASURE<=NUMBER, e.g. cosine>=0.995 "
             f"(measures: {allowed})"
         )
     name, op, value = m.group(1), m.group(2), float(m.group(3))
     if name not in MEASURES:
-        raise InputError(f"--goal '{text}': unknown measure '{name}' (measures: {allowed})")
+        raise InputError(f"{option('goal')} '{text}': unknown measure '{name}' (measures: {allowed})")
     better_high = MEASURES[name].higher_is_better
     if better_high != op.startswith(">"):
         want = ">=" if better_high else "<="
-        raise InputError(f"--goal '{text}': {name} is a {'floor' if better_high else 'ceiling'}; "
+        raise InputError(f"{option('goal')} '{text}': {name} is a {'floor' if better_high else 'ceiling'}; "
                          f"write {name}{want}{value:g}")
     return Goal(name, op, value)
 
@@ -96,14 +96,14 @@ def measurable(goals: list[Goal], has_labels: bool, embedding: bool,
     of the reference against itself (a measure it leaves None never applies to this model)."""
     for g in goals:
         if g.measure == "accuracy" and not has_labels:
-            raise InputError(f"--goal {g}: accuracy needs labels 'y' in --data")
+            raise InputError(f"{option('goal')} {g}: accuracy needs labels 'y' in {option('data')}")
         if g.measure == "same_nearest" and not embedding:
             raise InputError(
-                f"--goal {g}: same_nearest compares embeddings; the model is not an encoder with "
+                f"{option('goal')} {g}: same_nearest compares embeddings; the model is not an encoder with "
                 "a sequence output and a padding_mask input (use cosine or sqnr_db)"
             )
         if reachable is not None and reachable.get(g.measure) is None:
-            raise InputError(f"--goal {g}: {g.measure} does not apply to this model's outputs "
+            raise InputError(f"{option('goal')} {g}: {g.measure} does not apply to this model's outputs "
                              "(top1 and top1_drop need an output of class scores, (samples, classes))")
 
 

@@ -12,18 +12,76 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfopt.data import Dataset, load_data
-from tfopt.errors import DataError, InputError, OutputError, note
-from tfopt.fsutil import existing, write_text
+from tfopt.errors import DataError, InputError, OutputError, note, option
+from tfopt.fsutil import check_output_dir, existing, write_text
+from tfopt.tuning.result import OUTPUTS
+from tfopt.tuning.space import Runtime, Space
+
+if TYPE_CHECKING:
+    from tfopt.tuning.request import TuneRequest
+    from tfopt.tuning.trial import Job
 
 STATE = ".tune"
 MIN_HELDOUT = 8
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A search ready to run: what the request became once the model and data were read."""
+
+    model: str  # the source model's path, as trials on other nodes load it
+    space: Space  # the request's, without recipes when they cannot run
+    runtimes: tuple[Runtime, ...]
+    out: Path
+    state: Path  # OUT/.tune: the ledger, the files, the Ray experiments
+    job: Job
+    started: float  # time.perf_counter() at the start
+    deadline: float | None  # no trial starts after it
+
+
+def setup(request: TuneRequest) -> Setup:
+    """Read the model and data, split them, run the source model once and open the state folder."""
+    from tfopt.loading import SourceKind, load
+    from tfopt.tuning.goal import measurable, quality
+    from tfopt.tuning.trial import Job
+    from tfopt.validate import run_reference
+
+    limit = request.seconds
+    model_path = model_arg(request.model)
+    space = request.space or Space()
+    out = check_output_dir(request.out_dir, OUTPUTS, request.overwrite or request.resume)
+    started = time.perf_counter()
+    loaded = load(model_path, unsafe=request.unsafe, imports=request.imports)
+    if loaded.kind is SourceKind.TFLITE:
+        raise InputError(f"{model_path} is a .tflite file; tune starts from its source model")
+    parts = split(str(request.data), loaded, request.eval_samples, max(space.calibration_sizes))
+    if parts.train_data is None or loaded.kind not in (SourceKind.TF_KERAS, SourceKind.KERAS3):
+        space = replace(space, recipes=())
+    reference = run_reference(loaded, parts.heldout)
+    embedding = embedding_mode(loaded, parts.heldout, reference, request.pooling)
+    reachable = quality(reference, reference, parts.heldout.y, embedding)
+    measurable(list(request.goals), parts.heldout.y is not None, embedding is not None, reachable)
+    settings = {"goals": [str(g) for g in request.goals],
+                "target": request.target, "space": asdict(space), "seq_len": request.seq_len,
+                "pooling": request.pooling, "eval_samples": request.eval_samples,
+                "epochs": request.epochs, "min_seconds": request.min_seconds}  # fmt: skip
+    fp = fingerprint(model_path, str(request.data), settings)
+    state = state_dir(out, fp, request.resume, request.overwrite)
+    runtimes = tuple(space.runtimes())
+    job = Job(model=model_path, calibration=parts.calibration, heldout=parts.heldout,
+              reference=reference, goals=request.goals, runtimes=runtimes, embedding=embedding,
+              seq_len=request.seq_len, unsafe=request.unsafe, imports=request.imports,
+              train_data=parts.train_data, epochs=request.epochs)  # fmt: skip
+    return Setup(model_path, space, runtimes, out, state, job, started,
+                 started + limit if limit else None)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,7 +95,7 @@ def split(data: str, loaded: Any, eval_samples: int, calibration_max: int) -> Sp
     """Calibration and held-out data from DATA (see the module docstring)."""
     path = existing(data, "data")
     if path.suffix != ".npz":
-        raise InputError(f"--data {data}: give an .npz (x and y, or x_train/y_train/x_val/y_val)")
+        raise InputError(f"{option('data')} {data}: give an .npz (x and y, or x_train/y_train/x_val/y_val)")
     with np.load(path, allow_pickle=False) as z:
         names = set(z.files)
     if "x_train" in names or any(n.startswith("x_train.") for n in names):
@@ -91,13 +149,13 @@ def state_dir(out: Path, fingerprint_: str, resume: bool, overwrite: bool) -> Pa
         if resume and (same or not overwrite):
             if not same:
                 raise InputError(
-                    f"--resume: {out} holds a search of another model, data, goal or target; "
-                    "rerun with --overwrite to start over"
+                    f"{option('resume')}: {out} holds a search of another model, data, goal or "
+                    f"target; rerun with {option('overwrite')} to start over"
                 )
             return state
         if not overwrite:
-            raise OutputError(f"{out} holds an earlier search (--resume continues it, "
-                              "--overwrite starts over)")
+            raise OutputError(f"{out} holds an earlier search ({option('resume')} continues it, "
+                              f"{option('overwrite')} starts over)")
         shutil.rmtree(state)
     elif resume:
         note(f"--resume: {out} holds no earlier search; starting one")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS, Precision
-from tfopt.errors import InputError
+from tfopt.errors import InputError, option
 from tfopt.recipes import ConvertStage, Recipe, load_recipe, shipped
 
 CALIBRATED = (Precision.INT8.value, Precision.INT16X8.value)
@@ -124,34 +124,34 @@ class Space:
     def __post_init__(self) -> None:
         for p in self.precisions:
             if p not in {c.value for c in CONVERTER_PRECISIONS}:
-                raise InputError(f"--precision {p}: the converter makes "
+                raise InputError(f"{option('precisions')} {p}: the converter makes "
                                  f"{', '.join(c.value for c in CONVERTER_PRECISIONS)}")
         for p in self.aeq_precisions:
             if p not in {c.value for c in AEQ_PRECISIONS}:
-                raise InputError(f"--aeq-precision {p}: the LiteRT quantizer makes "
+                raise InputError(f"{option('aeq_precisions')} {p}: the LiteRT quantizer makes "
                                  f"{', '.join(c.value for c in AEQ_PRECISIONS)}")
         unknown = [r for r in self.recipes if r not in shipped()]
         if unknown:
-            raise InputError(f"--recipe {unknown[0]}: shipped recipes are {', '.join(shipped())}")
+            raise InputError(f"{option('recipes')} {unknown[0]}: shipped recipes are {', '.join(shipped())}")
         if not self.threads or min(self.threads) < 1:
-            raise InputError("--threads: give one or more positive thread counts, e.g. 1,2")
+            raise InputError(f"{option('threads')}: give one or more positive thread counts, e.g. 1,2")
         if not self.calibration_sizes or any(c < 1 for c in self.calibration_sizes):
-            raise InputError("--calibration-sizes: give one or more positive sample counts")
+            raise InputError(f"{option('calibration_sizes')}: give one or more positive sample counts")
         if not self.xnnpack:
             raise InputError("xnnpack: give True, False or both")
         bad = [a for a in self.accelerators if a not in ("cpu", "gpu")]
         if not self.accelerators or bad:
-            raise InputError(f"--accelerator {','.join(bad) or 'none'}: tune times on cpu and gpu")
+            raise InputError(f"{option('accelerators')} {','.join(bad) or 'none'}: tune times on cpu and gpu")
         from tfopt.runtime.cpuopts import parse_cpu_options
 
         for options in self.cpu_option_sets:
             try:
                 parsed = parse_cpu_options(options)
             except ValueError as exc:
-                raise InputError(str(exc).replace("--cpu-option", "--cpu-option-set")) from None
+                raise InputError(str(exc).replace("--cpu-option", option("cpu_option_sets"))) from None
             numeric = [k for k in NUMERIC_CPU_OPTIONS if parsed.get(k)]
             if numeric:
-                raise InputError(f"--cpu-option-set {','.join(options)}: {numeric[0]} changes the "
+                raise InputError(f"{option('cpu_option_sets')} {','.join(options)}: {numeric[0]} changes the "
                                  "numbers, and tune judges files through the default kernels; "
                                  "time it with tfopt bench --cpu-option")  # fmt: skip
 
