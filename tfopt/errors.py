@@ -89,9 +89,9 @@ def first_line(exc: BaseException | str, limit: int = 300) -> str:
 def note(message: str) -> None:
     """A one-line remark for the user (an input cast, a default chosen): on stderr, never stdout.
 
-    Goes through the `tfopt` logger, so library users can route or silence it; the CLI prints it
-    as `note: ...`.
+    Goes through the `tfopt` logger, so library users can route or silence it (they read
+    parameter names); the CLI prints it as `note: ...` with its flags (the record's `marked`).
     """
     import logging
 
-    logging.getLogger("tfopt").warning(message)
+    logging.getLogger("tfopt").warning(plain(message), extra={"marked": message})

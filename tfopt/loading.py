@@ -25,7 +25,7 @@ from tfopt.core import (  # noqa: F401 - re-exported: the load stage's types
     TensorSpec,
     arrange,
 )
-from tfopt.errors import InputError, ModelLoadError, first_line
+from tfopt.errors import InputError, ModelLoadError, first_line, option
 from tfopt.foreign import describe
 from tfopt.fsutil import existing
 from tfopt.userimports import import_user_code, load_error
@@ -121,7 +121,7 @@ def _keras_inputs(
     if declared is None:
         raise ModelLoadError(
             f"cannot tell the input shape of {type(model).__name__} (a subclassed model that "
-            "was never built?): pass --input-shape, e.g. --input-shape 1,224,224,3"
+            f"was never built?): pass {option('input_shapes')}, e.g. {option('input_shapes')} 1,224,224,3"
         )
     if isinstance(declared, dict):
         specs = tuple(TensorSpec(k, _batch_free(tuple(v)), "float32") for k, v in declared.items())
@@ -144,12 +144,12 @@ def _override(specs: tuple[TensorSpec, ...], shapes: InputShapes | None) -> tupl
     if wanted is None:
         raise InputError(
             f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}): "
-            "give --input-shape NAME=DIMS for each"
+            f"give {option('input_shapes')} NAME=DIMS for each"
         )
     unknown = sorted(set(wanted) - {s.name for s in specs})
     if unknown:
         raise InputError(
-            f"--input-shape names unknown inputs {', '.join(unknown)} "
+            f"{option('input_shapes')} names unknown inputs {', '.join(unknown)} "
             f"(the model has {', '.join(s.name for s in specs)})"
         )
     out = []
@@ -159,7 +159,7 @@ def _override(specs: tuple[TensorSpec, ...], shapes: InputShapes | None) -> tupl
             d is not None and w is not None and d != w for d, w in zip(s.shape, shape, strict=True)
         ):
             raise InputError(
-                f"--input-shape {shape} does not fit input '{s.name}' of shape {s.shape}"
+                f"{option('input_shapes')} {shape} does not fit input '{s.name}' of shape {s.shape}"
             )
         out.append(TensorSpec(s.name, shape, s.dtype))
     return tuple(out)
@@ -179,18 +179,18 @@ def parse_input_shapes(values: tuple[str, ...] | list[str]) -> InputShapes | Non
             )
         except ValueError:
             raise InputError(
-                f"--input-shape '{value}': expected comma-separated sizes such as 1,224,224,3"
+                f"{option('input_shapes')} '{value}': expected comma-separated sizes such as 1,224,224,3"
             ) from None
         if any(d is not None and d < 1 for d in shape):
-            raise InputError(f"--input-shape '{value}': sizes must be positive")
+            raise InputError(f"{option('input_shapes')} '{value}': sizes must be positive")
         if name:
             named[name] = shape
         elif single is None and not named:
             single = shape
         else:
-            raise InputError("give one --input-shape, or NAME=DIMS for each input")
+            raise InputError(f"give one {option('input_shapes')}, or NAME=DIMS for each input")
     if single is not None and named:
-        raise InputError("give one --input-shape, or NAME=DIMS for each input")
+        raise InputError(f"give one {option('input_shapes')}, or NAME=DIMS for each input")
     return named or single
 
 
@@ -351,7 +351,7 @@ def load(
     if not unsafe and "Lambda" in keras_worlds.layer_classes(config):
         raise ModelLoadError(
             f"{path} holds a Lambda layer, which runs arbitrary Python code when loaded; "
-            "refused in safe mode (pass --unsafe if you trust this file)"
+            f"refused in safe mode (pass {option('unsafe')} if you trust this file)"
         )
     world = keras_worlds.world_of_version(version)
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import InputError, ModelLoadError, first_line, note
+from tfopt.errors import InputError, ModelLoadError, first_line, note, option
 from tfopt.inspection import flatbuffer_io
 
 Shape = tuple[int, ...]
@@ -34,7 +34,7 @@ def parse_shapes(values: tuple[str, ...]) -> dict[str, Shape] | Shape | None:
     shapes = parse_input_shapes(values)
     given = shapes.values() if isinstance(shapes, dict) else [shapes] if shapes else []
     if any(d is None for shape in given for d in shape):
-        raise InputError("--input-shape: bench times one shape, give every size (no ?)")
+        raise InputError(f"{option('input_shapes')}: bench times one shape, give every size (no ?)")
     return shapes  # type: ignore[return-value]
 
 
@@ -43,7 +43,7 @@ def _fixed(name: str, signature: list[int], shape: Shape) -> Shape:
         s != -1 and s != d for s, d in zip(signature, shape, strict=True)
     ):
         raise InputError(
-            f"--input-shape {name}={','.join(map(str, shape))} does not fit input '{name}' "
+            f"{option('input_shapes')} {name}={','.join(map(str, shape))} does not fit input '{name}' "
             f"of shape {signature} (-1 = free)"
         )
     return shape
@@ -54,7 +54,7 @@ def _refusal(model: str, name: str, signature: list[int]) -> InputError:
     example = ",".join("N" if i in free else "1" if s == -1 else str(s) for i, s in enumerate(signature))
     return InputError(
         f"{model}: input '{name}' leaves dimension {free[0]} free (shape {signature}): time it at "
-        f"your length with --data DATA, --seq-len N or --input-shape {name}={example}"
+        f"your length with {option('data')} DATA, {option('seq_len')} N or {option('input_shapes')} {name}={example}"
     )
 
 
@@ -75,14 +75,14 @@ def timed_shapes(
     if isinstance(shapes, tuple):
         if len(inputs) != 1:
             names = ", ".join(d["name"] for d in inputs)
-            raise InputError(f"the model has {len(inputs)} inputs ({names}): give --input-shape "
+            raise InputError(f"the model has {len(inputs)} inputs ({names}): give {option('input_shapes')} "
                              "NAME=DIMS for each")  # fmt: skip
         shapes = {inputs[0]["name"]: shapes}
     shapes = shapes or {}
     unknown = sorted(set(shapes) - {d["name"] for d in inputs})
     if unknown:
         have = ", ".join(d["name"] for d in inputs)
-        raise InputError(f"--input-shape names unknown inputs {', '.join(unknown)} (the model "
+        raise InputError(f"{option('input_shapes')} names unknown inputs {', '.join(unknown)} (the model "
                          f"has {have})")  # fmt: skip
     given: list[tuple[str, Shape]] = []
     timed: dict[str, Shape | None] = {}
@@ -104,5 +104,5 @@ def timed_shapes(
     known = all(v is not None for v in timed.values())
     expected = {n: list(v) for n, v in timed.items() if v is not None} if known else None
     if seq_len is not None and not any(-1 in d["shape"][1:] for d in inputs):
-        note(f"{path.name} has no free (sequence) dimension: --seq-len changes nothing")
+        note(f"{path.name} has no free (sequence) dimension: {option('seq_len')} changes nothing")
     return TimedShapes(tuple(given), expected)

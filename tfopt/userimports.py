@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt import keras_worlds
-from tfopt.errors import InputError, ModelLoadError, first_line
+from tfopt.errors import InputError, ModelLoadError, first_line, option
 from tfopt.fsutil import existing
 
 
@@ -29,7 +29,7 @@ def import_user_code(imports: tuple[str, ...] | list[str], unsafe: bool) -> dict
         return {}
     if not unsafe:
         raise InputError(
-            "--import runs the code it names; pass --unsafe too if you trust " + ", ".join(imports)
+            f"{option('imports')} runs the code it names; pass {option('unsafe')} too if you trust " + ", ".join(imports)
         )
     found: dict[str, type] = {}
     for target in imports:
@@ -55,7 +55,7 @@ def _import_one(target: str) -> Any:
     if target.endswith(".py") or os.sep in target or "/" in target:
         path = existing(target, "module file")
         if path.is_dir() or path.suffix != ".py":
-            raise InputError(f"--import {target}: expected a module name or a .py file")
+            raise InputError(f"{option('imports')} {target}: expected a module name or a .py file")
         name = f"tfopt_user_{path.stem}"
         if name in sys.modules:
             return sys.modules[name]
@@ -80,10 +80,10 @@ def load_error(path: Path, exc: BaseException, custom: dict[str, type]) -> Model
     message = first_line(exc).split(". Make sure")[0]
     if "Could not locate" in message or "Unknown layer" in message or "Unknown object" in message:
         hint = (
-            "; it uses custom classes: pass --import MODULE_OR_FILE (with --unsafe) that defines "
+            f"; it uses custom classes: pass {option('imports')} MODULE_OR_FILE (with {option('unsafe')}) that defines "
             "them"
             if not custom
-            else "; the modules given with --import do not define it"
+            else f"; the modules given with {option('imports')} do not define it"
         )
         return ModelLoadError(f"cannot load {path}: {message}{hint}")
     return ModelLoadError(f"cannot load {path}: {message}")

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import BenchError, InputError
+from tfopt.errors import BenchError, InputError, option
 from tfopt.runtime.stats import parse_cpus
 from tfopt.targets.base import RunSpec, Target
 
@@ -173,10 +173,10 @@ class AdbTarget(Target):
         }
         if not self.binary:
             raise BenchError(
-                f"{self.name}: give --benchmark-binary: LiteRT's benchmark_model built for {abi}"
+                f"{self.name}: give {option('benchmark_binary')}: LiteRT's benchmark_model built for {abi}"
             )
         if not Path(self.binary).is_file():
-            raise InputError(f"--benchmark-binary not found: {self.binary}")
+            raise InputError(f"{option('benchmark_binary')} not found: {self.binary}")
         self._shell(f"making {self.device_dir}", "mkdir", self.device_dir)
         self.created = True
         binary = f"{self.device_dir}/benchmark_model"
@@ -201,9 +201,9 @@ class AdbTarget(Target):
 
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         if spec.lm:
-            raise InputError("--lm timing runs through the Python runtime: use a local/ssh target")
+            raise InputError(f"{option('lm')} timing runs through the Python runtime: use a local/ssh target")
         if data:
-            raise InputError("--data is not passed to benchmark_model; it feeds random inputs")
+            raise InputError(f"{option('data')} is not passed to benchmark_model; it feeds random inputs")
         graph_bytes = model.read_bytes()
         shapes = dict(spec.input_shapes)
         inputs = input_layer_flags(graph_bytes, shapes) if shapes else None

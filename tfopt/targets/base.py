@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import BenchError
+from tfopt.errors import BenchError, option
 
 ACCELERATORS = ("cpu", "gpu", "nnapi", "openvino")
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
@@ -66,8 +66,8 @@ class RunSpec:
             args.append("--placement-only")
         if self.pin:
             args += ["--pin", self.pin]
-        for option in self.cpu_options:
-            args += ["--cpu-option", option]
+        for opt in self.cpu_options:
+            args += ["--cpu-option", opt]
         if self.profile:
             args += ["--profile", "--profile-runs", str(self.profile_runs)]
         return args
@@ -133,7 +133,7 @@ class Target:
         """Every sample of `x` ({input name: array}) through `model` on this target: the outputs
         in real values by output name (what `tfopt compare --target` compares), and the machine
         that computed them."""
-        raise BenchError(f"--target {self.name}: compare runs on local and ssh targets")
+        raise BenchError(f"{option('target')} {self.name}: compare runs on local and ssh targets")
 
     def close(self) -> None:
         """Remove whatever was copied to the device."""

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import BenchError, InputError
+from tfopt.errors import BenchError, InputError, option
 from tfopt.targets.base import RunSpec, Target, runtime_doc, runtime_zipapp
 from tfopt.targets.softgpu import gpu_env
 
@@ -17,7 +17,7 @@ class LocalTarget(Target):
 
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         if spec.accelerator == "nnapi":
-            raise InputError("--accelerator nnapi exists on Android only (--target adb)")
+            raise InputError(f"{option('accelerator')} nnapi exists on Android only ({option('target')} adb)")
         cmd = [sys.executable, str(runtime_zipapp()), str(model), *spec.runtime_args(data)]
         env = gpu_env() if spec.accelerator == "gpu" else None
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tfopt.errors import BenchError, InputError
+from tfopt.errors import BenchError, InputError, option
 from tfopt.targets.base import ZIPAPP_NAME, RunSpec, Target, runtime_doc, runtime_zipapp
 
 _SSH_FAILURES = (
@@ -27,7 +27,7 @@ _SSH_FAILURES = (
     (
         "Host key verification failed",
         "host key not trusted: add it to known_hosts "
-        "(or --ssh-option StrictHostKeyChecking=accept-new)",
+        f"(or {option('ssh_options')} StrictHostKeyChecking=accept-new)",
     ),
 )
 
@@ -45,14 +45,14 @@ class SshTarget(Target):
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "ssh" or not parts.hostname:
-            raise InputError(f"--target {url}: expected ssh://[user@]host[:port]")
+            raise InputError(f"{option('target')} {url}: expected ssh://[user@]host[:port]")
         try:
             self.port = parts.port or 22
         except ValueError:
-            raise InputError(f"--target {url}: the port is not a number") from None
+            raise InputError(f"{option('target')} {url}: the port is not a number") from None
         key = os.path.expanduser(key) if key else None
         if key is not None and not Path(key).is_file():
-            raise InputError(f"--ssh-key not found: {key}")
+            raise InputError(f"{option('ssh_key')} not found: {key}")
         if shutil.which("ssh") is None:
             raise BenchError("ssh not found on PATH (install openssh-client)")
         self.name = url
@@ -62,20 +62,20 @@ class SshTarget(Target):
         try:  # a command prefix is allowed: "env VK_ICD_FILENAMES=... /opt/venv/bin/python"
             self.python_cmd = shlex.split(python)
         except ValueError:
-            raise InputError(f"--remote-python {python}: unbalanced quotes") from None
+            raise InputError(f"{option('remote_python')} {python}: unbalanced quotes") from None
         if not self.python_cmd:
-            raise InputError("--remote-python is empty")
-        for option in options:
-            name, sep, value = option.partition("=")
+            raise InputError(f"{option('remote_python')} is empty")
+        for opt in options:
+            name, sep, value = opt.partition("=")
             if not sep or not name.strip():
-                raise InputError(f"--ssh-option {option}: expected KEY=VALUE")
+                raise InputError(f"{option('ssh_options')} {opt}: expected KEY=VALUE")
             if name.strip().lower() == "connecttimeout" and value.strip().isdigit():
                 connect_timeout = int(value)
         self.connect_timeout = connect_timeout
         # ssh keeps the first value it sees for an option, so the user's come first.
         self.base = ["ssh", "-p", str(self.port)]
-        for option in options:
-            self.base += ["-o", option]
+        for opt in options:
+            self.base += ["-o", opt]
         self.base += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}"]
         self.base += ["-o", "LogLevel=ERROR"]
         if key:
@@ -183,7 +183,7 @@ class SshTarget(Target):
 
     def measure(self, model: Path, spec: RunSpec, data: str | None, timeout: float) -> dict:
         if spec.accelerator == "nnapi":
-            raise InputError("--accelerator nnapi exists on Android only (--target adb)")
+            raise InputError(f"{option('accelerator')} nnapi exists on Android only ({option('target')} adb)")
         folder = self._prepare()
         remote_model = self._model(model)
         remote_data = None
