@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tfopt.errors import InputError, OutputError, first_line
+from tfopt.errors import InputError, OutputError, first_line, option
 
 
 def existing(path: str | os.PathLike[str], what: str = "file") -> Path:
@@ -26,7 +26,7 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     if p.is_dir():  # even with overwrite: a file is never written over a folder
         raise OutputError(f"{p} is a folder: give a file path")
     if p.exists() and not overwrite:
-        raise OutputError(f"{p} already exists (use --overwrite to replace it)")
+        raise OutputError(f"{p} already exists (use {option('overwrite')} to replace it)")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder does not exist: {folder}")
@@ -52,7 +52,7 @@ def check_output_dir(path: str | os.PathLike[str], names: list[str], overwrite: 
     if p.is_dir():
         clash = [n for n in names if (p / n).exists()]
         if clash and not overwrite:
-            raise OutputError(f"{p / clash[0]} already exists (use --overwrite to replace it)")
+            raise OutputError(f"{p / clash[0]} already exists (use {option('overwrite')} to replace it)")
         folders = [n for n in clash if (p / n).is_dir()]
         if folders:
             raise OutputError(f"{p / folders[0]} is a folder; tfopt replaces only files")
