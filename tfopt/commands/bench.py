@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from tfopt.cli import MIN_SECONDS, TIMED_THREADS, command
+from tfopt.commands.options import MIN_SECONDS, TIMED_THREADS
+from tfopt.commands.wrap import command
 from tfopt.report.registry import View
 from tfopt.runtime.cpuopts import CPU_KEYS
 

@@ -1,0 +1,104 @@
+"""Options more than one command takes, defined once: --import, --input-shape, --threads,
+--min-seconds and the TFLite metadata flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from tfopt.core import Precision
+
+PRECISIONS = [p.value for p in Precision]
+
+IMPORTS = click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE_OR_FILE",
+    help="Import a module or .py file first, so the custom layers and models it defines "
+    "(e.g. registered with keras.saving.register_keras_serializable) load. It runs that code: "
+    "needs --unsafe. Repeatable.",
+)
+INPUT_SHAPES = click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    metavar="[NAME=]DIMS",
+    help="Input shape for a model that does not record one (a subclassed model never built), "
+    "e.g. 1,224,224,3, or NAME=1,128 per input; ? leaves a size free. Repeatable.",
+)
+
+
+class Threads(click.ParamType):
+    """--threads: '1,2' -> (1, 2) (or one int when not `many`), each in 1..MAX_THREADS, checked
+    while click parses, so a bad count is a usage error (exit 2) before any work."""
+
+    def __init__(self, many: bool = True) -> None:
+        self.many = many
+        self.name = "N[,N...]" if many else "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from tfopt.timing import MAX_THREADS
+
+        if isinstance(value, (int, tuple)):
+            counts = value if isinstance(value, tuple) else (value,)
+        else:
+            try:
+                counts = tuple(int(t) for t in str(value).split(","))
+            except ValueError:
+                self.fail(f"give comma-separated counts, e.g. 1,2 (got '{value}')", param, ctx)
+        if not self.many and len(counts) != 1:
+            self.fail(f"give one thread count (got '{value}')", param, ctx)
+        bad = [t for t in counts if not 1 <= t <= MAX_THREADS]
+        if bad:
+            self.fail(f"{bad[0]} is not a thread count in 1..{MAX_THREADS}", param, ctx)
+        return counts if self.many else counts[0]
+
+
+THREADS = Threads()
+# The timing options `bench` and `optimize` share.
+TIMED_THREADS = click.option(
+    "--threads", default="1,2", show_default=True, type=THREADS,
+    help="Comma-separated thread counts."
+)  # fmt: skip
+MIN_SECONDS = click.option(
+    "--min-seconds",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time each setting at least this long.",
+)
+
+
+METADATA_FLAGS = {"labels": "labels", "normalize": "normalize", "model_name": "name",
+                  "description": "description", "model_version": "version", "author": "author",
+                  "license": "license"}  # fmt: skip
+
+
+def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the others
+    """The TFLite metadata flags (convert and metadata)."""
+    options = [
+        click.option("--labels", type=click.Path(), help="Class names, one per line (UTF-8), "
+                     "packed into the file for the first output; their count must match it."),
+        click.option("--normalize", metavar="MEAN,STD", help="Input normalization an app applies "
+                     "before feeding pixels: (x - MEAN) / STD, e.g. 127.5,127.5 or 0,255; per "
+                     "channel with ':' (0.485:0.456:0.406,0.229:0.224:0.225)."),
+        click.option("--model-name", help="Metadata: the model's name."),
+        click.option("--description", help="Metadata: what the model does."),
+        click.option("--version", "model_version", metavar="V", help="Metadata: the model's version."),
+        click.option("--author", help="Metadata: who made it."),
+        click.option("--license", help="Metadata: its license."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def metadata_from(options: dict[str, Any], sets: tuple[str, ...] = ()) -> Any:
+    """Pop the metadata flags out of `options` into one `tfopt.metadata.Metadata` (or None)."""
+    from tfopt.metadata import Metadata
+
+    given = {key: options.pop(flag) for flag, key in METADATA_FLAGS.items()}
+    meta = Metadata.from_sets(sets, **given)
+    return meta or None
