@@ -20,7 +20,7 @@ _EXPORTS = {
     "compare": "tfopt.validate",
     "compare_files": "tfopt.validate",
     "convert": "tfopt.conversion",
-    "generate": "tfopt.generation",
+    "generate": "tfopt.lm.generation",
     "gpu_placement": "tfopt.timing",
     "make_target": "tfopt.targets",
     "inspect_tflite": "tfopt.inspection",

@@ -38,7 +38,7 @@ def generate_cmd(stream: bool, **options: Any) -> tuple[View, Any]:
     speed line (prefill, time to first token, decode tokens/s) follows. --json prints one
     document at the end instead.
     """
-    from tfopt.generation import generate
+    from tfopt.lm.generation import generate
 
     def show(piece: str) -> None:
         click.echo(piece, nl=False)

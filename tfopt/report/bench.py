@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt.fsutil import write_text
-from tfopt.report import lm
+from tfopt.lm import report as lm
 from tfopt.report.chart import bar_chart_png, write_png
 from tfopt.report.inspection import placement_lines
 from tfopt.report.registry import Format, View, renders
