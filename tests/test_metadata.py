@@ -287,7 +287,7 @@ def test_normalize_and_labels_find_the_image_input_and_the_class_output(
 def test_unreadable_metadata_is_shown_not_fatal_and_never_replaced(
     runner: Any, app_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    from tfopt.metadata import _with_buffer
+    from tfopt.metadata.write import _with_buffer
 
     foreign = tmp_path / "foreign.tflite"
     foreign.write_bytes(_with_buffer(app_models["float32"].read_bytes(), b"\0" * 4 + b"XYZ1", {}))

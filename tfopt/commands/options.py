@@ -71,34 +71,30 @@ MIN_SECONDS = click.option(
 )
 
 
-METADATA_FLAGS = {"labels": "labels", "normalize": "normalize", "model_name": "name",
-                  "description": "description", "model_version": "version", "author": "author",
-                  "license": "license"}  # fmt: skip
-
-
 def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the others
-    """The TFLite metadata flags (convert and metadata)."""
-    options = [
-        click.option("--labels", type=click.Path(), help="Class names, one per line (UTF-8), "
-                     "packed into the file for the first output; their count must match it."),
-        click.option("--normalize", metavar="MEAN,STD", help="Input normalization an app applies "
-                     "before feeding pixels: (x - MEAN) / STD, e.g. 127.5,127.5 or 0,255; per "
-                     "channel with ':' (0.485:0.456:0.406,0.229:0.224:0.225)."),
-        click.option("--model-name", help="Metadata: the model's name."),
-        click.option("--description", help="Metadata: what the model does."),
-        click.option("--version", "model_version", metavar="V", help="Metadata: the model's version."),
-        click.option("--author", help="Metadata: who made it."),
-        click.option("--license", help="Metadata: its license."),
-    ]  # fmt: skip
-    for option in reversed(options):
+    """The TFLite metadata flags (convert and metadata): one per field of `Metadata`, named by
+    its key (--model-name for `name`)."""
+    from dataclasses import fields
+
+    from tfopt.metadata import Metadata
+
+    for field in reversed(fields(Metadata)):
+        key, info = field.metadata.get("key", field.name), field.metadata
+        option = click.option(
+            "--" + key.replace("_", "-"),
+            key,
+            type=click.Path() if info.get("kind") == "path" else None,
+            metavar=info.get("metavar"),
+            help=info["help"],
+        )
         f = option(f)
     return f
 
 
 def metadata_from(options: dict[str, Any], sets: tuple[str, ...] = ()) -> Any:
     """Pop the metadata flags out of `options` into one `tfopt.metadata.Metadata` (or None)."""
-    from tfopt.metadata import Metadata
+    from tfopt.metadata import OPTION_KEYS, Metadata
 
-    given = {key: options.pop(flag) for flag, key in METADATA_FLAGS.items()}
+    given = {name: options.pop(key) for key, name in OPTION_KEYS.items()}
     meta = Metadata.from_sets(sets, **given)
     return meta or None

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import InputError, ModelLoadError, first_line
+from tfopt.errors import InputError, ModelLoadError, first_line, option
 from tfopt.fsutil import atomic_path, check_output
 from tfopt.inspection import read_tflite
 from tfopt.metadata import Metadata, attach, read
@@ -30,7 +30,8 @@ def edit(
     data = read_tflite(model)
     if not changes:
         if output is not None:
-            raise InputError("nothing to change: give --set KEY=VALUE, --labels or --normalize")
+            raise InputError(f"nothing to change: give {option('sets')} KEY=VALUE, "
+                             f"{option('labels')} or {option('normalize')}")  # fmt: skip
         return {"model": str(model), "metadata": read(data)}
     if output is None:
         raise InputError("-o OUTPUT is needed to write the changed model (MODEL is never modified)")
