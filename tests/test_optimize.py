@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.conftest import invoke
 from tfopt.inspection import inspect_tflite, weight_stats
-from tfopt.optimization import StageError, optimize
+from tfopt.optimization import OptimizeOptions, StageError, optimize
 from tfopt.recipes import parse
 
 
@@ -51,7 +51,8 @@ def small_cnn(
 
 
 def run(model: Any, text: str, data: Path, out: Path, epochs: int = 2) -> Any:
-    return optimize(model, parse(text, "test.yaml"), str(data), out, epochs=epochs, batch_size=32)
+    return optimize(model, parse(text, "test.yaml"), str(data), out,
+                    OptimizeOptions(epochs=epochs, batch_size=32))
 
 
 def kernels(path: Path) -> dict[str, np.ndarray]:
@@ -225,7 +226,8 @@ def bert_classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 
 def test_keras_hub_prune_2_of_4(bert_classifier: tuple[Path, Path], tmp_path: Path) -> None:
     model, data = bert_classifier
-    report = optimize(model, "prune2of4-int8", str(data), tmp_path, epochs=1, batch_size=32)
+    report = optimize(model, "prune2of4-int8", str(data), tmp_path,
+                      OptimizeOptions(epochs=1, batch_size=32))
     assert report.world == "keras3"
     pruned = report.stages[1]["did"]["pruned_layers"]
     assert any("feedforward_intermediate_dense" in p for p in pruned)
@@ -235,11 +237,13 @@ def test_keras_hub_prune_2_of_4(bert_classifier: tuple[Path, Path], tmp_path: Pa
 
 def test_keras_hub_lowrank_and_distill(bert_classifier: tuple[Path, Path], tmp_path: Path) -> None:
     model, data = bert_classifier
-    low = optimize(model, "lowrank-dynamic", str(data), tmp_path / "lr", epochs=1, batch_size=32)
+    low = optimize(model, "lowrank-dynamic", str(data), tmp_path / "lr",
+                   OptimizeOptions(epochs=1, batch_size=32))
     assert low.stages[1]["params"] < low.stages[0]["params"]
     assert any("feedforward" in d["layer"] for d in low.stages[1]["did"]["factorized"])
     distilled = optimize(
-        model, "distill-prune75-int8", str(data), tmp_path / "d", epochs=1, batch_size=32
+        model, "distill-prune75-int8", str(data), tmp_path / "d",
+        OptimizeOptions(epochs=1, batch_size=32)
     )
     assert distilled.stages[-1]["sparsity"] == pytest.approx(0.75, abs=0.01)
 
@@ -298,7 +302,8 @@ def test_optimize_bad_data(
 def test_no_check_keeps_the_tflite_and_reports_the_difference(
     small_cnn: Path, opt_data: Path, tmp_path: Path
 ) -> None:
-    report = optimize(small_cnn, "int8", str(opt_data), tmp_path, epochs=0, check=False)
+    report = optimize(small_cnn, "int8", str(opt_data), tmp_path,
+                      OptimizeOptions(epochs=0, check=False))
     assert (tmp_path / "model.tflite").exists()
     assert report.tflite["check"]["outputs"][0]["sqnr_db"] > 8
     assert any("not enforced" in n for n in report.notes)
@@ -325,7 +330,7 @@ def test_overwrite_never_mixes_two_runs(
     """A run whose optimized.keras cannot be saved (a Lambda layer does not reload in safe mode)
     must not leave the previous run's optimized.keras beside its new model.tflite."""
     out = tmp_path / "out"
-    first = optimize(small_cnn, "int8", str(opt_data), out, epochs=0)
+    first = optimize(small_cnn, "int8", str(opt_data), out, OptimizeOptions(epochs=0))
     assert (out / "optimized.keras").exists() and not first.notes
     tf_keras.utils.set_random_seed(0)
     inputs = tf_keras.Input((8, 8, 1), name="image")
@@ -335,8 +340,8 @@ def test_overwrite_never_mixes_two_runs(
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(digits["x_train"], digits["y_train"], epochs=2, verbose=0)
     model.save(tmp_path / "lambda.h5")
-    second = optimize(tmp_path / "lambda.h5", "int8", str(opt_data), out, epochs=0,
-                      overwrite=True, unsafe=True)  # fmt: skip
+    second = optimize(tmp_path / "lambda.h5", "int8", str(opt_data), out,
+                      OptimizeOptions(epochs=0, overwrite=True, unsafe=True))  # fmt: skip
     assert any("optimized.keras not written" in n for n in second.notes)
     assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["tflite"]["path"] == str(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tfopt.data import Dataset
-from tfopt.optimization import optimize
+from tfopt.optimization import OptimizeOptions, optimize
 from tfopt.validate import run_tflite
 
 SEQ = 16
@@ -64,8 +64,9 @@ def qat_and_ptq(
     """The qat-int8 recipe (numeric check on) and plain post-training int8 on the same model."""
     model, data = trained_bert
     out = tmp_path_factory.mktemp("qat_runs")
-    qat = optimize(model, "qat-int8", str(data), out / "qat", epochs=2, batch_size=32)
-    ptq = optimize(model, "int8", str(data), out / "ptq", epochs=0, batch_size=32, check=False)
+    qat = optimize(model, "qat-int8", str(data), out / "qat", OptimizeOptions(epochs=2, batch_size=32))
+    ptq = optimize(model, "int8", str(data), out / "ptq",
+                   OptimizeOptions(epochs=0, batch_size=32, check=False))
     return qat, ptq
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 import tfopt
 from tfopt import keras_worlds
-from tfopt.optimization import optimize
+from tfopt.optimization import OptimizeOptions, optimize
 from tfopt.report import markdown_table
 
 FOLDER = Path("/usr/share/games/fortunes")
@@ -161,10 +161,8 @@ def main() -> None:
             recipe,
             str(out / "fortunes_tokens.npz"),
             out / recipe,
-            epochs=args.epochs,
-            batch_size=32,
-            overwrite=True,
-            check=False,  # keep every .tflite: the table shows what int8 costs on this model
+            # check=False keeps every .tflite: the table shows what int8 costs on this model
+            OptimizeOptions(epochs=args.epochs, batch_size=32, overwrite=True, check=False),
         )
         rows[recipe] = measure(out / recipe / "model.tflite", x_val, y[:n_val])
         sqnr = min(o["sqnr_db"] for o in report.tflite["check"]["outputs"])

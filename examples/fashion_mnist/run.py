@@ -24,7 +24,7 @@ import numpy as np
 
 import tfopt
 from tfopt import keras_worlds
-from tfopt.optimization import optimize
+from tfopt.optimization import OptimizeOptions, optimize
 from tfopt.recipes import shipped
 from tfopt.report import markdown_table
 
@@ -149,8 +149,7 @@ def main() -> None:
                 recipe,
                 data_file,
                 out / recipe,
-                epochs=args.epochs,
-                overwrite=True,
+                OptimizeOptions(epochs=args.epochs, overwrite=True),
             )
             report = result.to_dict()
             report["seconds"] = round(time.perf_counter() - t0, 1)

@@ -44,11 +44,12 @@ def optimize_cmd(no_check: bool, imports: tuple[str, ...], **options: Any) -> tu
     sparsity, unique weights, parameters and validation accuracy; for the .tflite its size, gzip
     size, accuracy through the interpreter and CPU p50 latency.
     """
-    from tfopt.optimization import optimize
+    from tfopt.optimization import OptimizeOptions, optimize
     from tfopt.userimports import import_user_code
 
     import_user_code(imports, options["unsafe"])  # registers custom classes before MODEL loads
-    return View.OPTIMIZE, optimize(check=not no_check, **options)
+    where = [options.pop(k) for k in ("model", "recipe", "data", "out_dir")]
+    return View.OPTIMIZE, optimize(*where, OptimizeOptions(check=not no_check, **options))
 
 
 @click.command("recipes")

@@ -36,6 +36,15 @@ class Context:
     notes: list[str] = field(default_factory=list)
     plain_model: Any = None  # what optimized.keras holds when `model` carries QAT wrappers
 
+    def rebuild_as_tf_keras(self, stage: str) -> None:
+        """Replace the Keras 3 model by the same network in tf_keras, so that tfmot can run
+        `stage` (StageError naming the layer types it cannot rebuild)."""
+        from tfopt.optimization.rebuild import to_tf_keras
+
+        self.model = to_tf_keras(self.model, self.data.val, stage)
+        self.world = World.TF_KERAS
+        self.notes.append(f"rebuilt the Keras 3 model as tf_keras so that tfmot can run '{stage}'")
+
     def epochs_for(self, stage: Any) -> int:
         return self.epochs if stage.epochs is None else int(stage.epochs)
 
