@@ -1,6 +1,6 @@
 """Generate with an exported LM through its TFLite signatures, streaming text as it is produced.
 
-Tokenizers: byte-level (token id = UTF-8 byte, no files), or `--tokenizer FOLDER`: a keras-hub
+Tokenizers: byte-level (token id = UTF-8 byte, no files), or a `tokenizer` folder: a keras-hub
 preset folder (its `tokenizer.json` and assets: GPT-2 BPE, SentencePiece for Gemma/Llama, ...)
 or a bare folder with GPT-2's `vocab.json` and `merges.txt`. Tokenizers load through keras-hub
 (TensorFlow) on the host; the decode loop itself is LiteRT only.
@@ -12,12 +12,13 @@ import codecs
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfopt.errors import InputError, ModelLoadError, first_line
+from tfopt.errors import InputError, ModelLoadError, first_line, option
 from tfopt.inspection import read_tflite
 from tfopt.loading import probe_tflite
 from tfopt.runtime.lm import LmRunner, tokens_per_s, ttft_ms
@@ -43,7 +44,7 @@ class HubTokenizer:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         path = Path(folder)
         if not path.is_dir():
-            raise InputError(f"--tokenizer {folder}: not a folder")
+            raise InputError(f"{option('tokenizer')} {folder}: not a folder")
         from tfopt import keras_worlds
 
         hub = keras_worlds.keras_hub()
@@ -59,13 +60,13 @@ class HubTokenizer:
                 )
             else:
                 raise InputError(
-                    f"--tokenizer {folder}: no tokenizer.json (a keras-hub preset) and no "
+                    f"{option('tokenizer')} {folder}: no tokenizer.json (a keras-hub preset) and no "
                     "vocab.json + merges.txt (GPT-2 BPE) in it"
                 )
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - keras-hub raises many types on bad files
-            raise InputError(f"--tokenizer {folder}: cannot load: {first_line(exc)}") from None
+            raise InputError(f"{option('tokenizer')} {folder}: cannot load: {first_line(exc)}") from None
         self.name = f"{type(self.tokenizer).__name__} ({path.name})"
 
     def encode(self, text: str) -> list[int]:
@@ -94,7 +95,7 @@ def parse_prompt(
     """Token ids from text (the tokenizer, byte-level by default) or an explicit id list; True if
     text was given."""
     if (prompt is None) == (token_ids is None):
-        raise InputError("give exactly one of --prompt and --token-ids")
+        raise InputError(f"give exactly one of {option('prompt')} and {option('token_ids')}")
     if prompt is not None:
         if not prompt:
             raise InputError("the prompt is empty")
@@ -106,49 +107,69 @@ def parse_prompt(
         ids = [int(t) for t in token_ids.split(",") if t.strip()]  # type: ignore[union-attr]
     except ValueError:
         raise InputError(
-            f"--token-ids must be comma-separated integers, got '{token_ids}'"
+            f"{option('token_ids')} must be comma-separated integers, got '{token_ids}'"
         ) from None
     if not ids:
         raise InputError("the prompt is empty")
     return ids, False
 
 
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generation: the exported LM, the prompt (text or token ids), how many tokens and how
+    they are chosen (greedy, or seeded top-k), the CPU threads and the tokenizer folder."""
+
+    model: str | os.PathLike[str]
+    prompt: str | None = None
+    token_ids: str | None = None
+    max_new_tokens: int = 32
+    top_k: int | None = None
+    seed: int = 0
+    threads: int = 1
+    tokenizer: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InputError(f"{option('max_new_tokens')} must be at least 1")
+        if self.top_k is not None and self.top_k < 1:
+            raise InputError(f"{option('top_k')} must be at least 1")
+
+
 def generate(
-    model: str | os.PathLike[str],
-    prompt: str | None = None,
-    token_ids: str | None = None,
-    max_new_tokens: int = 32,
-    top_k: int | None = None,
-    seed: int = 0,
-    threads: int = 1,
-    tokenizer: str | os.PathLike[str] | None = None,
+    model: GenerateRequest | str | os.PathLike[str],
+    *args: Any,
     on_text: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Greedy or seeded top-k generation; returns tokens, text and timings. `on_text` receives
-    the text of each token as it is produced (streaming)."""
+    the text of each token as it is produced (streaming).
+
+    `model` is a `GenerateRequest`, or the model of one whose other fields follow
+    (`generate(model, prompt=..., max_new_tokens=...)`).
+    """
+    req = model if isinstance(model, GenerateRequest) else GenerateRequest(model, *args, **options)
+    if isinstance(model, GenerateRequest) and (args or options):
+        raise TypeError("generate(request) takes no further arguments")
+    model = req.model
     read_tflite(model)
-    if max_new_tokens < 1:
-        raise InputError("--max-new-tokens must be at least 1")
-    if top_k is not None and top_k < 1:
-        raise InputError("--top-k must be at least 1")
-    tok = HubTokenizer(tokenizer) if tokenizer else ByteTokenizer()
-    ids, is_text = parse_prompt(prompt, token_ids, tok)
+    tok = HubTokenizer(req.tokenizer) if req.tokenizer else ByteTokenizer()
+    ids, is_text = parse_prompt(req.prompt, req.token_ids, tok)
     broken = f"{model} is a broken .tflite file"
     probe_tflite(model)
     try:
-        lm = LmRunner(str(model), threads)
+        lm = LmRunner(str(model), req.threads)
     except ValueError as exc:  # LmRunner names the file when the signatures are wrong
         msg = first_line(exc)
         raise ModelLoadError(msg if msg.startswith(str(model)) else f"{broken}: {msg}") from None
     except (RuntimeError, KeyError, IndexError) as exc:  # a damaged graph, found by the runtime
         raise ModelLoadError(f"{broken}: {type(exc).__name__}: {first_line(exc)}") from None
-    readable = is_text or tokenizer is not None
+    readable = is_text or req.tokenizer is not None
     piece = tok.decoder() if readable else (lambda t: f"{t} ")
     pieces: list[str] = []
     tokens: list[int] = []
     timing: dict[str, Any] = {}
     try:
-        for token in lm.stream(ids, max_new_tokens, top_k, seed, timing=timing):
+        for token in lm.stream(ids, req.max_new_tokens, req.top_k, req.seed, timing=timing):
             tokens.append(token)
             text = piece(token)
             pieces.append(text)
