@@ -13,7 +13,7 @@ from tfopt.commands.options import (
     PRECISIONS,
     metadata_from,
 )
-from tfopt.commands.wrap import command
+from tfopt.commands.wrap import command, is_debug
 from tfopt.report.registry import View
 
 
@@ -108,6 +108,10 @@ def convert_cmd(no_check: bool, input_shapes: tuple[str, ...], **options: Any) -
     from tfopt.conversion import convert
     from tfopt.loading import parse_input_shapes
 
-    shapes = parse_input_shapes(input_shapes)
-    meta = metadata_from(options)
-    return View.CONVERT, convert(check=not no_check, input_shapes=shapes, metadata=meta, **options)
+    options.update(
+        check=not no_check,
+        input_shapes=parse_input_shapes(input_shapes),
+        metadata=metadata_from(options),
+        debug=is_debug(click.get_current_context()),
+    )
+    return View.CONVERT, convert(**options)
