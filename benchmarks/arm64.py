@@ -104,7 +104,7 @@ def measure(job: dict[str, Any], target: SshTarget, floats: dict[str, Any]) -> d
             min_cosine=float(np.min(np.sum(ea * eb, axis=1))),
             mean_cosine=float(np.mean(np.sum(ea * eb, axis=1))),
         )
-    spec = RunSpec("cpu", 1, warmup=1, min_seconds=0.01, runs=5, xnnpack=True, pin=None)
+    spec = RunSpec(accelerator="cpu", threads=1, warmup=1, min_seconds=0.01, runs=5, xnnpack=True, pin=None)
     timed = target.measure(job["path"], spec, None, timeout=3600)
     row["arm_emulated_p50_ms"] = round(timed["latency_us"]["p50"] / 1000, 3)
     row["arm_machine"] = timed["machine"]

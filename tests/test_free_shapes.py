@@ -169,7 +169,8 @@ def test_targets_pass_the_shape(free_tflite: Path) -> None:
     from tfopt.targets import AdbTarget, RunSpec
     from tfopt.targets.adb import input_layer_flags
 
-    spec = RunSpec("cpu", 1, 0, 1.0, 5, True, None, input_shapes=(("signal", (1, 500, 4)),))
+    spec = RunSpec(accelerator="cpu", threads=1, warmup=0, min_seconds=1.0, runs=5, xnnpack=True,
+                   pin=None, input_shapes=(("signal", (1, 500, 4)),))
     assert spec.runtime_args(None)[-2:] == ["--input-shape", "signal=1,500,4"]
     flags = input_layer_flags(free_tflite.read_bytes(), {"signal": (1, 500, 4)})
     assert flags == ["--input_layer=serving_default_signal:0", "--input_layer_shape=1,500,4"]

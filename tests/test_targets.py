@@ -178,7 +178,8 @@ def test_benchmark_model_parser_rejects_output_without_timings() -> None:
 
 
 def test_adb_command_line_pins_and_picks_the_delegate() -> None:
-    spec = RunSpec("gpu", 4, 3, 1.0, 50, True, "4,5,6,7")
+    spec = RunSpec(accelerator="gpu", threads=4, warmup=3, min_seconds=1.0, runs=50, xnnpack=True,
+                   pin="4,5,6,7")
     target = AdbTarget("emulator-5554", "bm")
     cmd = target.command(f"{target.device_dir}/m.tflite", spec)
     assert cmd[:3] == ["taskset", "f0", f"{target.device_dir}/benchmark_model"]

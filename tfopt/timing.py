@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tfopt.errors import InputError
+from tfopt.errors import InputError, option
 from tfopt.inspection import read_tflite
 from tfopt.placement import with_op_placement
 from tfopt.runtime.cpuopts import COMPILED, parse_cpu_options
@@ -24,6 +24,7 @@ from tfopt.targets import ACCELERATORS, AdbTarget, LocalTarget, RunSpec, Target
 from tfopt.timed_shapes import TimedShapes, parse_shapes, timed_shapes
 
 NOISY_SPREAD_PCT = 10.0
+_SHAPES = f"{option('seq_len')}/{option('input_shapes')}"  # the options that set a timed shape
 # More threads than any phone, board or server this times has cores: a count above it is a typo
 # (LiteRT would only crash on it, after the model was copied and loaded).
 MAX_THREADS = 256
@@ -63,7 +64,7 @@ class BenchSettings:
             except ValueError as exc:
                 raise InputError(str(exc)) from None
         if self.lm and self.accelerators != ("cpu",):
-            raise InputError("--lm timing runs on the CPU interpreter only")
+            raise InputError(f"{option('lm')} timing runs on the CPU interpreter only")
         self._check_cpu_options()
         self._check_shapes()
         if not self.threads or any(t < 1 for t in self.threads):
@@ -79,15 +80,15 @@ class BenchSettings:
         if self.repeat < 1:
             raise InputError("repeat must be at least 1")
         if self.lm and (self.prompt_len < 1 or self.new_tokens < 1):
-            raise InputError("--prompt-len and --new-tokens must be at least 1")
+            raise InputError(f"{option('prompt_len')} and {option('new_tokens')} must be at least 1")
 
     def _check_shapes(self) -> None:
         if self.seq_len is not None and self.seq_len < 1:
-            raise InputError("--seq-len must be at least 1")
+            raise InputError(f"{option('seq_len')} must be at least 1")
         if self.data and (self.seq_len is not None or self.input_shapes):
-            raise InputError("--data sets the timed shapes itself: drop --seq-len/--input-shape")
+            raise InputError(f"{option('data')} sets the timed shapes itself: drop {_SHAPES}")
         if self.lm and (self.seq_len is not None or self.input_shapes):
-            raise InputError("--lm timing takes --prompt-len, not --seq-len/--input-shape")
+            raise InputError(f"{option('lm')} timing takes {option('prompt_len')}, not {_SHAPES}")
         parse_shapes(self.input_shapes)
 
     def _check_cpu_options(self) -> None:
@@ -98,14 +99,15 @@ class BenchSettings:
         if (self.cpu_options or self.profile) and "cpu" not in self.accelerators:
             raise InputError("--cpu-option and --profile apply to --accelerator cpu")
         if self.lm and (self.cpu_options or self.profile):
-            raise InputError("--lm timing takes neither --cpu-option nor --profile")
+            raise InputError(f"{option('lm')} timing takes neither {option('cpu_options')} nor "
+                             f"{option('profile')}")
         if not self.xnnpack and cpu["api"] == COMPILED:
             raise InputError(
-                "--no-xnnpack is the Interpreter's; with api=compiled use "
-                "--cpu-option kernel_mode=builtin"
+                f"{option('no_xnnpack')} is the Interpreter's; with api=compiled use "
+                f"{option('cpu_options')} kernel_mode=builtin"
             )
         if self.profile_runs < 1:
-            raise InputError("--profile-runs must be at least 1")
+            raise InputError(f"{option('profile_runs')} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,8 @@ def bench(
         raise InputError(f"data not found: {s.data}")
     if isinstance(where, AdbTarget) and (s.profile or s.cpu_options):
         raise InputError(
-            "--profile and --cpu-option drive LiteRT's Python runtime; an adb target runs "
-            "benchmark_model (use a local or ssh target)"
+            f"{option('profile')} and {option('cpu_options')} drive LiteRT's Python runtime; an "
+            "adb target runs benchmark_model (use a local or ssh target)"
         )
     shapes = None if s.lm else timed_shapes(path, data, s.seq_len, s.input_shapes, bool(s.data))
     results: list[dict[str, Any]] = []
@@ -220,7 +222,8 @@ def gpu_placement(model: str | os.PathLike[str], target: Target | None = None) -
     """Which ops LiteRT's GPU accelerator takes and which fall back to the CPU, without timing."""
     path = Path(model)
     read_tflite(path)
-    spec = RunSpec("gpu", 1, 0, 1.0, None, True, None, placement_only=True)
+    spec = RunSpec(accelerator="gpu", threads=1, warmup=0, min_seconds=1.0, runs=None,
+                   xnnpack=True, pin=None, placement_only=True)  # fmt: skip
     doc = _measure(target or LocalTarget(), path, spec, None, 300)
     for key in ("threads", "accelerator", "harness_version"):
         doc.pop(key, None)

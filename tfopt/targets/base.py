@@ -24,9 +24,10 @@ ZIPAPP_NAME = "runtime.pyz"
 _ZIPAPP_MAIN = "import sys\n\nfrom runtime.__main__ import main\n\nsys.exit(main())\n"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSpec:
-    """One measurement: accelerator, threads and the runtime's budget."""
+    """One measurement: accelerator, threads and the runtime's budget (keywords only: most
+    fields are numbers or flags a position would not name)."""
 
     accelerator: str
     threads: int
