@@ -46,13 +46,18 @@ TRIAL_HEADERS = ["variant", "phase", "status", "meets", "quality", "KB", "p50_ms
                  "node", "reason"]  # fmt: skip
 
 
+def _by_threads(p: dict[str, Any]) -> dict[str, Any]:
+    """A preset's p50 (ms) by thread count (`p50_ms`, the old key, in a tune.json before it)."""
+    return p.get("p50_ms_by_threads") or p["p50_ms"]
+
+
 def _preset_rows(r: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    threads = list(r["presets"][0]["p50_ms"]) if r["presets"] else []
+    threads = list(_by_threads(r["presets"][0])) if r["presets"] else []
     headers = ["file", "KB", _measure(r), *[f"p50_ms {t}t" for t in threads],
                *[f"x winner {t}t" for t in threads]]  # fmt: skip
     rows = [
         [("winner: " if p["winner"] else "") + p["label"], round(p["size_bytes"] / 1024, 1),
-         p["quality"].get(_measure(r)), *[p["p50_ms"][t] for t in threads],
+         p["quality"].get(_measure(r)), *[_by_threads(p)[t] for t in threads],
          *[p["ratio_to_winner"][t] for t in threads]]
         for p in r["presets"]
     ]  # fmt: skip

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt.errors import InputError, TfoptError, first_line, option
+from tfopt.evaluation import Runtime, Timing
 from tfopt.fsutil import write_text
 from tfopt.tuning.space import Variant
 
@@ -86,10 +87,12 @@ class _Timer:
         self.target, self.target_options = target, target_options
         self.min_seconds, self.warmup = min_seconds, warmup
 
-    def measure(self, key: str, flat: bytes, runtimes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def measure(self, key: str, flat: bytes, runtimes: tuple[Runtime, ...]) -> list[Timing]:
+        """Keep the file as FILES/KEY.tflite and time it under each runtime (a failure is that
+        timing's one-line `error`, never an exception)."""
         from tfopt.fsutil import atomic_path
         from tfopt.targets import make_target, opened
-        from tfopt.timing import BenchSettings, bench, headline_us
+        from tfopt.timing import bench
 
         path = self.files / f"{key}.tflite"
         with atomic_path(path) as tmp:
@@ -97,20 +100,13 @@ class _Timer:
         out = []
         with opened(make_target(self.target, **self.target_options)) as where:
             for rt in runtimes:
-                settings = BenchSettings(
-                    threads=(rt["threads"],), xnnpack=rt["xnnpack"],
-                    accelerators=(rt["accelerator"],), min_seconds=self.min_seconds,
-                    warmup=self.warmup, cpu_options=tuple(rt.get("cpu_options", ())),
-                )  # fmt: skip
-                entry: dict[str, Any] = {"runtime": rt}
                 try:
-                    result = bench(path, settings, where).results[0]
-                    entry.update(status="ok", p50_ms=round(headline_us(result) / 1000, 4))
+                    result = bench(path, rt.settings(self.min_seconds, warmup=self.warmup), where)
+                    out.append(Timing.from_result(rt, result.results[0]))
                 except TfoptError as exc:
-                    entry.update(status="failed", reason=exc.message)
+                    out.append(Timing(rt, None, error=exc.message))
                 except Exception as exc:  # noqa: BLE001 - a target that breaks mid-search
-                    entry.update(status="failed", reason=f"{type(exc).__name__}: {first_line(exc)}")
-                out.append(entry)
+                    out.append(Timing(rt, None, error=f"{type(exc).__name__}: {first_line(exc)}"))
         return out
 
 

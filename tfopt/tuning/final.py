@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfopt.core import CALIBRATED
 from tfopt.errors import TfoptError, first_line
-from tfopt.tuning.space import CALIBRATED, Runtime
+from tfopt.evaluation import Runtime
 
 FRONT_RUNNERS = 3  # files; each is re-timed under every runtime setting
 TIE = 0.02  # re-timed medians this close count as the same speed
@@ -31,12 +32,9 @@ class Retiming:
 
 
 def _p50_ms(path: Path, rt: Runtime, target: Any, min_seconds: float) -> float:
-    from tfopt.timing import BenchSettings, bench, headline_us
+    from tfopt.timing import bench, headline_us
 
-    settings = BenchSettings(threads=(rt.threads,), xnnpack=rt.xnnpack,
-                             accelerators=(rt.accelerator,), min_seconds=min_seconds,
-                             cpu_options=rt.cpu_options)  # fmt: skip
-    return headline_us(bench(path, settings, target).results[0]) / 1000
+    return headline_us(bench(path, rt.settings(min_seconds), target).results[0]) / 1000
 
 
 def interleaved(cells: list[tuple[Path, Runtime]], target: Any,
@@ -69,7 +67,7 @@ def front_runners(rows: list[dict[str, Any]], objective: str) -> list[tuple[dict
         smallest = min(r["size_bytes"] for r in passing)
         passing = [r for r in passing if r["size_bytes"] == smallest]
     passing.sort(key=lambda r: r["p50_ms"])
-    return [(r, Runtime(**t["runtime"])) for r in passing[:FRONT_RUNNERS]
+    return [(r, Runtime.from_dict(t["runtime"])) for r in passing[:FRONT_RUNNERS]
             for t in r["timings"] if t["status"] == "ok"]  # fmt: skip
 
 
@@ -112,10 +110,14 @@ def presets(rows: list[dict[str, Any]], winner: dict[str, Any], won: Runtime, fi
         p50 = {str(t): timed[i * len(threads) + j]["p50_ms"] for j, t in enumerate(threads)}
         out.append({"key": r["key"], "label": r["variant"]["label"], "winner": i == 0,
                     "runtime": cells[i * len(threads)][1].label,
-                    "size_bytes": r["size_bytes"], "quality": r["quality"], "p50_ms": p50})
-    base = out[0]["p50_ms"]
+                    "size_bytes": r["size_bytes"], "quality": r["quality"],
+                    # By thread count; every other p50_ms of tune is one number (ms), so the
+                    # dict has its own name, and p50_ms stays as the old key.
+                    "p50_ms_by_threads": p50, "p50_ms": p50})
+    base = out[0]["p50_ms_by_threads"]
     for entry in out:
         entry["ratio_to_winner"] = {
-            t: round(v / base[t], 3) if v and base[t] else None for t, v in entry["p50_ms"].items()
+            t: round(v / base[t], 3) if v and base[t] else None
+            for t, v in entry["p50_ms_by_threads"].items()
         }
     return out

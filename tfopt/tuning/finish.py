@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from tfopt.errors import note
+from tfopt.evaluation import Runtime
 from tfopt.fsutil import staged_dir
 from tfopt.tuning.goal import Goal, closeness
 from tfopt.tuning.prepare import Setup
 from tfopt.tuning.request import TuneRequest
 from tfopt.tuning.result import OUTPUTS, NoWinner, TuneResult
 from tfopt.tuning.search import Found
-from tfopt.tuning.space import Runtime, Variant
+from tfopt.tuning.space import Variant
 
 FINAL_MIN_SECONDS = 0.5  # the re-timing runs at least this long per cell, whatever the trials ran
 
@@ -60,7 +61,7 @@ def finish(request: TuneRequest, setup: Setup, found: Found, cluster: dict[str, 
     winner = verdict.winner
     if winner is None:
         raise _no_winner(request, setup.out, rows, verdict.final)
-    note(f"winner {winner['label']} ({Runtime(**winner['runtime']).label}): "
+    note(f"winner {winner['label']} ({Runtime.from_dict(winner['runtime']).label}): "
          f"{winner['p50_ms']} ms p50")  # fmt: skip
     return result
 
@@ -90,7 +91,7 @@ def _verdict(request: TuneRequest, setup: Setup, rows: list[dict[str, Any]]) -> 
                           "quality": row["quality"], "variant": row["variant"]}  # fmt: skip
         if request.compare_presets:
             threads = tuple(sorted(set(setup.space.threads)))
-            verdict.presets = final.presets(rows, row, Runtime(**pick["runtime"]), files, where,
+            verdict.presets = final.presets(rows, row, Runtime.from_dict(pick["runtime"]), files, where,
                                             threads, timing)  # fmt: skip
     return verdict
 
@@ -105,7 +106,7 @@ def _write(result: TuneResult, setup: Setup) -> None:
         if winner:
             shutil.copyfile(files / f"{winner['key']}.tflite", staging / "best.tflite")
             variant = Variant.from_dict(winner["variant"])
-            recipes.dump(variant.recipe_object(Runtime(**winner["runtime"])), staging / "best.yaml")
+            recipes.dump(variant.recipe_object(Runtime.from_dict(winner["runtime"])), staging / "best.yaml")
         report.write_json(staging / "tune.json", doc)
         (staging / "tune.md").write_text(report.render(report.View.TUNE, doc, "markdown"))
         (staging / "pareto.png").write_bytes(report.render(report.View.TUNE, doc, "png"))

@@ -11,11 +11,14 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfopt.errors import InputError, option
+
+if TYPE_CHECKING:
+    from tfopt.evaluation import Evaluation
 
 
 @dataclass(frozen=True)
@@ -108,29 +111,19 @@ def measurable(goals: list[Goal], has_labels: bool, embedding: bool,
 
 
 def quality(
-    ref: dict[str, np.ndarray],
-    cand: dict[str, np.ndarray],
-    y: np.ndarray | None,
-    embedding: dict[str, Any] | None,
+    judged: Evaluation,
+    embedding: dict[str, Any] | None = None,
+    ref: dict[str, np.ndarray] | None = None,
+    cand: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float | None]:
-    """Every measure that applies; `embedding` holds the padding mask and pooling of an encoder."""
-    from tfopt.validate import compare_outputs, embedding_agreement, sentence_embeddings
+    """Every measure that applies: the spine's figures of `judged` (`Evaluation.quality`), and for
+    an encoder (`embedding`: its padding mask and pooling) cosine and same_nearest on sentence
+    embeddings of the source's outputs `ref` and the file's `cand`."""
+    from tfopt.validate import embedding_agreement, sentence_embeddings
 
-    diff = compare_outputs(ref, cand, y)
-    out: dict[str, float | None] = {
-        "sqnr_db": round(min(d.sqnr_db for d in diff.outputs), 3),
-        "cosine": round(min(d.cosine for d in diff.outputs), 6),
-        "top1": diff.top1_agreement,
-        "accuracy": None,
-        "top1_drop": None,
-        "same_nearest": None,
-    }
-    if diff.accuracy is not None:
-        out["accuracy"] = round(diff.accuracy["candidate"], 6)
-        out["top1_drop"] = round(diff.accuracy["reference"] - diff.accuracy["candidate"], 6)
-    elif diff.top1_agreement is not None:
-        out["top1_drop"] = round(1.0 - diff.top1_agreement, 6)
+    out: dict[str, float | None] = {**judged.quality(), "same_nearest": None}
     if embedding is not None:
+        assert ref is not None and cand is not None, "an encoder is judged on its outputs"
         pooling, mask = embedding["pooling"], embedding.get("mask")
         agree = embedding_agreement(
             sentence_embeddings(ref, mask, pooling), sentence_embeddings(cand, mask, pooling)

@@ -21,9 +21,10 @@ import numpy as np
 
 from tfopt.data import Dataset, load_data
 from tfopt.errors import DataError, InputError, OutputError, note, option
+from tfopt.evaluation import Runtime
 from tfopt.fsutil import check_output_dir, existing, write_text
 from tfopt.tuning.result import OUTPUTS
-from tfopt.tuning.space import Runtime, Space
+from tfopt.tuning.space import Space
 
 if TYPE_CHECKING:
     from tfopt.tuning.request import TuneRequest
@@ -49,10 +50,11 @@ class Setup:
 
 def setup(request: TuneRequest) -> Setup:
     """Read the model and data, split them, run the source model once and open the state folder."""
+    from tfopt.evaluation import Candidate, Evaluation
     from tfopt.loading import SourceKind, load
     from tfopt.tuning.goal import measurable, quality
     from tfopt.tuning.trial import Job
-    from tfopt.validate import run_reference
+    from tfopt.validate import compare_outputs, run_reference
 
     limit = request.seconds
     model_path = model_arg(request.model)
@@ -67,7 +69,9 @@ def setup(request: TuneRequest) -> Setup:
         space = replace(space, recipes=())
     reference = run_reference(loaded, parts.heldout)
     embedding = embedding_mode(loaded, parts.heldout, reference, request.pooling)
-    reachable = quality(reference, reference, parts.heldout.y, embedding)
+    itself = Evaluation(Candidate(model_path), 0, 0,
+                        compare_outputs(reference, reference, parts.heldout.y))  # fmt: skip
+    reachable = quality(itself, embedding, reference, reference)
     measurable(list(request.goals), parts.heldout.y is not None, embedding is not None, reachable)
     settings = {"goals": [str(g) for g in request.goals],
                 "target": request.target, "space": asdict(space), "seq_len": request.seq_len,

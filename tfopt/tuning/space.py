@@ -12,11 +12,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS, Precision
+from tfopt.conversion.request import ConvertRequest, Quantizer
+from tfopt.core import AEQ_PRECISIONS, CALIBRATED, CONVERTER_PRECISIONS, Precision
 from tfopt.errors import InputError, option
+from tfopt.evaluation import Runtime
 from tfopt.recipes import ConvertStage, Recipe, load_recipe, shipped
 
-CALIBRATED = (Precision.INT8.value, Precision.INT16X8.value)
 CALIBRATION_SIZES = (100, 400)
 
 
@@ -28,23 +29,34 @@ def _key(doc: dict[str, Any]) -> str:
 class Variant:
     """How one `.tflite` is made: an optional shipped recipe's training stages, then a conversion."""
 
-    precision: str
-    quantizer: str = "converter"
+    precision: Precision
+    quantizer: Quantizer = Quantizer.CONVERTER
     num_calibration: int = 100
     keep_float: tuple[str, ...] = ()
     recipe: str | None = None  # a shipped recipe whose training stages run first
     float_groups: int = 0  # how many sensitivity-ranked op groups `keep_float` holds
     phase: str = field(default="base", compare=False)
 
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: the enums once, here (a bad one is one line)
+        set_(self, "precision", _enum(Precision, self.precision, "precision"))
+        set_(self, "quantizer", _enum(Quantizer, self.quantizer, "quantizer"))
+        set_(self, "keep_float", tuple(self.keep_float))
+
     @property
     def key(self) -> str:
+        return _key(self._doc())
+
+    def _doc(self) -> dict[str, Any]:
+        """The settings as plain JSON values (the key hashes these, without the phase)."""
         doc = asdict(self)
         doc.pop("phase")
-        return _key(doc)
+        return {**doc, "precision": self.precision.value, "quantizer": self.quantizer.value}
 
     @property
     def label(self) -> str:
-        name = self.precision if self.quantizer == "converter" else f"aeq-{self.precision}"
+        name = self.precision.value
+        name = name if self.quantizer is Quantizer.CONVERTER else f"aeq-{name}"
         if self.precision in CALIBRATED:
             name += f"/c{self.num_calibration}"
         if self.float_groups:
@@ -55,9 +67,9 @@ class Variant:
         """The recipe `tfopt optimize` reproduces this variant with (and the runtime it won on)."""
         stages: tuple[Any, ...] = load_recipe(self.recipe).stages[:-1] if self.recipe else ()
         convert = ConvertStage(
-            precision=self.precision,
+            precision=self.precision.value,
             num_calibration=self.num_calibration,
-            quantizer=self.quantizer,
+            quantizer=self.quantizer.value,
             keep_float=self.keep_float,
         )
         return Recipe(
@@ -67,9 +79,16 @@ class Variant:
             runtime=runtime.to_dict() if runtime else None,
         )
 
+    def convert_request(self, calibration: Any, **options: Any) -> ConvertRequest:
+        """The `ConvertRequest` of this variant's conversion (`options`: the search's own
+        `ConvertRequest` fields, e.g. seq_len, unsafe, imports)."""
+        return ConvertRequest(precision=self.precision, quantizer=self.quantizer,
+                              num_calibration=self.num_calibration, keep_float=self.keep_float,
+                              calibration=calibration, **options)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "keep_float": list(self.keep_float), "key": self.key,
-                "label": self.label}
+        return {**self._doc(), "phase": self.phase, "keep_float": list(self.keep_float),
+                "key": self.key, "label": self.label}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Variant:
@@ -81,29 +100,6 @@ class Variant:
 # LiteRT CPU options that change the numbers, not just the speed: tune judges every file through
 # the default CPU kernels, so a set with these would be judged on numbers it does not produce.
 NUMERIC_CPU_OPTIONS = ("force_fp16",)
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How a file is run on the target: threads, XNNPACK and its flags, the accelerator."""
-
-    threads: int = 1
-    xnnpack: bool = True
-    accelerator: str = "cpu"
-    cpu_options: tuple[str, ...] = ()  # LiteRT CPU options, KEY=VALUE (`tfopt bench --cpu-option`)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "cpu_options", tuple(self.cpu_options))
-
-    @property
-    def label(self) -> str:
-        if self.accelerator != "cpu":
-            return self.accelerator
-        flags = f" {','.join(self.cpu_options)}" if self.cpu_options else ""
-        return f"{self.threads}t" + ("" if self.xnnpack else " no-xnnpack") + flags
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "cpu_options": list(self.cpu_options)}
 
 
 @dataclass(frozen=True)
@@ -163,6 +159,14 @@ class Space:
                 for t in self.threads if cpu and True in self.xnnpack]  # fmt: skip
         out += [Runtime(1, True, a) for a in self.accelerators if a != "cpu"]
         return out
+
+
+def _enum(cls: Any, value: Any, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise InputError(f"{option(what)} '{value}': choose from "
+                         f"{', '.join(m.value for m in cls)}") from None  # fmt: skip
 
 
 def calibration_sizes(space: Space, available: int) -> tuple[int, ...]:
