@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tfopt.core import AEQ_PRECISIONS, Precision
-from tfopt.errors import ConversionError, first_line
+from tfopt.errors import ConversionError, first_line, option
 from tfopt.quiet import silenced
 
 # The quantizer's schemes are tfopt's precisions (`core.AEQ_PRECISIONS`): w8 and w4 weight-only
@@ -77,33 +77,72 @@ def recipe(scheme: Precision, keep_float: Iterable[str] = ()) -> list[dict[str, 
     return entries
 
 
+Calibration = dict[str, list[dict[str, Any]]]  # signature key -> samples (named arrays)
+
+
+class Session:
+    """The LiteRT quantizer on one float model: calibrate once, quantize many.
+
+    Built with the float `.tflite` bytes and, for the calibrated schemes (int8, int16x8), the
+    calibration samples by signature key. The first calibrated `quantize` runs the calibration;
+    every later one (another scheme, other `keep_float` layers, a hand-made recipe) reuses its
+    statistics, which are the float model's tensor ranges whatever the recipe.
+    """
+
+    def __init__(self, float_model: bytes, calibration: Calibration | None = None) -> None:
+        self.float_model = bytes(float_model)
+        self.calibration = calibration
+        self._stats: Any = None
+
+    def calibrate(self, scheme: Precision) -> None:
+        """Run the calibration now (for `scheme`'s recipe), so a failure is the calibration's."""
+        self.quantize_recipe(recipe(scheme), str(scheme), calibrate_only=True)
+
+    def quantize(self, scheme: Precision, keep_float: Iterable[str] = ()) -> bytes:
+        """The float model at `scheme`, with `keep_float` layers (regexes) left in float."""
+        if scheme not in AEQ_PRECISIONS:
+            raise ConversionError(f"the LiteRT quantizer has no {scheme} scheme")
+        return self.quantize_recipe(recipe(scheme, keep_float), str(scheme))
+
+    def quantize_recipe(
+        self, entries: list[dict[str, Any]], what: str, calibrate_only: bool = False
+    ) -> bytes:
+        """The float model quantized by a recipe of the quantizer's own (`recipe` and entries
+        appended to it); `what` names the scheme in errors."""
+        from ai_edge_quantizer import quantizer
+
+        try:
+            with silenced():  # its calibration bar and "Original model size..." report
+                qt = quantizer.Quantizer(bytearray(self.float_model), entries)
+                stats = self._calibrated(qt, what) if qt.need_calibration else None
+                if calibrate_only:
+                    return b""
+                quantized = qt.quantize(stats).quantized_model
+        except ConversionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
+            first = first_line(exc, 240)
+            raise ConversionError(f"the LiteRT quantizer failed ({what}): {first}") from exc
+        if quantized is None:
+            raise ConversionError(f"the LiteRT quantizer produced no model ({what})")
+        return bytes(quantized)
+
+    def _calibrated(self, qt: Any, what: str) -> Any:
+        if self._stats is None:
+            if not self.calibration:
+                raise ConversionError(
+                    f"{option('quantizer')} aeq {what} needs calibration data "
+                    f"({option('calibration')})"
+                )
+            self._stats = qt.calibrate(self.calibration)
+        return self._stats
+
+
 def quantize(
     float_model: bytes,
     scheme: Precision,
     keep_float: Iterable[str] = (),
-    calibration: dict[str, list[dict[str, Any]]] | None = None,
+    calibration: Calibration | None = None,
 ) -> bytes:
-    """Quantize a float `.tflite` flatbuffer; `calibration` maps signature key -> samples."""
-    from ai_edge_quantizer import quantizer
-
-    if scheme not in AEQ_PRECISIONS:
-        raise ConversionError(f"the LiteRT quantizer has no {scheme} scheme")
-    try:
-        with silenced():  # its calibration bar and "Original model size..." report
-            qt = quantizer.Quantizer(bytearray(float_model), recipe(scheme, keep_float))
-            result = None
-            if qt.need_calibration:
-                if not calibration:
-                    raise ConversionError(
-                        f"--quantizer aeq {scheme} needs calibration data (--calibration)"
-                    )
-                result = qt.calibrate(calibration)
-            quantized = qt.quantize(result).quantized_model
-    except ConversionError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
-        first = first_line(exc, 240)
-        raise ConversionError(f"the LiteRT quantizer failed ({scheme}): {first}") from exc
-    if quantized is None:
-        raise ConversionError(f"the LiteRT quantizer produced no model ({scheme})")
-    return bytes(quantized)
+    """Quantize a float `.tflite` flatbuffer once (a `Session` used for one scheme)."""
+    return Session(float_model, calibration).quantize(scheme, keep_float)

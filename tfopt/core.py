@@ -44,8 +44,13 @@ AEQ_PRECISIONS = (
     Precision.W4,
     Precision.W4B32,
 )
-#: Calibrated precisions: they need representative data.
+#: Calibrated precisions: they need representative data. The one definition: `converters`'
+#: `PrecisionSpec.needs_calibration` and every stage read it from here.
 CALIBRATED = (Precision.INT8, Precision.INT16X8)
+
+#: Set (True) on a Keras model that computes through tfopt's FakeQuant (`optimize`'s qat): its
+#: quantization ranges live in the model, and only the converter's Keras 3 export honours them.
+FAKE_QUANT_MARK = "_tfopt_fake_quant"
 
 
 class SourceKind(StrEnum):

@@ -15,15 +15,15 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tfopt.core import SourceKind
 
-class World(StrEnum):
-    TF_KERAS = "tf_keras"
-    KERAS3 = "keras3"
+# A Keras world is one of the two Keras source kinds: `World.TF_KERAS` is `SourceKind.TF_KERAS`
+# (one enum, so a loaded model's kind is its world).
+World = SourceKind
 
 
 def tf() -> ModuleType:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from converters import PRECISIONS
+from converters.aeq import Session
 from tfopt.conversion.isolated import step
-from tfopt.core import LoadedModel, Precision, SourceKind
+from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind
 from tfopt.data import Dataset
 from tfopt.errors import ConversionError, ModelLoadError
 from tfopt.inspection import graph_summary
@@ -85,7 +85,7 @@ def may_loop(loaded: LoadedModel) -> bool:
     return bool(names & {"RNN", "Bidirectional", "LSTM", "GRU", "SimpleRNN", "ConvLSTM"})
 
 
-def refuse_loops(converter: Any, prec: Precision) -> None:
+def refuse_loops(converter: Any, prec: Precision, debug: bool = False) -> None:
     """Convert to float first and refuse calibration of ops that crash the calibrator.
 
     The same converter is configured for `prec` afterwards. A converter that cannot even reach
@@ -94,7 +94,7 @@ def refuse_loops(converter: Any, prec: Precision) -> None:
     """
     step(f"converting to float32 to look for loops before calibrating {prec}")
     try:
-        with quiet_stderr(), _converts_again(converter):
+        with quiet_stderr(debug), _converts_again(converter):
             ops = graph_summary(converter.convert())["ops"]
     except Exception as exc:  # noqa: BLE001 - ConverterError and friends
         raise conversion_error(prec, exc) from exc
@@ -121,12 +121,12 @@ def _converts_again(converter: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
+def quiet_stderr(debug: bool = False) -> Iterator[None]:
     """The MLIR converter prints pages of locations to fd 2; its exception carries the error.
 
-    Kept only where asked (TFOPT_DEBUG=1, set by `--debug`).
+    Kept only where asked (`debug`: `ConvertRequest.debug`, set by `--debug`).
     """
-    if os.environ.get("TFOPT_DEBUG"):
+    if debug:
         yield
         return
     sys.stderr.flush()
@@ -146,12 +146,13 @@ def run_converter(
     use_aeq: bool,
     keep_float: tuple[str, ...],
     data: Dataset | None,
+    debug: bool = False,
 ) -> bytes:
     """Convert (errors name the ops at fault), then quantize with the LiteRT quantizer if asked."""
-    calibrating = PRECISIONS[prec].needs_calibration and not use_aeq
+    calibrating = prec in CALIBRATED and not use_aeq
     step(f"converting to {prec}" + (" (TF's converter and calibrator)" if calibrating else ""))
     try:
-        with quiet_stderr():
+        with quiet_stderr(debug):
             flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - ConverterError and friends
         raise conversion_error(prec, exc) from exc
@@ -161,28 +162,33 @@ def run_converter(
 def aeq(
     float_model: bytes, prec: Precision, keep_float: tuple[str, ...], data: Dataset | None
 ) -> bytes:
-    """Quantize a float flatbuffer with the LiteRT quantizer; calibrate static schemes on `data`."""
-    from converters.aeq import quantize
-
+    """Quantize a float flatbuffer with the LiteRT quantizer; calibrate static schemes on `data`.
+    (One scheme: `aeq_session` quantizes many from one calibration.)"""
     step(f"quantizing to {prec} with the LiteRT quantizer")
-    calibration = None
-    if PRECISIONS[prec].needs_calibration:
-        loops = sorted(op for op in graph_summary(float_model)["ops"] if op in _CALIBRATOR_CRASHES)
-        if loops:  # its calibration runs the graph op by op and finds no data in loop bodies
-            what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in loops)
-            raise ConversionError(
-                f"cannot quantize to {prec} with the LiteRT quantizer (ops at fault: "
-                f"{', '.join(loops)}): it cannot calibrate {what}; use --precision dynamic or w8"
-            )
-    if data is not None and PRECISIONS[prec].needs_calibration:
-        with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-            f.write(float_model)
-            f.flush()
-            key = next(iter(make_interpreter(f.name).get_signature_list()), None)
-        if key is None:
-            raise ConversionError(
-                f"the LiteRT quantizer calibrates {prec} through a signature, and this .tflite has "
-                "none (dynamic, w8 and w4 need no calibration; or convert the source model)"
-            )
-        calibration = {key: [data.sample(i) for i in range(len(data))]}
-    return quantize(float_model, prec, keep_float, calibration)
+    return aeq_session(float_model, prec, data).quantize(prec, keep_float)
+
+
+def aeq_session(float_model: bytes, prec: Precision, data: Dataset | None) -> Session:
+    """The LiteRT quantizer's session on a float flatbuffer, calibrating on `data` (by the
+    model's signature) for the calibrated `prec`; loops it cannot calibrate are refused."""
+    if prec not in CALIBRATED:
+        return Session(float_model)
+    loops = sorted(op for op in graph_summary(float_model)["ops"] if op in _CALIBRATOR_CRASHES)
+    if loops:  # its calibration runs the graph op by op and finds no data in loop bodies
+        what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in loops)
+        raise ConversionError(
+            f"cannot quantize to {prec} with the LiteRT quantizer (ops at fault: "
+            f"{', '.join(loops)}): it cannot calibrate {what}; use --precision dynamic or w8"
+        )
+    if data is None:
+        return Session(float_model)
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(float_model)
+        f.flush()
+        key = next(iter(make_interpreter(f.name).get_signature_list()), None)
+    if key is None:
+        raise ConversionError(
+            f"the LiteRT quantizer calibrates {prec} through a signature, and this .tflite has "
+            "none (dynamic, w8 and w4 need no calibration; or convert the source model)"
+        )
+    return Session(float_model, {key: [data.sample(i) for i in range(len(data))]})

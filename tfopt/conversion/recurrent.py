@@ -19,8 +19,8 @@ from collections import Counter
 from typing import Any
 
 from tfopt import keras_twin
-from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind, TensorSpec
-from tfopt.errors import ConversionError, note
+from tfopt.core import CALIBRATED, FAKE_QUANT_MARK, LoadedModel, Precision, SourceKind, TensorSpec
+from tfopt.errors import ConversionError, note, option
 
 _FUSED = "LSTM"  # lowers to UNIDIRECTIONAL_SEQUENCE_LSTM in tf_keras
 _UNROLLED = frozenset({"GRU", "SimpleRNN"})  # no fused TFLite op: unrolled over the time steps
@@ -50,6 +50,34 @@ def _inner(name: str) -> str:
     return name.removeprefix("Bidirectional(").removesuffix(")")
 
 
+def _rebuild(loaded: LoadedModel, prec: Precision) -> tuple[list[str], frozenset[str]] | None:
+    """(the recurrent layers, the kinds unrolled) when `fused` rebuilds the model at `prec`."""
+    if loaded.kind not in (SourceKind.KERAS3, SourceKind.TF_KERAS) or prec not in CALIBRATED:
+        return None
+    if getattr(loaded.model, FAKE_QUANT_MARK, False):
+        return None  # QAT ranges live in Keras 3 FakeQuant layers: only that export keeps them
+    layers = _recurrent(loaded.model)
+    if not layers or any(_inner(n) not in {_FUSED, *_UNROLLED} for n in layers):
+        return None  # e.g. ConvLSTM or a custom cell: the model's own export
+    keras3 = loaded.kind is SourceKind.KERAS3
+    # int16x8 has no fused LSTM kernel in TF 2.21, and the fused op takes no mask: there the LSTM
+    # is unrolled too.
+    whole = prec is Precision.INT16X8 or (not keras3 and keras_twin.takes_mask(loaded.model))
+    unroll = _UNROLLED | {_FUSED} if whole else _UNROLLED
+    if not keras3 and not any(_inner(n) in unroll for n in layers):
+        return None  # tf_keras LSTMs fuse by themselves
+    return layers, unroll
+
+
+def rebuilt_how(loaded: LoadedModel, prec: Precision) -> str | None:
+    """What `fused` does to the model at `prec`, in one line (None: it converts as it is)."""
+    found = _rebuild(loaded, prec)
+    if found is None:
+        return None
+    world = "Keras 3" if loaded.kind is SourceKind.KERAS3 else "tf_keras"
+    return _how(prec, world, *found)
+
+
 def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
     """The model to convert at `prec`: at calibrated precisions, a Keras 3 model with
     LSTM/GRU/SimpleRNN layers rebuilt as its tf_keras twin (LSTMs fused, the others unrolled),
@@ -61,20 +89,11 @@ def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
             cannot be rebuilt (named). Other recurrent layers (ConvLSTM, custom cells) leave the
             model as it is (guards refuse its loop).
     """
-    if loaded.kind not in (SourceKind.KERAS3, SourceKind.TF_KERAS) or prec not in CALIBRATED:
+    found = _rebuild(loaded, prec)
+    if found is None:
         return loaded
-    if getattr(loaded.model, "_tfopt_fake_quant", False):
-        return loaded  # QAT ranges live in Keras 3 FakeQuant layers: only that export keeps them
-    layers = _recurrent(loaded.model)
-    if not layers or any(_inner(n) not in {_FUSED, *_UNROLLED} for n in layers):
-        return loaded  # e.g. ConvLSTM or a custom cell: the model's own export
+    layers, unroll = found
     keras3 = loaded.kind is SourceKind.KERAS3
-    # int16x8 has no fused LSTM kernel in TF 2.21, and the fused op takes no mask: there the LSTM
-    # is unrolled too.
-    whole = prec is Precision.INT16X8 or (not keras3 and keras_twin.takes_mask(loaded.model))
-    unroll = _UNROLLED | {_FUSED} if whole else _UNROLLED
-    if not keras3 and not any(_inner(n) in unroll for n in layers):
-        return loaded  # tf_keras LSTMs fuse by themselves
     _fixed_length(loaded.inputs, prec)
     world = "Keras 3" if keras3 else "tf_keras"
     try:
@@ -100,7 +119,7 @@ def _fixed_length(inputs: tuple[TensorSpec, ...], prec: Precision) -> None:
     if free:
         raise ConversionError(
             f"{prec} of a recurrent model needs a fixed sequence length (input '{free[0]}' has "
-            "a free one): pass --seq-len N"
+            f"a free one): pass {option('seq_len')} N"
         )
 
 

@@ -34,11 +34,10 @@ import numpy as np
 
 from converters.aeq import recipe
 from tfopt import flatbuffer
-from tfopt.conversion.guards import quiet_stderr
+from tfopt.conversion.guards import aeq_session, quiet_stderr
 from tfopt.core import Precision
 from tfopt.data import Dataset
-from tfopt.errors import ConversionError, first_line
-from tfopt.runtime.feeding import make_interpreter
+from tfopt.errors import ConversionError
 
 GATE_COSINE = 0.99  # mean per-sample cosine of every output against the float model
 PROBE_SAMPLES = 16  # calibration samples the trials are scored on
@@ -162,7 +161,7 @@ def islands(
 
 def _cosine(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> float:
     """The worst output's mean per-sample cosine (validate's measure)."""
-    from tfopt.validate import _cosine as cosine
+    from tfopt.validate import cosine
 
     return min(cosine(r, cand[name]) for name, r in ref.items())
 
@@ -176,32 +175,25 @@ def _run(model: bytes, data: Dataset, work: Path) -> dict[str, np.ndarray]:
 
 
 def quantize_transformer(
-    float_model: bytes, data: Dataset, gate: float = GATE_COSINE
+    float_model: bytes, data: Dataset, gate: float = GATE_COSINE, debug: bool = False
 ) -> tuple[bytes, Sensitivity]:
     """Full int8 (a8w8, the LiteRT quantizer) of a float transformer, with the op kinds whose int8
-    costs the most kept in float until every output's cosine to float reaches `gate`."""
-    from ai_edge_quantizer import quantizer
-
+    costs the most kept in float until every output's cosine to float reaches `gate`. One
+    quantizer session calibrates once; each trial only re-quantizes."""
     kinds = op_kinds(float_model)
     chains = score_chains(float_model)
     probe = data.take(min(PROBE_SAMPLES, len(data)))
+    session = aeq_session(float_model, Precision.INT8, data)
     with tempfile.TemporaryDirectory(prefix="tfopt-sens-") as tmp:
         work = Path(tmp)
-        (work / "float.tflite").write_bytes(float_model)
-        key = next(iter(make_interpreter(str(work / "float.tflite")).get_signature_list()))
         reference = _run(float_model, probe, work)
-        try:
-            with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
-                base = quantizer.Quantizer(bytearray(float_model), recipe(Precision.INT8))
-                stats = base.calibrate({key: [data.sample(i) for i in range(len(data))]})
-        except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
-            raise ConversionError(f"the LiteRT quantizer failed (int8): {first_line(exc)}") from exc
+        with quiet_stderr(debug), contextlib.redirect_stdout(io.StringIO()):
+            session.calibrate(Precision.INT8)
 
         def trial(keep: list[str]) -> tuple[bytes, float]:
             try:
-                with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
-                    qt = quantizer.Quantizer(bytearray(float_model), islands(kinds, keep, chains))
-                    model = bytes(qt.quantize(stats).quantized_model)
+                with quiet_stderr(debug), contextlib.redirect_stdout(io.StringIO()):
+                    model = session.quantize_recipe(islands(kinds, keep, chains), "int8")
                 return model, _cosine(reference, _run(model, probe, work))
             except Exception:  # noqa: BLE001 - a split the quantizer or LiteRT cannot run
                 return b"", -1.0

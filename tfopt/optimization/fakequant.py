@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from tfopt import keras_worlds
+from tfopt import core, keras_worlds
 from tfopt.optimization.context import StageError, World
 
 MASK_MARGIN = 12.0  # masked scores sit this far below the row's smallest (weight e**-12)
 DECAY = 0.99  # moving average of the per-batch min/max while tracking
 KINDS = ("Dense", "EinsumDense", "LayerNormalization", "Softmax")
-MARK = "_tfopt_fake_quant"  # set on a model that computes through tfopt's FakeQuant
+MARK = core.FAKE_QUANT_MARK  # set on a model that computes through tfopt's FakeQuant
 _TAG = "_tfopt_fake_quantized"  # set on a tensor that already went through a FakeQuant
 
 

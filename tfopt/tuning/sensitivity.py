@@ -55,7 +55,8 @@ def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) 
     from tfopt.conversion.guards import quiet_stderr
     from tfopt.core import Precision
     from tfopt.runtime.feeding import make_interpreter
-    from tfopt.validate import _sqnr_db, run_tflite
+    from tfopt.validate import run_tflite
+    from tfopt.validate import sqnr_db as _sqnr_db
 
     grouping, found = groups(float_model)
     probe = probe.take(PROBE)
