@@ -4,9 +4,9 @@ the fewest of them in float.
 Ops are grouped by their Keras layer (the op output's scope); in a model with repeated blocks
 (more than `MAX_GROUPS` layers) by kind, with block numbers removed, so that one group is the same
 op in every block (`conversion.transformer.kind_of`). Each group is scored by quantizing the
-model with that group alone left in float (the LiteRT quantizer calibrates once; each score only
-re-quantizes) and measuring the worst output's SQNR against the float file on a probe of the
-held-out data. Groups are ranked by how much keeping them in float helps.
+model with that group alone left in float (one LiteRT-quantizer session: it calibrates once, each
+score only re-quantizes) and measuring the worst output's SQNR against the float file on a probe
+of the held-out data. Groups are ranked by how much keeping them in float helps.
 """
 
 from __future__ import annotations
@@ -49,22 +49,18 @@ def groups(float_model: bytes) -> tuple[str, dict[str, list[str]]]:
 def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) -> dict[str, Any]:
     """Groups ranked most sensitive first, with each one's score (worst-output SQNR, dB, with the
     group in float) and the all-quantized score."""
-    from ai_edge_quantizer import quantizer
-
-    from converters.aeq import recipe
-    from tfopt.conversion.guards import quiet_stderr
+    from tfopt.conversion.guards import aeq_session, quiet_stderr
     from tfopt.core import Precision
-    from tfopt.runtime.feeding import make_interpreter
     from tfopt.validate import run_tflite
     from tfopt.validate import sqnr_db as _sqnr_db
 
     grouping, found = groups(float_model)
     probe = probe.take(PROBE)
     prec = Precision(scheme)
+    session = aeq_session(float_model, prec, calibration)  # calibrates once, on the first scheme
     with tempfile.TemporaryDirectory(prefix="tfopt-sens-") as tmp:
         work = Path(tmp)
         (work / "float.tflite").write_bytes(float_model)
-        key = next(iter(make_interpreter(str(work / "float.tflite")).get_signature_list()))
         reference = run_tflite(str(work / "float.tflite"), probe)
 
         def score(model: bytes) -> float:
@@ -73,20 +69,11 @@ def rank(float_model: bytes, scheme: str, calibration: Dataset, probe: Dataset) 
             return min(_sqnr_db(r, out[n]) for n, r in reference.items())
 
         with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
-            base = quantizer.Quantizer(bytearray(float_model), recipe(prec))
-            stats = None
-            if base.need_calibration:
-                stats = base.calibrate({key: [calibration.sample(i) for i in range(len(calibration))]})
-
-            def quantized(keep: list[str]) -> bytes:
-                qt = quantizer.Quantizer(bytearray(float_model), recipe(prec, keep))
-                return bytes(qt.quantize(stats).quantized_model)
-
-            all_q = score(quantized([]))
+            all_q = score(session.quantize(prec))
             scores: dict[str, float] = {}
             for name, regexes in found.items():
                 try:
-                    scores[name] = score(quantized(regexes))
+                    scores[name] = score(session.quantize(prec, regexes))
                 except Exception:  # noqa: BLE001 - a split the quantizer or LiteRT cannot run
                     scores[name] = float("-inf")
     order = sorted(found, key=lambda g: -scores[g])
