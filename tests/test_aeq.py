@@ -88,11 +88,11 @@ def test_lm_with_aeq(tmp_path: Path) -> None:
 def test_bad_combinations(
     runner: CliRunner, cnn: Any, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    with pytest.raises(InputError, match="needs --quantizer aeq"):
+    with pytest.raises(InputError, match="needs quantizer aeq"):
         convert(cnn, tmp_path / "a.tflite", "w4")
     with pytest.raises(InputError, match="aeq quantizes"):
         convert(cnn, tmp_path / "a.tflite", "float32", quantizer="aeq")
-    with pytest.raises(InputError, match="--keep-float needs"):
+    with pytest.raises(InputError, match="keep_float needs"):
         convert(cnn, tmp_path / "a.tflite", "dynamic", keep_float=("x",))
     result = invoke(
         runner,

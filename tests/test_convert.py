@@ -140,7 +140,7 @@ def test_int16x8_on_integer_inputs_names_them(bert: Any, bert_data: Path, tmp_pa
 
 
 def test_int8_needs_calibration(cnn: Any, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="--calibration"):
+    with pytest.raises(DataError, match="pass calibration"):
         convert(cnn, tmp_path / "m.tflite", "int8")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tfopt.errors import TfoptError
+from tfopt.errors import TfoptError, option
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
           "gib": 2**30}  # fmt: skip
@@ -30,7 +30,7 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     unit = m.group(2).lower() if m else ""
     if not m or unit not in _UNITS or float(m.group(1)) <= 0:
-        raise InputError(f"--max-size {text}: write a size such as 5MB, 800KB or 2MiB")
+        raise InputError(f"{option('max_size')} {text}: write a size such as 5MB, 800KB or 2MiB")
     return int(float(m.group(1)) * _UNITS[unit])
 
 
@@ -45,10 +45,12 @@ def parse_ops(text: str) -> tuple[str, ...]:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"--allowed-ops {path}: cannot read it ({exc})") from None
+            raise InputError(f"{option('allowed_ops')} {path}: cannot read it ({exc})") from None
     names = tuple(sorted({n.strip().upper() for n in re.split(r"[,\s]+", text) if n.strip()}))
     if not names:
-        raise InputError(f"--allowed-ops {text!r}: give builtin, op names (CONV_2D,ADD) or a file")
+        raise InputError(
+            f"{option('allowed_ops')} {text!r}: give builtin, op names (CONV_2D,ADD) or a file"
+        )
     return names
 
 
@@ -63,7 +65,7 @@ def check(flatbuffer: bytes, precision: str, max_size: int | None,
 
     if max_size is not None and len(flatbuffer) > max_size:
         raise BudgetError(
-            f"the {precision} file would be {_show(len(flatbuffer))}, over --max-size "
+            f"the {precision} file would be {_show(len(flatbuffer))}, over {option('max_size')} "
             f"{_show(max_size)}; a smaller precision (dynamic, int8, w4b32) or a pruning "
             "recipe may fit"
         )
@@ -77,9 +79,9 @@ def check(flatbuffer: bytes, precision: str, max_size: int | None,
             other = sorted(custom - set(flex))
             kinds = [f"{', '.join(flex)} (Flex)"] * bool(flex) + [f"{', '.join(other)} (custom)"] * bool(other)
             raise BudgetError(f"the file needs ops an app must link separately: {'; '.join(kinds)} "
-                              "(--allowed-ops builtin)")  # fmt: skip
+                              f"({option('allowed_ops')} builtin)")  # fmt: skip
         return
     outside = sorted(op for op in summary["ops"] if op.upper() not in allowed_ops)
     if outside:
-        raise BudgetError(f"the {precision} file needs ops outside --allowed-ops: "
+        raise BudgetError(f"the {precision} file needs ops outside {option('allowed_ops')}: "
                           f"{', '.join(outside)}")  # fmt: skip

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +92,13 @@ def convert_in_child(
     model: str | os.PathLike[str], output: str | os.PathLike[str], req: ConvertRequest
 ) -> ConvertResult:
     """`convert_request` in a child process; the same result, notes and typed errors."""
-    debug = bool(os.environ.get("TFOPT_DEBUG"))
+    # `req.debug` travels in the job; TFOPT_DEBUG is read here only as a fallback while the CLI
+    # still sets it for --debug (test_cli_polish's quantizer chatter goes through this child).
+    debug = req.debug or bool(os.environ.get("TFOPT_DEBUG"))
     with tempfile.TemporaryDirectory(prefix="tfopt-child-") as tmp:
         work = Path(tmp)
         job = {"model": os.fspath(model), "output": os.fspath(output),
-               "request": _request_doc(req, work)}  # fmt: skip
+               "request": _request_doc(replace(req, debug=debug), work)}  # fmt: skip
         (work / "job.json").write_text(json.dumps(job))
         step_file, log = work / "step", work / "stderr.log"
         # The caller's import path, not the current folder first (`-P`): the same tfopt, Keras
@@ -104,6 +106,8 @@ def convert_in_child(
         path = os.pathsep.join(p for p in sys.path if p)
         env = dict(os.environ, **{_STEP_FILE: str(step_file), "PYTHONPATH": path,
                                   _PARENT: str(os.getpid())})  # fmt: skip
+        if debug:  # the child's third-party chatter too (`tfopt.quiet.silenced` reads it there)
+            env["TFOPT_DEBUG"] = "1"
         with open(log, "wb") as sink:
             target = None if debug else sink
             proc = subprocess.Popen(
@@ -193,6 +197,7 @@ def main(work: str | os.PathLike[str]) -> None:
 def _main(work: Path) -> None:
     _die_with_parent()
     from tfopt.conversion.run import convert_request
+    from tfopt.quiet import showing
 
     notes: list[str] = []
 
@@ -204,16 +209,19 @@ def _main(work: Path) -> None:
     logger.addHandler(Collect())
     logger.propagate = False
     job = json.loads((work / "job.json").read_text())
+    debug = bool(job["request"].get("debug"))
     answer: dict[str, Any]
     try:
-        result = convert_request(job["model"], job["output"], _request(job["request"], work))
+        with showing(debug):  # the LiteRT quantizer's own chatter too, under --debug
+            result = convert_request(job["model"], job["output"], _request(job["request"], work))
         answer = {"result": result.to_dict()}
     except TfoptError as exc:
-        if os.environ.get("TFOPT_DEBUG"):
+        if debug:
             traceback.print_exc()  # --debug: the child's stderr is the user's
-        answer = {"error": {"type": type(exc).__name__, "message": exc.format_message()}}
+        # the marked message: the CLI still names its own flag for each parameter (`option`)
+        answer = {"error": {"type": type(exc).__name__, "message": exc.marked}}
     except Exception as exc:  # noqa: BLE001 - any failure still ends in one line
-        if os.environ.get("TFOPT_DEBUG"):
+        if debug:
             traceback.print_exc()
         message = f"{type(exc).__name__}: {first_line(exc)} (rerun with --debug)"
         answer = {"error": {"type": "ConversionError", "message": message}}

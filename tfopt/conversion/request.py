@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from tfopt.core import AEQ_PRECISIONS, CONVERTER_PRECISIONS, InputShapes, Precision
-from tfopt.errors import InputError
+from tfopt.errors import InputError, option
 
 DataSource = str | os.PathLike[str] | Any  # a path, or an in-memory `tfopt.data.Dataset`
 
@@ -46,6 +46,7 @@ class ConvertRequest:
     max_size: int | str | None = None  # bytes, or '5MB': the app's size budget
     allowed_ops: tuple[str, ...] | str | None = None  # 'builtin', op names, or a file of them
     metadata: Any = None  # `tfopt.metadata.Metadata` (or a dict of its fields): TFLite metadata
+    debug: bool = False  # keep the converter's and quantizer's native output (`--debug`)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the enums once, here
@@ -75,50 +76,61 @@ class ConvertRequest:
         return self.quantizer is Quantizer.AEQ
 
     def _problems(self) -> list[str]:
-        p, aeq = self.precision, self.use_aeq
+        p, aeq, o = self.precision, self.use_aeq, option
         problems = []
         if self.num_calibration < 1:
-            problems.append("--num-calibration must be at least 1")
+            problems.append(f"{o('num_calibration')} must be at least 1")
         if self.seq_len is not None and self.seq_len < 1:
-            problems.append("--seq-len must be at least 1")
+            problems.append(f"{o('seq_len')} must be at least 1")
         if self.dynamic_length and self.seq_len is not None:
-            problems.append("--dynamic-length keeps the sequence length free: drop --seq-len")
+            problems.append(
+                f"{o('dynamic_length')} keeps the sequence length free: drop {o('seq_len')}"
+            )
         if self.dynamic_length and self.lm:
-            problems.append("--lm has its own prefill lengths: it takes no --dynamic-length")
+            problems.append(
+                f"{o('lm')} has its own prefill lengths: it takes no {o('dynamic_length')}"
+            )
         if aeq and p not in AEQ_PRECISIONS:
             allowed = ", ".join(AEQ_PRECISIONS)
-            problems.append(f"--quantizer aeq quantizes: choose {allowed}")
+            problems.append(f"{o('quantizer')} aeq quantizes: choose {allowed}")
         if not aeq and p not in CONVERTER_PRECISIONS:
-            problems.append(f"{p} (weight-only) needs --quantizer aeq")
+            problems.append(f"{p} (weight-only) needs {o('quantizer')} aeq")
         if self.keep_float and not aeq:
-            problems.append("--keep-float needs --quantizer aeq")
+            problems.append(f"{o('keep_float')} needs {o('quantizer')} aeq")
         if self.int8_io and (p is not Precision.INT8 or aeq):
-            problems.append("--int8-io applies to --precision int8 (the converter) only")
+            problems.append(f"{o('int8_io')} applies to {o('precision')} int8 (the converter) only")
         if self.lm and (self.max_size is not None or self.allowed_ops):
-            problems.append("--max-size and --allowed-ops apply to a plain conversion, not --lm")
+            problems.append(
+                f"{o('max_size')} and {o('allowed_ops')} apply to a plain conversion, not {o('lm')}"
+            )
         if self.lm and self.metadata:
-            problems.append("metadata (--labels, --normalize, ...) describes one graph, not --lm")
-        if self.lm:
-            given = [
-                flag
-                for flag, value in (
-                    ("--calibration", self.calibration),
-                    ("--check-data", self.check_data),
-                    ("--seq-len", self.seq_len),
-                    ("--input-shape", self.input_shapes),
-                )
-                if value is not None
-            ]
-            if given:
-                problems.append(
-                    f"--lm exports prefill/decode at --max-length and checks on its own prompt: "
-                    f"it takes no {', '.join(given)}"
-                )
-            if self.max_length < 2:
-                problems.append("--max-length must be at least 2")
-        elif self.max_length != 128:
-            problems.append("--max-length applies to --lm only")
+            problems.append(
+                f"metadata ({o('labels')}, {o('normalize')}, ...) describes one graph, "
+                f"not {o('lm')}"
+            )
+        return problems + (self._lm_problems() if self.lm else self._plain_problems())
+
+    def _lm_problems(self) -> list[str]:
+        o = option
+        given = [
+            o(name)
+            for name in ("calibration", "check_data", "seq_len", "input_shapes")
+            if getattr(self, name) is not None
+        ]
+        problems = []
+        if given:
+            problems.append(
+                f"{o('lm')} exports prefill/decode at {o('max_length')} and checks on its own "
+                f"prompt: it takes no {', '.join(given)}"
+            )
+        if self.max_length < 2:
+            problems.append(f"{o('max_length')} must be at least 2")
         return problems
+
+    def _plain_problems(self) -> list[str]:
+        if self.max_length != 128:
+            return [f"{option('max_length')} applies to {option('lm')} only"]
+        return []
 
 
 def _enum(cls: type[StrEnum], value: Any, what: str) -> Any:

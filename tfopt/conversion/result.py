@@ -21,6 +21,7 @@ class ConvertResult:
     seq_len: int | None = None
     sensitivity: dict[str, Any] | None = None  # transformer int8: the op kinds kept out of int8
     metadata: dict[str, Any] | None = None  # the TFLite metadata written (`tfopt.metadata.read`)
+    plan: dict[str, Any] | None = None  # every decision the conversion made (`plan.ExportPlan`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

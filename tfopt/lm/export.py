@@ -11,9 +11,11 @@ import numpy as np
 
 from converters import PRECISIONS
 from tfopt.conversion.guards import run_converter
+from tfopt.conversion.plan import ExportPlan
+from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
-from tfopt.core import LoadedModel, Precision, SourceKind
-from tfopt.errors import ConversionError, ValidationError
+from tfopt.core import LoadedModel, Precision
+from tfopt.errors import ValidationError
 from tfopt.fsutil import atomic_path
 from tfopt.inspection import gzip_size
 from tfopt.runtime.lm import LmRunner
@@ -21,42 +23,37 @@ from tfopt.validate import compare_outputs, with_thresholds
 
 
 def convert_lm(
-    loaded: LoadedModel,
-    out: Path,
-    prec: Precision,
-    max_length: int,
-    check: bool,
-    use_aeq: bool = False,
-    keep_float: tuple[str, ...] = (),
+    loaded: LoadedModel, out: Path, req: ConvertRequest, plan: ExportPlan
 ) -> ConvertResult:
-    """A causal LM with prefill/decode signatures; checked on the prefill logits of a prompt."""
+    """A causal LM with prefill/decode signatures up to `req.max_length` (as `plan` says:
+    `plan_export` refuses calibrated precisions and non-Keras 3 models); checked on the prefill
+    and decode logits of a prompt."""
     from converters.lm import lm_converter
 
-    if prec in (Precision.INT8, Precision.INT16X8):
-        raise ConversionError(
-            f"--lm supports float32, float16, dynamic (and w8/w4 with --quantizer aeq); {prec} needs "
-            "per-signature calibration (use --precision dynamic)"
-        )
-    if loaded.kind is not SourceKind.KERAS3:
-        raise ConversionError("--lm needs a keras-hub CausalLM (a Keras 3 model)")
+    assert plan.converter_precision is not None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
-        converter = lm_converter(loaded.model, Path(work), max_length)
-        PRECISIONS[Precision.FLOAT32 if use_aeq else prec].configure(converter, None, False)
-        flatbuffer = run_converter(converter, prec, use_aeq, keep_float, None)
+        converter = lm_converter(loaded.model, Path(work), req.max_length)
+        PRECISIONS[plan.converter_precision].configure(converter, None, False)
+        flatbuffer = run_converter(
+            converter, req.precision, req.use_aeq, req.keep_float, None, req.debug
+        )
     seconds = time.perf_counter() - started
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
-        result = check_lm(loaded.model, str(tmp), max_length, prec) if check else None
+        checked = None
+        if req.check:
+            checked = check_lm(loaded.model, str(tmp), req.max_length, req.precision)
     return ConvertResult(
         output=str(out),
-        precision=prec.value,
-        source="keras3-lm" + ("+aeq" if use_aeq else ""),
+        precision=req.precision.value,
+        source="keras3-lm" + ("+aeq" if req.use_aeq else ""),
         size_bytes=len(flatbuffer),
         gzip_bytes=gzip_size(flatbuffer),
         seconds=round(seconds, 2),
         float_compute_ops={},
-        check=result,
+        check=checked,
+        plan=plan.to_dict(),
     )
 
 
