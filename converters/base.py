@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt.core import LoadedModel, SourceKind, TensorSpec
-from tfopt.errors import ConversionError
+from tfopt.errors import ConversionError, option
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def fixed_shape(spec: TensorSpec, seq_len: int | None) -> list[int | None]:
             if seq_len is None:
                 raise ConversionError(
                     f"input '{spec.name}' has a free dimension {spec.shape}; "
-                    "pass --seq-len N to fix it"
+                    f"pass {option('seq_len')} N to fix it"
                 )
             dim = seq_len
         shape.append(int(dim))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tfopt import keras_worlds
-from tfopt.errors import ConversionError, first_line
+from tfopt.errors import ConversionError, first_line, option
 
 DECODE = "decode"
 PREFILL = "prefill_"
@@ -63,15 +63,16 @@ def check_lm(model: Any, max_length: int) -> None:
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(model, "call_with_cache"):
         raise ConversionError(
-            f"--lm needs a keras-hub CausalLM (with call_with_cache), got {type(model).__name__}"
+            f"{option('lm')} needs a keras-hub CausalLM (with call_with_cache), got "
+            f"{type(model).__name__}"
         )
     limit = getattr(backbone, "max_sequence_length", None)
     if limit is not None and max_length > limit:
         raise ConversionError(
-            f"--max-length {max_length} exceeds the model's position limit {limit}"
+            f"{option('max_length')} {max_length} exceeds the model's position limit {limit}"
         )
     if max_length < 2:
-        raise ConversionError("--max-length must be at least 2")
+        raise ConversionError(f"{option('max_length')} must be at least 2")
 
 
 def _attention_core(tf: Any, decode: bool, position: Any) -> Any:
@@ -169,7 +170,7 @@ def lm_shape(model: Any) -> LmShape:
     if len(seen) != layers or not seen:
         raise ConversionError(
             f"{type(model).__name__}: {len(seen)} of {layers} attention layers take tfopt's "
-            "cache (keras-hub's serving hook); this family is not supported by --lm yet"
+            f"cache (keras-hub's serving hook); this family is not supported by {option('lm')} yet"
         )
     kv_heads, head_dim = seen[0]
     vocab = int(backbone.token_embedding.input_dim)

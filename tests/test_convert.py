@@ -129,7 +129,7 @@ def test_keras_hub_seq_len_defaults_to_the_models_own(
 def test_free_length_without_a_known_one_asks_for_seq_len(keras3: Any, tmp_path: Path) -> None:
     tokens = keras3.Input((None,), dtype="int32")
     model = keras3.Model(tokens, keras3.layers.Embedding(50, 4)(tokens))
-    with pytest.raises(ConversionError, match="--seq-len"):
+    with pytest.raises(ConversionError, match="seq_len"):
         convert(model, tmp_path / "b.tflite", "float32")
     assert not (tmp_path / "b.tflite").exists()
 

@@ -12,7 +12,7 @@ import numpy as np
 from tfopt import keras_worlds
 from tfopt.core import LoadedModel, TensorSpec
 from tfopt.data import Dataset, check_array, load_data
-from tfopt.errors import ConversionError
+from tfopt.errors import ConversionError, option
 from tfopt.runtime.feeding import synthetic_input
 
 CHECK_SAMPLES = 32
@@ -113,7 +113,9 @@ def synthetic_data(
     for _ in range(n):
         for s in inputs:
             if any(d is None for d in s.shape[1:]) and free_length is None:
-                raise ConversionError(f"input '{s.name}' has a free dimension; pass --seq-len N")
+                raise ConversionError(
+                    f"input '{s.name}' has a free dimension; pass {option('seq_len')} N"
+                )
             detail = {
                 "shape": [1, *(free_length if d is None else d for d in s.shape[1:])],
                 "dtype": np.dtype(s.dtype),
