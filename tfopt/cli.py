@@ -7,7 +7,6 @@ loads none of them. Exit codes and JSON mode: see `tfopt.commands.wrap`.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import click
@@ -75,10 +74,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    if debug and "TFOPT_DEBUG" not in os.environ:
-        os.environ["TFOPT_DEBUG"] = "1"  # the library then keeps native converter output too
-        # for this command only: an in-process caller (CliRunner, a notebook) keeps its own
-        ctx.call_on_close(lambda: os.environ.pop("TFOPT_DEBUG", None))
     _show_notes()
 
 
@@ -86,12 +81,17 @@ def _show_notes() -> None:
     """tfopt's one-line notes (an input cast, a default chosen) go to stderr as `note: ...`."""
     import logging
 
+    from tfopt.commands.wrap import flag_of
+    from tfopt.errors import TfoptError
     from tfopt.report.progress import above_bars
 
     class Notes(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            line, ctx = record.getMessage(), click.get_current_context(silent=True)
+            if ctx is not None and hasattr(record, "marked"):  # names parameters: our flags
+                line = TfoptError(record.marked).render(flag_of(ctx))
             with above_bars():  # a spinner or bar on the line is cleared first, then redrawn
-                click.echo(f"note: {record.getMessage()}", err=True)  # the current stderr
+                click.echo(f"note: {line}", err=True)  # the current stderr
 
     logger = logging.getLogger("tfopt")
     if not any(type(h).__name__ == "Notes" for h in logger.handlers):

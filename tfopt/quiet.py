@@ -1,4 +1,4 @@
-"""Keep a command's own output readable: TensorFlow's start-up chatter only with --debug.
+"""Keep a command's own output readable: TensorFlow's start-up chatter only when debugging.
 
 TensorFlow, XLA and LiteRT log from C++ straight to file descriptor 2 (absl's "All log messages
 before absl::InitializeLog()", "Could not find cuda drivers", "failed call to cuInit", oneDNN and
@@ -15,6 +15,7 @@ chatty library call (the LiteRT quantizer's tqdm bars and size report) runs insi
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import os
@@ -70,13 +71,32 @@ NOISY_MODULES = (
     r"(\.|$)"
 )
 NOISY_LOGGERS = ("tensorflow", "absl", "h5py")
+# Whether the running command shows everything (`tfopt --debug`): set by `quiet(debug)` or
+# `showing(debug)` for the calls made inside them, never through the environment.
+_SHOWING = contextvars.ContextVar("tfopt_showing", default=False)
+
+
+def is_showing() -> bool:
+    """Whether the running command shows everything (`tfopt --debug`, `showing(True)`)."""
+    return _SHOWING.get()
+
+
+@contextlib.contextmanager
+def showing(debug: bool) -> Iterator[None]:
+    """Within this block, `silenced` lets third-party output through when `debug`."""
+    token = _SHOWING.set(debug)
+    try:
+        yield
+    finally:
+        _SHOWING.reset(token)
 
 
 @contextlib.contextmanager
 def quiet(debug: bool) -> Iterator[None]:
     """Run a command with third-party noise filtered out (everything shown when `debug`)."""
     if debug:
-        yield
+        with showing(True):
+            yield
         return
     with _python_quiet(), _native_filter():
         yield
@@ -85,9 +105,9 @@ def quiet(debug: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def silenced() -> Iterator[None]:
     """Drop what a third-party call prints from Python (print, tqdm bars on sys.stderr) unless
-    TFOPT_DEBUG=1 (`tfopt --debug`). Its exceptions still propagate; fd-level output is
-    `quiet`'s."""
-    if os.environ.get("TFOPT_DEBUG") == "1":
+    the command shows everything (`showing`, `tfopt --debug`). Its exceptions still propagate;
+    fd-level output is `quiet`'s."""
+    if _SHOWING.get():
         yield
         return
     sink = io.StringIO()

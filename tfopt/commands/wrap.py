@@ -78,7 +78,7 @@ def command(
         except TfoptError as exc:
             if debug:
                 traceback.print_exc()
-            raise click.ClickException(exc.render(_flag_of(ctx))) from exc
+            raise click.ClickException(exc.render(flag_of(ctx))) from exc
         except (click.exceptions.Exit, click.ClickException):
             raise  # a usage error found in the body: exit 2, flag named
         except Exception as exc:  # noqa: BLE001 - any other failure still ends in one line
@@ -97,7 +97,7 @@ def command(
     return wrapper
 
 
-def _flag_of(ctx: click.Context) -> Callable[[str], str]:
+def flag_of(ctx: click.Context) -> Callable[[str], str]:
     """How this command spells a library parameter: its option's longest flag, else --name."""
     flags = {p.name: max(p.opts, key=len) for p in ctx.command.params if isinstance(p, click.Option)}
     return lambda name: flags.get(name) or "--" + name.replace("_", "-")

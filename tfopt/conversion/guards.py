@@ -22,6 +22,7 @@ from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind
 from tfopt.data import Dataset
 from tfopt.errors import ConversionError, ModelLoadError
 from tfopt.inspection import graph_summary
+from tfopt.quiet import is_showing
 from tfopt.runtime.feeding import make_interpreter
 
 _OP_PATTERNS = (
@@ -124,9 +125,9 @@ def _converts_again(converter: Any) -> Iterator[None]:
 def quiet_stderr(debug: bool = False) -> Iterator[None]:
     """The MLIR converter prints pages of locations to fd 2; its exception carries the error.
 
-    Kept only where asked (`debug`: `ConvertRequest.debug`, set by `--debug`).
+    Kept only where asked (`debug`: `ConvertRequest.debug`, or a command run with `--debug`).
     """
-    if debug:
+    if debug or is_showing():
         yield
         return
     sys.stderr.flush()

@@ -25,6 +25,7 @@ from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.data import Dataset
 from tfopt.errors import ConversionError, TfoptError, first_line, note
+from tfopt.quiet import is_showing
 
 _STEP_FILE = "TFOPT_STEP_FILE"  # set in the child only: where it records its step
 # What the child runs (`-c`, not `-m`: the package imports this module first, which `-m` warns of).
@@ -92,9 +93,8 @@ def convert_in_child(
     model: str | os.PathLike[str], output: str | os.PathLike[str], req: ConvertRequest
 ) -> ConvertResult:
     """`convert_request` in a child process; the same result, notes and typed errors."""
-    # `req.debug` travels in the job; TFOPT_DEBUG is read here only as a fallback while the CLI
-    # still sets it for --debug (test_cli_polish's quantizer chatter goes through this child).
-    debug = req.debug or bool(os.environ.get("TFOPT_DEBUG"))
+    # `req.debug` (or a command run with --debug, `quiet.showing`) travels in the job
+    debug = req.debug or is_showing()
     with tempfile.TemporaryDirectory(prefix="tfopt-child-") as tmp:
         work = Path(tmp)
         job = {"model": os.fspath(model), "output": os.fspath(output),
@@ -106,8 +106,6 @@ def convert_in_child(
         path = os.pathsep.join(p for p in sys.path if p)
         env = dict(os.environ, **{_STEP_FILE: str(step_file), "PYTHONPATH": path,
                                   _PARENT: str(os.getpid())})  # fmt: skip
-        if debug:  # the child's third-party chatter too (`tfopt.quiet.silenced` reads it there)
-            env["TFOPT_DEBUG"] = "1"
         with open(log, "wb") as sink:
             target = None if debug else sink
             proc = subprocess.Popen(
@@ -203,7 +201,7 @@ def _main(work: Path) -> None:
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            notes.append(record.getMessage())
+            notes.append(getattr(record, "marked", record.getMessage()))  # flags for the CLI
 
     logger = logging.getLogger("tfopt")
     logger.addHandler(Collect())
