@@ -86,13 +86,11 @@ def _attention_core(tf: Any, decode: bool, position: Any) -> Any:
         q: Any,
         k: Any,
         v: Any,
-        scale: float,
-        head_dim: int,
-        heads: int,
-        kv_heads: int,
+        *sizes: Any,  # scale, head_dim, heads, kv_heads: keras-hub passes them positionally
         sliding_window: int | None = None,
         soft_cap: float | None = None,
     ) -> tuple[Any, Any]:
+        scale, head_dim, heads, kv_heads = sizes
         group = heads // kv_heads
         steps = tf.shape(q)[0]
         q = tf.reshape(q, [-1, kv_heads, group, head_dim])  # head h = kv head h // group
@@ -144,17 +142,8 @@ def lm_shape(model: Any) -> LmShape:
     _, scope = _serving_hook()
     seen: list[tuple[int, int]] = []
 
-    def probe(
-        cache: Any,
-        q: Any,
-        k: Any,
-        v: Any,
-        scale: float,
-        head_dim: int,
-        heads: int,
-        kv_heads: int,
-        **_: Any,
-    ) -> tuple[Any, Any]:
+    def probe(cache: Any, q: Any, k: Any, v: Any, *sizes: Any, **_: Any) -> tuple[Any, Any]:
+        _scale, head_dim, _heads, kv_heads = sizes  # as `core` takes them
         seen.append((kv_heads, head_dim))
         return cache, tf.zeros_like(q)
 

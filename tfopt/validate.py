@@ -232,17 +232,25 @@ def with_saturation(result: CompareResult, model_path: str, data: Dataset) -> Co
     return replace(result, input_saturation=fractions, warnings=[*warnings, *result.warnings])
 
 
+@dataclass(frozen=True)
+class Gates:
+    """The thresholds a user asks of a comparison; a miss becomes a failure (None: not asked)."""
+
+    min_sqnr_db: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+
+
 def compare(
     reference: LoadedModel,
     candidate_path: str,
     data: Dataset,
-    min_sqnr_db: float | None = None,
-    min_cosine: float | None = None,
-    min_top1: float | None = None,
+    gates: Gates | None = None,
     target: Any = None,
 ) -> CompareResult:
-    """Run both models on `data` and compare; thresholds turn misses into `failures`. With a
+    """Run both models on `data` and compare; the gates turn misses into `failures`. With a
     `tfopt.targets.Target`, the candidate runs there (an ARM board's kernels, over ssh)."""
+    gates = gates or Gates()
     ref = run_reference(reference, data)
     machine = None
     if target is None:
@@ -256,7 +264,7 @@ def compare(
             except KeyError as exc:
                 raise ValidationError(f"{candidate_path}: {exc.args[0]}") from None
     result = with_saturation(compare_outputs(ref, cand, data.y), candidate_path, data)
-    result = with_thresholds(result, min_sqnr_db, min_cosine, min_top1)
+    result = with_thresholds(result, gates.min_sqnr_db, gates.min_cosine, gates.min_top1)
     if machine is not None:  # where the candidate ran
         result = replace(result, candidate_machine={"target": target.name, **machine})
     return result
@@ -267,9 +275,7 @@ def compare_files(
     candidate: str,
     data: str,
     max_samples: int = 1000,
-    min_sqnr_db: float | None = None,
-    min_cosine: float | None = None,
-    min_top1: float | None = None,
+    gates: Gates | None = None,
     unsafe: bool = False,
     imports: tuple[str, ...] = (),
     target: Any = None,
@@ -283,13 +289,14 @@ def compare_files(
         raise InputError(f"CANDIDATE must be a .tflite file: {candidate}")
     ref = load(reference, unsafe=unsafe, imports=imports)
     assert cand.path is not None
-    if min_top1 is not None:  # refused before any run when no output can hold class scores
+    gates = gates or Gates()
+    if gates.min_top1 is not None:  # refused before any run when no output can hold class scores
         _, outs = feeding.io_details(feeding.make_interpreter(str(cand.path)))
         shapes = [(n, tuple(int(x) for x in d["shape"])) for n, d in outs.items()]
         if not any(len(s) == 2 and s[1] > 1 for _, s in shapes):
             raise _no_class_scores(shapes)
     dataset = load_data(data, cand.inputs, limit=max_samples)
-    return compare(ref, str(cand.path), dataset, min_sqnr_db, min_cosine, min_top1, target)
+    return compare(ref, str(cand.path), dataset, gates, target)
 
 
 def compare_embeddings(

@@ -80,7 +80,7 @@ def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, An
     data). Every gate holds for every output it applies to. With --target, CANDIDATE runs on
     that device: its kernels (ARM's, not x86's) produce the outputs compared.
     """
-    from tfopt.validate import GateError, compare_embeddings, compare_files
+    from tfopt.validate import GateError, Gates, compare_embeddings, compare_files
 
     where = [options.pop(k) for k in ("target", "ssh_key", "ssh_options", "remote_python")]
     if not where[0] and (where[1] or where[2] or where[3] != "python3"):
@@ -99,6 +99,7 @@ def compare_cmd(embedding: bool, pooling: str, **options: Any) -> tuple[View, An
             raise InputError(f"{', '.join(asked)} {verb} to plain compare, not --embedding "
                              "(it reports embedding cosine and nearest-neighbour agreement)")  # fmt: skip
         return View.EMBEDDING, compare_embeddings(pooling=pooling, **options)
+    options["gates"] = Gates(*(options.pop(key) for key in gates.values()))
     try:
         return View.COMPARE, compare_files(**options)
     except GateError as exc:

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfopt import keras_worlds
 from tfopt.errors import TfoptError
-from tfopt.optimization.training import TrainData, class_loss, fine_tune
+from tfopt.optimization.training import Fit, TrainData, class_loss, fine_tune
 
 World = keras_worlds.World
 
@@ -62,18 +62,9 @@ class Context:
         y: np.ndarray | None = None,
     ) -> None:
         """Fit `model` for the stage's epochs and learning rate (class loss unless given)."""
-        fine_tune(
-            model,
-            self.world,
-            self.data,
-            self.epochs_for(stage),
-            self.batch_size,
-            stage.learning_rate,
-            class_loss(self.world, self.from_logits) if loss is None else loss,
-            desc,
-            callbacks=callbacks,
-            y=y,
-        )
+        loss = class_loss(self.world, self.from_logits) if loss is None else loss
+        fit = Fit(self.epochs_for(stage), self.batch_size, stage.learning_rate, loss, desc)
+        fine_tune(model, self.world, self.data, fit, callbacks=callbacks, y=y)
 
 
 def _weight_name(w: Any) -> str:

@@ -150,34 +150,41 @@ def progress_callback(world: keras_worlds.World, desc: str, steps: int) -> Any:
     return Progress()
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How one stage fine-tunes: epochs, batch size, learning rate, loss and its progress label."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    loss: Any
+    desc: str
+
+
 def fine_tune(
     model: Any,
     world: keras_worlds.World,
     data: TrainData,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    loss: Any,
-    desc: str,
+    fit: Fit,
     callbacks: list[Any] | None = None,
     y: np.ndarray | None = None,
 ) -> None:
     """Compile and fit `model` on the training split (labels `y` override the split's)."""
-    if epochs == 0:
+    if fit.epochs == 0:
         return
     keras = keras_worlds.module(world)
     # metrics=[]: keras-hub tasks otherwise add an accuracy metric that distillation's packed
     # targets would break.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[])
-    steps = math.ceil(len(data.train) / batch_size)
+    model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate), loss=fit.loss, metrics=[])
+    steps = math.ceil(len(data.train) / fit.batch_size)
     model.fit(
         model_args(model, data.train.x),
         data.train.y if y is None else y,
-        epochs=epochs,
-        batch_size=batch_size,
+        epochs=fit.epochs,
+        batch_size=fit.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=[progress_callback(world, desc, steps), *(callbacks or [])],
+        callbacks=[progress_callback(world, fit.desc, steps), *(callbacks or [])],
     )
 
 
