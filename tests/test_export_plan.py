@@ -248,3 +248,24 @@ def test_the_convert_result_carries_its_plan(saved: dict[str, Path], tmp_path: P
     assert doc["plan"]["backend"] == "keras3" and doc["plan"]["seq_len"] == doc["seq_len"] == 10
     assert doc["plan"]["check_data"] == doc["check"]["data"] == "synthetic"
     json.dumps(doc)
+
+
+def test_convert_explain_prints_the_plan_and_writes_nothing(
+    saved: dict[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from tfopt.cli import cli
+
+    runner = CliRunner()
+    args = ["convert", str(saved["free"]), "--precision", "int8", "--calibration",
+            str(saved["free20.npy"]), "--explain"]  # fmt: skip
+    text = runner.invoke(cli, args)
+    assert text.exit_code == 0, text.output
+    assert "export plan" in text.output and "length_from" in text.output
+    doc = json.loads(runner.invoke(cli, [*args, "--json"]).output)
+    assert doc["free_inputs"] == ["signal"] and doc["seq_len"] == 20 and doc["length_from"] == "data"
+    assert doc["calibrated_by"] == "converter" and doc["isolated"] is True
+    assert not list(tmp_path.iterdir())
+    missing = runner.invoke(cli, ["convert", str(saved["free"])])  # no -o and no --explain
+    assert missing.exit_code == 2 and "Missing option '-o'" in missing.output

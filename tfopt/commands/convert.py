@@ -19,7 +19,8 @@ from tfopt.report.registry import View
 
 @click.command("convert")
 @click.argument("model", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="The .tflite file to write.")
+@click.option("-o", "--output", type=click.Path(),
+              help="The .tflite file to write (required unless --explain).")  # fmt: skip
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -94,24 +95,38 @@ from tfopt.report.registry import View
     "list of op names (CONV_2D,ADD,...), or a file of them (a selective build's list). A file "
     "needing others is refused, naming them.",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Print the export plan (backend, mask export, int8 search, isolation, free inputs and "
+    "their length, check data), each decision with its reason; convert and write nothing.",
+)
 @METADATA_OPTIONS
 @IMPORTS
 @INPUT_SHAPES
 @command(working="converting")
-def convert_cmd(no_check: bool, input_shapes: tuple[str, ...], **options: Any) -> tuple[View, Any]:
+def convert_cmd(
+    no_check: bool, input_shapes: tuple[str, ...], explain: bool, **options: Any
+) -> tuple[View, Any]:
     """Convert MODEL (.keras, .h5, SavedModel or keras-hub preset folder) to a .tflite file.
 
     The result is checked against MODEL on the calibration data (or realistic random inputs)
     with a per-precision tolerance before it is written; a failed check writes nothing. With
     --lm, a keras-hub causal LM becomes one file with prefill buckets and a decode step.
     """
-    from tfopt.conversion import convert
+    from tfopt.conversion import ConvertRequest, convert
+    from tfopt.conversion import explain as plan
     from tfopt.loading import parse_input_shapes
 
+    if not explain and not options["output"]:
+        raise click.UsageError("Missing option '-o' / '--output'.")
     options.update(
         check=not no_check,
         input_shapes=parse_input_shapes(input_shapes),
         metadata=metadata_from(options),
         debug=is_debug(click.get_current_context()),
     )
+    if explain:
+        model, _ = options.pop("model"), options.pop("output")
+        return View.PLAN, plan(model, ConvertRequest(**options))
     return View.CONVERT, convert(**options)

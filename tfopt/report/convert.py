@@ -64,3 +64,16 @@ def markdown(r: dict[str, Any]) -> str:
     if ops := _float_ops(r):
         lines += ["", f"Ops left in float: {ops}"]
     return "\n".join(lines) + "\n"
+
+
+@renders(View.PLAN, Format.TEXT)
+def plan_text(p: dict[str, Any]) -> str:
+    """`convert --explain`: each decision of the export plan, with its reason where one is given."""
+    shown = {k: v for k, v in p.items() if k not in ("reasons", "notes", "inputs")}
+    inputs = ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in p["inputs"])
+    lines = ["export plan (nothing converted or written):", f"  {'inputs':<22} {inputs}"]
+    for key, value in shown.items():
+        why = p["reasons"].get(key)
+        lines.append(f"  {key:<22} {value}" + (f"  ({why})" if why else ""))
+    lines += [f"  note: {n}" for n in p["notes"]]
+    return "\n".join(lines)

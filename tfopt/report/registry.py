@@ -11,6 +11,7 @@ class View(enum.StrEnum):
     """The result types the report stage renders."""
 
     CONVERT = "convert"
+    PLAN = "plan"  # convert --explain: the export plan, nothing converted
     COMPARE = "compare"
     EMBEDDING = "embedding"  # compare --embedding
     INSPECT = "inspect"  # with `gpu` placement when asked
