@@ -7,19 +7,20 @@ from collections.abc import Callable
 
 # A parameter named in a message: `option("seq_len")`. The library speaks of parameters, the CLI
 # of flags; the marks let each reader see its own word (seq_len / --seq-len).
-_MARK = "\x1f"
-_MARKED = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*){_MARK}")
+_MARK, _ALT = "\x1f", "\x1e"
+_MARKED = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*)(?:{_ALT}([^{_MARK}]*))?{_MARK}")
 
 
-def option(name: str) -> str:
-    """How a message names a parameter of the library (`seq_len`): a Python caller reads the name,
-    the CLI reads its flag (`--seq-len`, see `TfoptError.render`)."""
-    return f"{_MARK}{name}{_MARK}"
+def option(name: str, python: str | None = None) -> str:
+    """How a message names a parameter of the library (`seq_len`): a Python caller reads the name
+    (or `python`, where the call spells it otherwise: option("no_check", "check=False")), the CLI
+    reads the command's flag for `name` (`--seq-len`, see `TfoptError.render`)."""
+    return f"{_MARK}{name}{_ALT}{python}{_MARK}" if python else f"{_MARK}{name}{_MARK}"
 
 
 def plain(text: str) -> str:
-    """`text` with each marked parameter written as its Python name."""
-    return _MARKED.sub(r"\1", text)
+    """`text` with each marked parameter written as a Python caller spells it."""
+    return _MARKED.sub(lambda m: m.group(2) or m.group(1), text)
 
 
 class TfoptError(Exception):

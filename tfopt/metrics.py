@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from tfopt.errors import ValidationError
+from tfopt.errors import ValidationError, option
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -92,7 +92,7 @@ def sentence_embeddings(
     model's own pooled output."""
     if pooling == "pooled":
         if "pooled_output" not in outputs:
-            raise ValidationError("--pooling pooled needs a 'pooled_output' output")
+            raise ValidationError(f"{option('pooling')} pooled needs a 'pooled_output' output")
         vectors = outputs["pooled_output"]
     else:
         seq = outputs.get("sequence_output")

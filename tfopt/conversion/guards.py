@@ -20,7 +20,7 @@ from converters.aeq import Session
 from tfopt.conversion.isolated import step
 from tfopt.core import CALIBRATED, LoadedModel, Precision, SourceKind
 from tfopt.data import Dataset
-from tfopt.errors import ConversionError, ModelLoadError
+from tfopt.errors import ConversionError, ModelLoadError, option
 from tfopt.inspection import graph_summary
 from tfopt.quiet import is_showing
 from tfopt.runtime.feeding import make_interpreter
@@ -44,10 +44,10 @@ def conversion_error(precision: Precision, exc: BaseException) -> ConversionErro
     errors = [ln.rsplit("error: ", 1)[-1].strip() for ln in text.splitlines() if "error" in ln]
     reason = (errors or text.strip().splitlines() or [type(exc).__name__])[0][:240]
     hint = {
-        Precision.INT8: "; try --precision dynamic or float16",
-        Precision.INT16X8: "; try --precision int8 or dynamic",
-        Precision.DYNAMIC: "; try --precision float16 or float32",
-        Precision.FLOAT16: "; try --precision float32",
+        Precision.INT8: f"; try {option('precision')} dynamic or float16",
+        Precision.INT16X8: f"; try {option('precision')} int8 or dynamic",
+        Precision.DYNAMIC: f"; try {option('precision')} float16 or float32",
+        Precision.FLOAT16: f"; try {option('precision')} float32",
     }.get(precision, "")
     at_fault = f" (ops at fault: {', '.join(ops)})" if ops else ""
     return ConversionError(f"cannot convert to {precision}{at_fault}: {reason}{hint}")
@@ -63,8 +63,8 @@ def probe(path: Path, prec: Precision) -> None:
     except ModelLoadError as exc:
         crash = str(exc).rsplit("(", 1)[-1].rstrip(")") if "crashed" in str(exc) else str(exc)
         hint = {
-            Precision.INT16X8: "; an op has no int16x8 kernel: try --precision int8 or dynamic",
-            Precision.INT8: "; try --precision dynamic or float16",
+            Precision.INT16X8: f"; an op has no int16x8 kernel: try {option('precision')} int8 or dynamic",
+            Precision.INT8: f"; try {option('precision')} dynamic or float16",
         }.get(prec, "")
         raise ConversionError(
             f"the {prec} model crashes LiteRT when it runs ({crash}){hint}"
@@ -104,7 +104,7 @@ def refuse_loops(converter: Any, prec: Precision, debug: bool = False) -> None:
         what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in bad)
         raise ConversionError(
             f"cannot convert to {prec} (ops at fault: {', '.join(bad)}): TF 2.21's calibrator "
-            f"crashes on {what}; use --precision dynamic or float16"
+            f"crashes on {what}; use {option('precision')} dynamic or float16"
         )
 
 
@@ -179,7 +179,7 @@ def aeq_session(float_model: bytes, prec: Precision, data: Dataset | None) -> Se
         what = ", ".join(f"{op} ({_CALIBRATOR_CRASHES[op]})" for op in loops)
         raise ConversionError(
             f"cannot quantize to {prec} with the LiteRT quantizer (ops at fault: "
-            f"{', '.join(loops)}): it cannot calibrate {what}; use --precision dynamic or w8"
+            f"{', '.join(loops)}): it cannot calibrate {what}; use {option('precision')} dynamic or w8"
         )
     if data is None:
         return Session(float_model)

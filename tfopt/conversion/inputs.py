@@ -71,7 +71,7 @@ def written_input_notes(
             continue
         arr = data.x.get(name) if data is not None else None
         origin = (
-            f" by --seq-len {seq_len}" if seq_len is not None
+            f" by {option('seq_len')} {seq_len}" if seq_len is not None
             else " from the data" if arr is not None and list(arr.shape[1:]) == shape[1:]
             else ""
         )  # fmt: skip

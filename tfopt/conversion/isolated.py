@@ -24,7 +24,7 @@ from typing import Any
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.data import Dataset
-from tfopt.errors import ConversionError, TfoptError, first_line, note
+from tfopt.errors import ConversionError, TfoptError, first_line, note, option
 from tfopt.quiet import is_showing
 
 _STEP_FILE = "TFOPT_STEP_FILE"  # set in the child only: where it records its step
@@ -160,7 +160,7 @@ def _death(returncode: int, step_file: Path, log: Path) -> ConversionError:
     said = _last_native_line(log)
     return ConversionError(
         f"the conversion {how} while {where}{f': {said}' if said else ''}; tfopt stopped it "
-        "there and wrote nothing (--debug shows the native output)"
+        f"there and wrote nothing ({option('debug')} shows the native output)"
     )
 
 
@@ -221,7 +221,7 @@ def _main(work: Path) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure still ends in one line
         if debug:
             traceback.print_exc()
-        message = f"{type(exc).__name__}: {first_line(exc)} (rerun with --debug)"
+        message = f"{type(exc).__name__}: {first_line(exc)} (rerun with {option('debug')})"
         answer = {"error": {"type": "ConversionError", "message": message}}
     answer["notes"] = notes
     (work / "answer.json").write_text(json.dumps(answer, default=str))

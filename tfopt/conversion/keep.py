@@ -114,7 +114,7 @@ def _failed(prec: Precision, kind: str, failure: str) -> ValidationError:
         )
     return ValidationError(
         f"{prec} model fails its numeric check on {CHECK_DATA[kind]}: "
-        f"{failure} (pass --no-check to keep it anyway)"
+        f"{failure} (pass {option('no_check', 'check=False')} to keep it anyway)"
     )
 
 

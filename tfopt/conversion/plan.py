@@ -28,7 +28,7 @@ from tfopt.conversion.quantized import QUANTIZED, quantized_tensors
 from tfopt.conversion.request import ConvertRequest
 from tfopt.core import CALIBRATED, FAKE_QUANT_MARK, LoadedModel, Precision, SourceKind, TensorSpec
 from tfopt.data import Dataset
-from tfopt.errors import ConversionError, DataError, InputError, option
+from tfopt.errors import ConversionError, DataError, InputError, option, plain
 
 
 class Backend(StrEnum):
@@ -89,7 +89,7 @@ class ExportPlan:
             if isinstance(value, StrEnum):
                 doc[key] = value.value
         doc["free_inputs"] = list(self.free_inputs)
-        doc["notes"] = list(self.notes)
+        doc["notes"] = [plain(n) for n in self.notes]
         return doc
 
 
@@ -259,14 +259,14 @@ def _lengths(
     length_from = "seq_len" if seq_len is not None and free else None
     if seq_len is not None and not free:
         notes.append(
-            f"the model has no free (sequence) dimension: --seq-len {seq_len} changes nothing"
+            f"the model has no free (sequence) dimension: {option('seq_len')} {seq_len} changes nothing"
         )
         seq_len = None  # the result records no length it did not set
     if req.dynamic_length:
         notes.append(
-            "sequence length left free (--dynamic-length): resize the inputs to each input's length"
+            f"sequence length left free ({option('dynamic_length')}): resize the inputs to each input's length"
             if free
-            else "the model has no free (sequence) dimension: --dynamic-length changes nothing"
+            else f"the model has no free (sequence) dimension: {option('dynamic_length')} changes nothing"
         )
     elif free and seq_len is None:
         specs, fixed = specs_from_data(specs, data or dataset(req.check_data, specs, 1))
@@ -275,7 +275,7 @@ def _lengths(
             if seq_len is not None:
                 length_from = "model"
                 notes.append(
-                    f"--seq-len {seq_len}: the model's own sequence length (--seq-len changes it)"
+                    f"{option('seq_len')} {seq_len}: the model's own sequence length ({option('seq_len')} changes it)"
                 )
         elif fixed:
             seq_len = next(d for s in specs if s.shape[1:] for d in s.shape[1:2])
@@ -285,7 +285,7 @@ def _lengths(
 
 def _calibration_unused(prec: Precision, data: Dataset | None) -> tuple[str, ...]:
     if data is not None and prec not in CALIBRATED and prec in QUANTIZED:
-        return (f"{prec} needs no calibration: the --calibration data serves the check only",)
+        return (f"{prec} needs no calibration: the {option('calibration')} data serves the check only",)
     return ()
 
 

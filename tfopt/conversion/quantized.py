@@ -4,7 +4,7 @@ tensor is what was asked in name only: refused (or, unchecked, noted) with the r
 from __future__ import annotations
 
 from tfopt.core import Precision
-from tfopt.errors import ConversionError, note
+from tfopt.errors import ConversionError, note, option
 from tfopt.flatbuffer import model_root, schema
 from tfopt.inspection import graph_summary
 
@@ -78,11 +78,11 @@ def check_quantized(
     elif prec is Precision.DYNAMIC and largest_float_weight(flatbuffer) < CONVERTER_MIN_WEIGHT:
         why = (
             f"every weight has fewer than {CONVERTER_MIN_WEIGHT} values, which TF's converter "
-            "keeps float at dynamic (the LiteRT quantizer, --quantizer aeq, quantizes them)"
+            f"keeps float at dynamic (the LiteRT quantizer, {option('quantizer')} aeq, quantizes them)"
         )
     message = f"the {prec} file holds no quantized tensor: {why}"
     if check:
-        raise ConversionError(f"{message} (pass --no-check to keep it anyway)")
+        raise ConversionError(f"{message} (pass {option('no_check', 'check=False')} to keep it anyway)")
     note(message)
 
 

@@ -105,7 +105,7 @@ def fused(loaded: LoadedModel, prec: Precision) -> LoadedModel:
         how = "converts its tf_keras twin" if keras3 else "unrolls it"
         raise ConversionError(
             f"cannot convert the {world} recurrent model to {prec}: {exc} (TF 2.21's calibrator "
-            f"crashes on the recurrent loop; tfopt {how}); use --precision dynamic or float16"
+            f"crashes on the recurrent loop; tfopt {how}); use {option('precision')} dynamic or float16"
         ) from exc
     note(_how(prec, world, layers, unroll))
     structure = loaded.structure if not keras3 else (

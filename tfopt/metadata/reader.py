@@ -9,7 +9,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tfopt.errors import InputError, ModelLoadError, TfoptError, first_line
+from tfopt.errors import InputError, ModelLoadError, TfoptError, first_line, option
 from tfopt.flatbuffer import enum_names, schema
 from tfopt.metadata import schema_generated as md
 
@@ -155,5 +155,5 @@ def app_caveats(data: bytes) -> list[str]:
                        "model's metadata serves the Task Library and ML Model Binding")  # fmt: skip
     if first["dtype"] not in ("FLOAT32", "UINT8"):
         caveats.append(f"MediaPipe Tasks' image APIs feed uint8 or float32 inputs, not this "
-                       f"model's {first['dtype']} (keep float inputs: no --int8-io)")  # fmt: skip
+                       f"model's {first['dtype']} (keep float inputs: no {option('int8_io')})")  # fmt: skip
     return caveats
