@@ -105,3 +105,26 @@ def test_package_inits_only_re_export() -> None:
         if logic:
             heavy.append(f"{path.relative_to(ROOT)}: {', '.join(n.name for n in logic)}")
     assert not heavy, f"package __init__ files with logic: {heavy}"
+
+
+LIBRARY_EXEMPT = ("tfopt/cli.py", "tfopt/commands/", "tfopt/runtime/")  # the CLIs name their flags
+
+
+def test_library_errors_name_no_cli_flag() -> None:
+    """A library error names a parameter with `errors.option()`; the CLI renders its flag."""
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+    found = []
+    for path in _sources():
+        rel = str(path.relative_to(ROOT))
+        if rel.startswith(LIBRARY_EXEMPT):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            for part in ast.walk(node.exc):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    if flag.search(part.value):
+                        found.append(f"{rel}:{node.lineno} {part.value!r}")
+    assert not found, f"library errors naming CLI flags (use errors.option): {found}"

@@ -139,7 +139,7 @@ def test_cpu_options_that_contradict_are_refused() -> None:
         BenchSettings(cpu_options=("api=compiled",), xnnpack=False)
     with pytest.raises(InputError, match="aborts XNNPACK"):
         BenchSettings(cpu_options=("force_fp16=true", "weight_cache=/tmp/w.bin"))
-    with pytest.raises(InputError, match="apply to --accelerator cpu"):
+    with pytest.raises(InputError, match="apply to accelerators cpu"):
         BenchSettings(profile=True, accelerators=("gpu",))
 
 

@@ -97,7 +97,8 @@ class BenchSettings:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         if (self.cpu_options or self.profile) and "cpu" not in self.accelerators:
-            raise InputError("--cpu-option and --profile apply to --accelerator cpu")
+            raise InputError(f"{option('cpu_options')} and {option('profile')} apply to "
+                             f"{option('accelerators')} cpu")
         if self.lm and (self.cpu_options or self.profile):
             raise InputError(f"{option('lm')} timing takes neither {option('cpu_options')} nor "
                              f"{option('profile')}")

@@ -98,9 +98,17 @@ def command(
 
 
 def flag_of(ctx: click.Context) -> Callable[[str], str]:
-    """How this command spells a library parameter: its option's longest flag, else --name."""
+    """How this command spells a library parameter: its option's longest flag (the library's
+    plural `accelerators` is the command's `--accelerator` where only that exists), else --name."""
     flags = {p.name: max(p.opts, key=len) for p in ctx.command.params if isinstance(p, click.Option)}
-    return lambda name: flags.get(name) or "--" + name.replace("_", "-")
+
+    def flag(name: str) -> str:
+        for alias in (name, name.removesuffix("s"), name + "s"):
+            if alias in flags:
+                return flags[alias]
+        return "--" + name.replace("_", "-")
+
+    return flag
 
 
 def _nothing() -> contextlib.AbstractContextManager[None]:

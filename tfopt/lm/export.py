@@ -15,7 +15,7 @@ from tfopt.conversion.plan import ExportPlan
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.core import LoadedModel, Precision
-from tfopt.errors import ValidationError
+from tfopt.errors import ValidationError, option
 from tfopt.fsutil import atomic_path
 from tfopt.inspection import gzip_size
 from tfopt.runtime.lm import LmRunner
@@ -78,6 +78,6 @@ def check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[st
     verdict = with_thresholds(diff, spec.min_sqnr_db, spec.min_cosine)
     if not verdict.passed:
         raise ValidationError(
-            f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass --no-check to keep it)"
+            f"{prec} LM fails its numeric check: {verdict.failures[0]} (pass {option('no_check', 'check=False')} to keep it)"
         )
     return verdict.to_dict()

@@ -143,13 +143,14 @@ class Space:
         for options in self.cpu_option_sets:
             try:
                 parsed = parse_cpu_options(options)
-            except ValueError as exc:
-                raise InputError(str(exc).replace("--cpu-option", option("cpu_option_sets"))) from None
+            except ValueError as exc:  # the runtime's message names its own flag: tune's instead
+                message = str(exc).replace("--cpu-option", option("cpu_option_sets"))
+                raise InputError(message) from None
             numeric = [k for k in NUMERIC_CPU_OPTIONS if parsed.get(k)]
             if numeric:
                 raise InputError(f"{option('cpu_option_sets')} {','.join(options)}: {numeric[0]} changes the "
                                  "numbers, and tune judges files through the default kernels; "
-                                 "time it with tfopt bench --cpu-option")  # fmt: skip
+                                 "time it with tfopt bench instead")  # fmt: skip
 
     def runtimes(self) -> list[Runtime]:
         """Every runtime setting, the default one (first thread count, XNNPACK on) first."""
