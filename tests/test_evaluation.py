@@ -55,7 +55,7 @@ def test_evaluate_measures_size_quality_and_each_runtime(converted: Any) -> None
     quality = ev.quality()
     assert quality["sqnr_db"] > 40 and quality["top1"] == 1.0 and quality["top1_drop"] == 0.0
     row = ev.row()
-    assert set(row["p50_ms"]) == {"1t", "2t"} and row["size_bytes"] == ev.size_bytes
+    assert set(row["p50_ms_by_runtime"]) == {"1t", "2t"} and row["size_bytes"] == ev.size_bytes
     assert ev.to_dict()["timings"][1]["runtime"]["threads"] == 2
     with pytest.raises(KeyError):
         ev.timing(Runtime(4))

@@ -65,7 +65,7 @@ class DemoReport:
 
 def _row(ev: Evaluation) -> dict[str, Any]:
     """The demo's columns (sizes in KB, percentages, latency per thread count) beside the
-    shared keys of `Evaluation.row()` (sizes in bytes, `p50_ms` by runtime, `quality`)."""
+    shared keys of `Evaluation.row()` (sizes in bytes, `p50_ms_by_runtime`, `quality`)."""
     diff = ev.comparison
     assert diff is not None and diff.accuracy is not None
     row: dict[str, Any] = {

@@ -187,10 +187,10 @@ class Evaluation:
             "label": self.candidate.label,
             "size_bytes": self.size_bytes,
             "gzip_bytes": self.gzip_bytes,
-            "p50_ms": {t.runtime.label: t.p50_ms for t in self.timings},
-            "p90_ms": {t.runtime.label: t.p90_ms for t in self.timings},
+            "p50_ms_by_runtime": {t.runtime.label: t.p50_ms for t in self.timings},
+            "p90_ms_by_runtime": {t.runtime.label: t.p90_ms for t in self.timings},
             "quality": self.quality(),
-            "passed": self.passed,
+            "within_tolerance": self.passed,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,8 +31,8 @@ class OptimizeReport:
 
     @property
     def tflite(self) -> dict[str, Any]:
-        """The `.tflite`: the shared `Evaluation.row()` keys (size_bytes, gzip_bytes, p50_ms and
-        p90_ms by runtime, quality, passed), and optimize's own (val_accuracy, p50_ms_1t, ...)."""
+        """The `.tflite`: the shared `Evaluation.row()` keys (size_bytes, gzip_bytes, p50_ms_by_runtime,
+        p90_ms_by_runtime, quality, within_tolerance), and optimize's own (val_accuracy, p50_ms_1t, ...)."""
         ev, runtime = self.evaluation, self.recipe.runtime
         accuracy = ev.quality().get("accuracy")
         samples = ev.comparison.samples if ev.comparison is not None else 0

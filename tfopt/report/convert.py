@@ -77,3 +77,15 @@ def plan_text(p: dict[str, Any]) -> str:
         lines.append(f"  {key:<22} {value}" + (f"  ({why})" if why else ""))
     lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)
+
+
+@renders(View.PLAN, Format.MARKDOWN)
+def plan_markdown(p: dict[str, Any]) -> str:
+    """The export plan as a Markdown table: decision, value, reason."""
+    inputs = ", ".join(f"`{i['name']}` {i['shape']} {i['dtype']}" for i in p["inputs"])
+    rows = [["inputs", inputs, ""]] + [
+        [k, f"`{v}`", p["reasons"].get(k, "")]
+        for k, v in p.items() if k not in ("reasons", "notes", "inputs")
+    ]  # fmt: skip
+    notes = "".join(f"\n- {n}" for n in p["notes"])
+    return f"# tfopt convert --explain\n\n{markdown_table(['decision', 'value', 'why'], rows)}{notes}\n"

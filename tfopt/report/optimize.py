@@ -31,7 +31,7 @@ def _stage_rows(r: dict[str, Any], rounded: bool) -> list[list[Any]]:
 
 def _p50_ms(t: dict[str, Any]) -> float | None:
     """The `.tflite`'s latency at 1 thread (its `Evaluation`'s p50 under the default runtime)."""
-    return t["p50_ms"][Runtime().label]
+    return t["p50_ms_by_runtime"][Runtime().label]
 
 
 def _accuracy(t: dict[str, Any]) -> str:

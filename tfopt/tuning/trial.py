@@ -126,8 +126,11 @@ def run(
             path = Path(tmp) / "trial.tflite"
             path.write_bytes(flat)
             judged, measured = judge(path, job, ray_timer(timer, variant.key))
+        shared = judged.row()  # the spine's keys, as demo and optimize write them
         row.update(size_bytes=judged.size_bytes, gzip_bytes=judged.gzip_bytes, quality=measured,
                    passed=all(g.met(measured) for g in job.goals),
+                   p50_ms_by_runtime=shared["p50_ms_by_runtime"],
+                   p90_ms_by_runtime=shared["p90_ms_by_runtime"],
                    timings=[_timing_entry(t) for t in judged.timings])  # fmt: skip
         ok = [t for t in judged.timings if t.error is None]
         if not ok:
