@@ -216,7 +216,7 @@ def test_never_built_subclassed_model_asks_for_input_shape(keras3: Any, tmp_path
         def call(self, x: Any) -> Any:
             return self.dense(x)
 
-    with pytest.raises(ModelLoadError, match="--input-shape"):
+    with pytest.raises(ModelLoadError, match="pass input_shapes"):
         load(Net())
     result = convert(Net(), tmp_path / "n.tflite", input_shapes=(1, 5))
     assert result.check is not None and result.check["passed"]

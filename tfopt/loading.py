@@ -121,7 +121,7 @@ def _keras_inputs(
     if declared is None:
         raise ModelLoadError(
             f"cannot tell the input shape of {type(model).__name__} (a subclassed model that "
-            f"was never built?): pass {option('input_shapes')}, e.g. {option('input_shapes')} 1,224,224,3"
+            f"was never built?): pass {option('input_shapes')}, e.g. 1,224,224,3"
         )
     if isinstance(declared, dict):
         specs = tuple(TensorSpec(k, _batch_free(tuple(v)), "float32") for k, v in declared.items())
