@@ -206,13 +206,11 @@ def test_litert_quantizer_chatter_only_with_debug(
 
 def test_litert_quantizer_call_prints_nothing_in_process(
     tflite: dict[str, Path], digits: dict, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """The backend itself, wherever it runs (a conversion's child process, a tune trial)."""
     from converters.aeq import quantize
     from tfopt.core import Precision
 
-    monkeypatch.delenv("TFOPT_DEBUG", raising=False)
     samples = [{"image": digits["x_train"][i : i + 1]} for i in range(40)]  # 40 x 4 ops >= 100
     model = quantize(tflite["float32"].read_bytes(), Precision.INT8,
                      calibration={"serving_default": samples})  # fmt: skip
