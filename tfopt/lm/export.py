@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from converters import PRECISIONS
+from tfopt.conversion.dedupe import dedupe_buffers
 from tfopt.conversion.guards import run_converter
 from tfopt.conversion.plan import ExportPlan
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.core import LoadedModel, Precision
-from tfopt.errors import ValidationError, option
+from tfopt.errors import ValidationError, note, option
 from tfopt.fsutil import atomic_path
 from tfopt.inspection import gzip_size
 from tfopt.runtime.lm import LmRunner
@@ -38,6 +39,7 @@ def convert_lm(
         flatbuffer = run_converter(
             converter, req.precision, req.use_aeq, req.keep_float, None, req.debug
         )
+    flatbuffer = stored_once(flatbuffer)
     seconds = time.perf_counter() - started
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
@@ -55,6 +57,20 @@ def convert_lm(
         check=checked,
         plan=plan.to_dict(),
     )
+
+
+def stored_once(flatbuffer: bytes) -> bytes:
+    """The LM file with each constant stored once (the LiteRT quantizer gives every signature
+    its own copy); a note says how much that saved, when it saved anything."""
+    deduped = dedupe_buffers(flatbuffer)
+    if len(deduped) >= len(flatbuffer):
+        return flatbuffer
+    note(f"weights stored once: {_mb(len(flatbuffer))} -> {_mb(len(deduped))} MB")
+    return deduped
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.0f}" if size >= 10e6 else f"{size / 1e6:.2g}"
 
 
 def check_lm(model: Any, path: str, max_length: int, prec: Precision) -> dict[str, Any]:
