@@ -173,6 +173,38 @@ def test_dynamic_lm_is_smaller_and_close(gpt2_tflite: dict[str, Path]) -> None:
     assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
+def _matrix_sizes(model: Any) -> tuple[int, int]:
+    """(elements of every kernel and embedding but the position table, of every weight)."""
+    weights = [(w.path, int(np.prod(w.shape)), len(w.shape)) for w in model.weights]
+    matrices = sum(
+        n for path, n, rank in weights if rank >= 2 and "bias" not in path and "position" not in path
+    )
+    return matrices, sum(n for _, n, _ in weights)
+
+
+def test_decode_reads_the_tied_head_in_full(
+    gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path]
+) -> None:
+    # The token embedding is one buffer for the lookup (a row) and the head (all of it): a decode
+    # step reads every matrix in full and one row of the position table, nothing more.
+    matrices, everything = _matrix_sizes(gpt2[0])
+    read = weight_bytes_per_run(gpt2_tflite["float32"], "decode")
+    assert 4 * (matrices + 64) <= read["weight_bytes"] <= 4 * (everything - 64 * 64 + 64) + 1024
+    assert read["tied_table_bytes"] >= 260 * 64 * 4 and read["scale_bytes"] == 0
+    dynamic = weight_bytes_per_run(gpt2_tflite["dynamic"], "decode")
+    assert dynamic["scale_bytes"] >= 4 * (2 * (4 * 64 + 128 + 64) + 260)  # one per out channel
+
+
+def test_blockwise_int4_counts_its_scales(gpt2: tuple[Any, Path], tmp_path: Path) -> None:
+    out = tmp_path / "w4b32.tflite"
+    convert(gpt2[1], out, "w4b32", lm=True, max_length=MAX_LEN, quantizer="aeq", check=False)
+    read = weight_bytes_per_run(out, "decode")
+    # Every matrix is int4 here (the head too); the token lookup keeps a float copy: one row.
+    int4, _ = _matrix_sizes(gpt2[0])
+    assert read["scale_bytes"] >= 2 * int4 // 32  # one float16 (or wider) scale per block of 32
+    assert int4 // 2 <= read["weight_bytes"] - read["scale_bytes"] < int4 // 2 + 4096
+
+
 def test_top_k_is_seeded(gpt2_tflite: dict[str, Path]) -> None:
     lm = LmRunner(str(gpt2_tflite["float32"]))
     a, _ = lm.generate([1, 2, 3], 10, top_k=20, seed=7)

@@ -263,46 +263,88 @@ def weight_stats(path: str | os.PathLike[str], min_size: int = 64) -> dict[str, 
 LOOKUP_OPS = ("GATHER", "EMBEDDING_LOOKUP", "GATHER_ND")
 
 
+def _buffer_bytes(model: Any, graph: Any, t: int) -> tuple[int, int]:
+    """(buffer index, bytes) of tensor `t`'s constant data; (0, 0) for a tensor without any."""
+    buffer = graph.Tensors(t).Buffer()
+    if buffer <= 0:
+        return 0, 0
+    data = model.Buffers(buffer)
+    return buffer, data.DataLength() or (data.Size() if data.Offset() > 1 else 0)
+
+
+def _scale_reads(model: Any, graph: Any, t: int) -> tuple[int, list[int]]:
+    """Quantization data constant tensor `t` brings with it: (bytes of its scale and non-zero
+    zero-point arrays, tensors holding block scales / zero points of blockwise int4)."""
+    quant = graph.Tensors(t).Quantization()
+    if quant is None:
+        return 0, []
+    inline = 4 * quant.ScaleLength()  # float32 scales, read by the kernel per channel
+    if quant.ZeroPointLength() and quant.ZeroPointAsNumpy().any():
+        inline += 8 * quant.ZeroPointLength()  # int64 zero points, read only when asymmetric
+    tensors = []
+    fb = schema()
+    if quant.DetailsType() == fb.QuantizationDetails.BlockwiseQuantization:
+        table, blockwise = quant.Details(), fb.BlockwiseQuantization()
+        blockwise.Init(table.Bytes, table.Pos)
+        tensors = [i for i in (blockwise.Scales(), blockwise.ZeroPoints()) if i >= 0]
+    return inline, tensors
+
+
+def _signature_subgraph(model: Any, path: str | os.PathLike[str], signature: str) -> int:
+    for i in range(model.SignatureDefsLength()):
+        if (model.SignatureDefs(i).SignatureKey() or b"").decode() == signature:
+            return model.SignatureDefs(i).SubgraphIndex()
+    raise ModelLoadError(f"{path} has no signature '{signature}'")
+
+
+def _lookup_rows(graph: Any, op: Any) -> int:
+    """Rows a lookup reads: one per index (indices of unknown shape count as one)."""
+    if len(op.inputs) < 2 or op.inputs[1] < 0:
+        return 1
+    indices = graph.Tensors(op.inputs[1])
+    shape = [int(d) for d in indices.ShapeAsNumpy()] if indices.ShapeLength() else []
+    return int(np.prod(shape)) if all(d > 0 for d in shape) else 1
+
+
 def weight_bytes_per_run(path: str | os.PathLike[str], signature: str) -> dict[str, int]:
-    """Constant bytes one run of `signature` reads: every weight an op consumes, once per buffer,
-    except lookup tables (an embedding GATHER reads one row per id: counted as one row). The
-    numerator of a memory-bandwidth roofline; `table_bytes` are the lookup tables left out."""
-    data = read_tflite(path)
-    model = model_root(data)
-    index = next(
-        (
-            model.SignatureDefs(i).SubgraphIndex()
-            for i in range(model.SignatureDefsLength())
-            if (model.SignatureDefs(i).SignatureKey() or b"").decode() == signature
-        ),
-        None,
-    )
-    if index is None:
-        raise ModelLoadError(f"{path} has no signature '{signature}'")
+    """Constant bytes one run of `signature` reads: the numerator of a memory-bandwidth roofline.
+
+    Every constant buffer an op consumes counts once, in full, with its quantization scales
+    (per-channel arrays and blockwise int4's scale tensors), except a buffer only lookups read
+    (an embedding GATHER reads one row per id). A table a matmul also reads (a tied embedding:
+    lookup and output head) counts in full. Keys: `weight_bytes` (all of it), `scale_bytes` (the
+    part that is quantization scales), `table_bytes` (bytes of every lookup table) and
+    `tied_table_bytes` (those tables also read in full, hence inside `weight_bytes`).
+    """
+    model = model_root(read_tflite(path))
+    index = _signature_subgraph(model, path, signature)
     graph = model.Subgraphs(index)
-
-    def size(t: int) -> tuple[int, int]:
-        tensor = graph.Tensors(t)
-        buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() > 0 else None
-        if buffer is None:
-            return 0, 0
-        nbytes = buffer.DataLength() or (buffer.Size() if buffer.Offset() > 1 else 0)
-        return tensor.Buffer(), nbytes
-
-    seen: set[int] = set()
-    read = tables = 0
+    full: dict[int, int] = {}  # buffer -> bytes, read in full
+    lookups: dict[int, tuple[int, int]] = {}  # buffer -> (bytes, bytes of the rows read)
+    scales: dict[int, int] = {}  # buffer (or -tensor for inline arrays) -> scale bytes
     for op in operators(model)[index]:
         for position, t in enumerate(op.inputs):
-            if t < 0:
+            buffer, nbytes = _buffer_bytes(model, graph, t) if t >= 0 else (0, 0)
+            if not nbytes:
                 continue
-            buffer, nbytes = size(t)
-            if not nbytes or buffer in seen:
-                continue
-            seen.add(buffer)
             if op.name in LOOKUP_OPS and position == 0:
-                rows = max(1, int(graph.Tensors(t).Shape(0)) if graph.Tensors(t).ShapeLength() else 1)
-                tables += nbytes
-                read += nbytes // rows
+                table = graph.Tensors(t)
+                rows = max(1, int(table.Shape(0)) if table.ShapeLength() else 1)
+                row_bytes = nbytes // rows * min(rows, _lookup_rows(graph, op))
+                lookups[buffer] = (nbytes, max(row_bytes, lookups.get(buffer, (0, 0))[1]))
             else:
-                read += nbytes
-    return {"weight_bytes": read, "table_bytes": tables}
+                full[buffer] = nbytes
+            inline, scale_tensors = _scale_reads(model, graph, t)
+            scales[-1 - t] = inline
+            for s in scale_tensors:
+                scale_buffer, scale_nbytes = _buffer_bytes(model, graph, s)
+                if scale_nbytes:
+                    scales[scale_buffer] = scale_nbytes
+    scale_total = sum(n for key, n in scales.items() if key < 0 or key not in full)
+    rows_read = sum(r for b, (_, r) in lookups.items() if b not in full)
+    return {
+        "weight_bytes": sum(full.values()) + rows_read + scale_total,
+        "scale_bytes": scale_total,
+        "table_bytes": sum(n for n, _ in lookups.values()),
+        "tied_table_bytes": sum(n for b, (n, _) in lookups.items() if b in full),
+    }
