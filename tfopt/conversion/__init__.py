@@ -10,6 +10,7 @@ check leaves nothing behind.
     export.py   the plan followed: backend, mask, converter or LiteRT quantizer, int8 search
     keep.py     budget, numeric check against the source, atomic write, the result
     requantize.py  a float .tflite through the LiteRT quantizer
+    dedupe.py   constants stored once across signatures (the LM export's last step)
     inputs.py   fixed input specs, calibration/check data, synthetic samples
     guards.py   converter errors named by op; crashes of TF or LiteRT refused, not suffered
     result.py   ConvertResult (causal LMs: `tfopt.lm.export`)
