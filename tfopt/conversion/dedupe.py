@@ -24,7 +24,7 @@ def dedupe_buffers(flatbuffer: bytes) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
-    _resolve_offsets(model, flatbuffer)
+    resolve_offsets(model, flatbuffer)
     remap = duplicate_buffers(model)
     if not remap:
         return flatbuffer
@@ -34,7 +34,7 @@ def dedupe_buffers(flatbuffer: bytes) -> bytes:
                 tensor.buffer = remap[tensor.buffer]
     for index in remap:
         model.buffers[index].data = None
-    return _serialized_with_offsets(model)
+    return serialized_with_offsets(model)
 
 
 def duplicate_buffers(model: Any) -> dict[int, int]:
@@ -62,7 +62,7 @@ def _bytes(data: Any) -> bytes:
     return bytes(memoryview(data).cast("B")) if not isinstance(data, bytes) else data
 
 
-def _resolve_offsets(model: Any, flatbuffer: bytes) -> None:
+def resolve_offsets(model: Any, flatbuffer: bytes) -> None:
     """Buffers stored by offset read into their `data` (as the object API expects to write)."""
     view = memoryview(flatbuffer)
     for buffer in model.buffers or []:
@@ -79,7 +79,7 @@ def _resolve_offsets(model: Any, flatbuffer: bytes) -> None:
                 op.largeCustomOptionsSize = 0
 
 
-def _serialized_with_offsets(model: Any) -> bytes:
+def serialized_with_offsets(model: Any) -> bytes:
     """The model with its larger buffers appended after the flatbuffer, 16-byte aligned, their
     offsets and sizes patched into the packed tables (the quantizer's own large-model layout)."""
     from ai_edge_litert import schema_py_generated as schema
