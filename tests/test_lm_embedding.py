@@ -121,6 +121,11 @@ def test_aeq_lm_quantizes_its_embedding_table(
     gather_only = dedupe_buffers(quantize(float32, Precision(precision)))
     print(f"{precision} LM: {len(gather_only)} -> {out.stat().st_size} bytes")
     assert out.stat().st_size < len(gather_only) - VOCAB * HIDDEN * 2  # float table gone
+    if precision == "w4b32":  # the int4 lookup reads the head's own buffer (stored once)
+        from tfopt.inspection import weight_bytes_per_run
+
+        read = weight_bytes_per_run(out, "decode")  # EMBEDDING_LOOKUP's table is its 2nd input
+        assert read["tied_table_bytes"] >= VOCAB * HIDDEN // 2
 
 
 def agreeing(tokens: list[int], expected: list[int]) -> int:

@@ -261,6 +261,8 @@ def weight_stats(path: str | os.PathLike[str], min_size: int = 64) -> dict[str, 
 
 
 LOOKUP_OPS = ("GATHER", "EMBEDDING_LOOKUP", "GATHER_ND")
+# Which input of a lookup is the table (the other is the ids): EMBEDDING_LOOKUP takes (ids, table).
+_TABLE_INPUT = {"GATHER": 0, "GATHER_ND": 0, "EMBEDDING_LOOKUP": 1}
 
 
 def _buffer_bytes(model: Any, graph: Any, t: int) -> tuple[int, int]:
@@ -299,9 +301,10 @@ def _signature_subgraph(model: Any, path: str | os.PathLike[str], signature: str
 
 def _lookup_rows(graph: Any, op: Any) -> int:
     """Rows a lookup reads: one per index (indices of unknown shape count as one)."""
-    if len(op.inputs) < 2 or op.inputs[1] < 0:
+    ids = 1 - _TABLE_INPUT[op.name]
+    if len(op.inputs) < 2 or op.inputs[ids] < 0:
         return 1
-    indices = graph.Tensors(op.inputs[1])
+    indices = graph.Tensors(op.inputs[ids])
     shape = [int(d) for d in indices.ShapeAsNumpy()] if indices.ShapeLength() else []
     return int(np.prod(shape)) if all(d > 0 for d in shape) else 1
 
@@ -327,7 +330,7 @@ def weight_bytes_per_run(path: str | os.PathLike[str], signature: str) -> dict[s
             buffer, nbytes = _buffer_bytes(model, graph, t) if t >= 0 else (0, 0)
             if not nbytes:
                 continue
-            if op.name in LOOKUP_OPS and position == 0:
+            if op.name in LOOKUP_OPS and position == _TABLE_INPUT[op.name]:
                 table = graph.Tensors(t)
                 rows = max(1, int(table.Shape(0)) if table.ShapeLength() else 1)
                 row_bytes = nbytes // rows * min(rows, _lookup_rows(graph, op))
