@@ -11,6 +11,7 @@ check leaves nothing behind.
     keep.py     budget, numeric check against the source, atomic write, the result
     requantize.py  a float .tflite through the LiteRT quantizer
     dedupe.py   constants stored once across signatures (the LM export's last step)
+    lookups.py  an LM's token GATHER as EMBEDDING_LOOKUP, so the LiteRT quantizer quantizes its table
     inputs.py   fixed input specs, calibration/check data, synthetic samples
     guards.py   converter errors named by op; crashes of TF or LiteRT refused, not suffered
     result.py   ConvertResult (causal LMs: `tfopt.lm.export`)
