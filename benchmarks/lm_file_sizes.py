@@ -18,26 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lm_decode import SHAPE_VARIANTS, convert_variants  # noqa: E402
+from lm_decode import SHAPE_VARIANTS, convert_variants, gpt2_124m  # noqa: E402
 
 import tfopt  # noqa: E402
-from tfopt import keras_worlds  # noqa: E402
 from tfopt.inspection import weight_bytes_per_run  # noqa: E402
 from tfopt.runtime.lm import run_lm  # noqa: E402
-
-
-def build_model(out: Path) -> Path:
-    """The random-init GPT-2 of the 124M shape, saved once under `out` (as lm_decode.py does)."""
-    hub = keras_worlds.keras_hub()
-    model_path = out / "gpt2_124m_random.keras"
-    if not model_path.exists():
-        keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
-        backbone = hub.models.GPT2Backbone(
-            vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
-            intermediate_dim=3072, max_sequence_length=1024,
-        )  # fmt: skip
-        hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None).save(model_path)
-    return model_path
 
 
 def main() -> None:
@@ -49,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = tfopt.load(build_model(out)).model
+    model = tfopt.load(gpt2_124m(out)).model
     by_precision = {v[1]: v for v in SHAPE_VARIANTS}
     results = {}
     for precision in args.variants.split(","):

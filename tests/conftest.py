@@ -216,3 +216,27 @@ def fashion_app(
     np.savez(paths["data"], x=(rgb["x_test"] / 255.0).astype(np.float32), y=fashion["y_test"])
     np.savez(paths["calib"], x=(rgb["x_train"][:100] / 255.0).astype(np.float32))
     return paths
+
+
+# The tiny keras-hub GPT-2 the LM tests share (test_lm, test_dedupe, test_lm_embedding).
+GPT2_VOCAB, GPT2_HIDDEN = 260, 64
+
+
+@pytest.fixture(scope="session")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """A tiny keras-hub GPT-2 causal LM (random weights; 2 layers, hidden 64), saved as a user
+    saves it; the model and its .keras file."""
+    hub = keras_worlds.keras_hub()
+    keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=GPT2_VOCAB,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=GPT2_HIDDEN,
+        intermediate_dim=128,
+        max_sequence_length=64,
+    )
+    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    path = tmp_path_factory.mktemp("gpt2") / "gpt2.keras"
+    model.save(path)
+    return model, path

@@ -18,27 +18,6 @@ MAX_LEN = 40
 
 
 @pytest.fixture(scope="module")
-def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """A tiny keras-hub GPT-2 causal LM (random weights; 2 layers, hidden 64), and its file."""
-    from tfopt import keras_worlds
-
-    hub = keras_worlds.keras_hub()
-    keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
-    backbone = hub.models.GPT2Backbone(
-        vocabulary_size=260,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=64,
-        intermediate_dim=128,
-        max_sequence_length=64,
-    )
-    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
-    path = tmp_path_factory.mktemp("gpt2") / "gpt2.keras"
-    model.save(path)
-    return model, path
-
-
-@pytest.fixture(scope="module")
 def raw(gpt2: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The LM's float32 flatbuffer and its w4 quantization, before any dedupe pass."""
     from converters.aeq import quantize

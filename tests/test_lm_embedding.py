@@ -9,35 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import GPT2_HIDDEN as HIDDEN
+from tests.conftest import GPT2_VOCAB as VOCAB
 from tfopt.conversion import convert
 from tfopt.conversion.dedupe import dedupe_buffers
 from tfopt.conversion.lookups import lookups_as_embedding
 from tfopt.runtime.lm import LmRunner
 
 MAX_LEN = 40
-VOCAB, HIDDEN = 260, 64
 PROMPT = [5, 17, 42, 9, 100, 3, 77, 8]
-
-
-@pytest.fixture(scope="module")
-def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """A tiny keras-hub GPT-2 causal LM (random weights; 2 layers, hidden 64), and its file."""
-    from tfopt import keras_worlds
-
-    hub = keras_worlds.keras_hub()
-    keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
-    backbone = hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=HIDDEN,
-        intermediate_dim=128,
-        max_sequence_length=64,
-    )
-    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
-    path = tmp_path_factory.mktemp("gpt2") / "gpt2.keras"
-    model.save(path)
-    return model, path
 
 
 @pytest.fixture(scope="module")
