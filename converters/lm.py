@@ -1,15 +1,18 @@
-"""keras-hub causal LMs -> one `.tflite` whose decode step costs what the model costs.
+"""keras-hub causal LMs -> one `.tflite` in LiteRT-LM's contract, which tfopt's runner runs too.
 
-Signatures, all sharing the weights:
-- `prefill_B(token_ids[1, B], length[1])` -> `logits[1, V]` (position length-1 only) and
-  `kv[layers, 2, kv_heads, B, head_dim]`, for each bucket B (e.g. 32, 128, 512): a short
-  prompt costs a short prefill.
-- `decode(token_ids[1, 1], position[1], k_0..k_{N-1}, v_0..v_{N-1})` -> `logits[1, V]` and
-  `kv[layers, 2, kv_heads, 1, head_dim]`. Each layer's cache `k_i`/`v_i` `[kv_heads, L, head_dim]`
-  is its own input: the runtime keeps them in the interpreter's input buffers and writes only the
-  new row after each step (`tfopt.runtime.lm`), so nothing copies or re-stacks the cache. The step
-  attends to the first `position` rows only (a runtime-sized slice), so its cost follows the
-  filled length, not the exported length L.
+Signatures, all sharing the weights and all taking the per-layer caches
+`kv_cache_k_{i}`/`kv_cache_v_{i}` `[1, kv_heads, L, head_dim]` and returning them updated
+(a DYNAMIC_UPDATE_SLICE at `input_pos[0]`: when the runtime binds one buffer as both the input
+and the output, as LiteRT-LM does on CPU and `tfopt.runtime.lm` does, only the new rows are
+written):
+- `prefill_B(tokens[1, B], input_pos[B])` for each bucket B (e.g. 32, 128, 512): the prompt's
+  rows, no logits (LiteRT-LM feeds all prompt tokens but the last, which decode takes).
+- `decode(tokens[1, 1], input_pos[1])` -> `logits[1, 1, V]`.
+- `verify_K(tokens[1, K], input_pos[K])` -> `logits[1, K, V]`: K tokens at once with the logits
+  of each, the check step of prompt-lookup decoding (LiteRT-LM ignores it).
+Every step attends to cache rows `0 .. input_pos[0] + T` (a runtime-sized slice), masked by each
+query's own position, so its cost follows the filled length, not L; padding slots (token 0,
+position 0, LiteRT-LM's convention) write rows past the prompt that later steps overwrite.
 
 The model itself is keras-hub's: embeddings, norms, rotary or learned positions, MLPs and the
 head run through the backbone's own forward; only the attention core is tfopt's. keras-hub routes
@@ -31,6 +34,9 @@ from tfopt.errors import ConversionError, first_line, option
 
 DECODE = "decode"
 PREFILL = "prefill_"
+VERIFY = "verify_"
+TOKENS, POSITIONS, LOGITS = "tokens", "input_pos", "logits"
+VERIFY_STEPS = 8  # the current token and up to 7 drafted ones per check
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ class LmShape:
 
 def prefill_name(bucket: int) -> str:
     return f"{PREFILL}{bucket}"
+
+
+def cache_name(kind: str, layer: int) -> str:
+    """LiteRT-LM's name of one layer's cache: kind "k" or "v"."""
+    return f"kv_cache_{kind}_{layer}"
 
 
 def buckets_for(max_length: int, requested: tuple[int, ...] = (32, 128, 512)) -> tuple[int, ...]:
@@ -75,10 +86,11 @@ def check_lm(model: Any, max_length: int) -> None:
         raise ConversionError(f"{option('max_length')} must be at least 2")
 
 
-def _attention_core(tf: Any, decode: bool, position: Any) -> Any:
+def _attention_core(tf: Any, positions: Any) -> Any:
     """The function keras-hub's attention layers call in serving mode:
     `fn(cache, q, k, v, scale, head_dim, heads, kv_heads, sliding_window, soft_cap)` with
-    q `[T, heads*head_dim]`, k/v `[T, kv_heads*head_dim]`; returns (new rows, output `[T, ...]`).
+    q `[T, heads*head_dim]`, k/v `[T, kv_heads*head_dim]` and `cache` this layer's
+    (`[1, KVH, L, D]` keys, values); returns (the updated caches, output `[T, heads*head_dim]`).
     """
 
     def core(
@@ -93,45 +105,34 @@ def _attention_core(tf: Any, decode: bool, position: Any) -> Any:
         scale, head_dim, heads, kv_heads = sizes
         group = heads // kv_heads
         steps = tf.shape(q)[0]
-        q = tf.reshape(q, [-1, kv_heads, group, head_dim])  # head h = kv head h // group
-        k = tf.transpose(tf.reshape(k, [-1, kv_heads, head_dim]), [1, 0, 2])  # [KVH, T, D]
-        v = tf.transpose(tf.reshape(v, [-1, kv_heads, head_dim]), [1, 0, 2])
-        q = q * tf.cast(scale, q.dtype)
+        update = keras_worlds.dynamic_update_slice()
+        start = positions[0]
+        at = tf.stack([0, 0, start, 0])
 
-        def capped(scores: Any) -> Any:
-            if soft_cap is None:
-                return scores
-            return tf.tanh(scores / soft_cap) * soft_cap
+        def written(cache: Any, rows: Any) -> Any:  # rows [T, KVH*D] into [1, KVH, L, D]
+            rows = tf.transpose(tf.reshape(rows, [1, -1, kv_heads, head_dim]), [0, 2, 1, 3])
+            return update(cache, rows, at)
 
-        if decode:
-            k_cache, v_cache = cache
-            q = tf.reshape(q, [kv_heads, group, head_dim])
-            start = tf.zeros_like(position)
-            if sliding_window is not None:
-                start = tf.maximum(start, position - (sliding_window - 1))
-            size = position - start
-            begin = tf.concat([[0], start, [0]], 0)
-            extent = tf.concat([[kv_heads], size, [head_dim]], 0)
-            k_old = tf.slice(k_cache, begin, extent)  # [KVH, n, D], n = filled rows
-            v_old = tf.slice(v_cache, begin, extent)
-            old = capped(tf.matmul(q, k_old, transpose_b=True))  # [KVH, G, n]
-            new = capped(tf.reduce_sum(q * k, axis=-1, keepdims=True))  # [KVH, G, 1]
-            weights = tf.nn.softmax(tf.concat([old, new], axis=-1))
-            out = tf.matmul(weights[..., :-1], v_old) + weights[..., -1:] * v
-            out = tf.reshape(out, [1, heads * head_dim])
-        else:
-            q = tf.reshape(tf.transpose(q, [1, 2, 0, 3]), [kv_heads, -1, head_dim])  # [KVH, G*T, D]
-            scores = tf.reshape(tf.matmul(q, k, transpose_b=True), [kv_heads, group, steps, steps])
-            row = tf.range(steps)[:, None]
-            col = tf.range(steps)[None, :]
-            allowed = col <= row
-            if sliding_window is not None:
-                allowed = allowed & (row - col < sliding_window)
-            scores = tf.where(allowed, capped(scores), tf.constant(-1e9, scores.dtype))
-            weights = tf.reshape(tf.nn.softmax(scores), [kv_heads, -1, steps])
-            out = tf.reshape(tf.matmul(weights, v), [kv_heads, group, steps, head_dim])
-            out = tf.reshape(tf.transpose(out, [2, 0, 1, 3]), [steps, heads * head_dim])
-        return tf.stack([k, v]), out  # rows [2, KVH, T, D]
+        k_all, v_all = written(cache[0], k), written(cache[1], v)
+        seen = tf.minimum(start + steps, tf.shape(k_all)[2])  # rows any query may attend to
+        extent = tf.stack([1, kv_heads, seen, head_dim])
+        keys = tf.slice(k_all, [0, 0, 0, 0], extent)[0]  # [KVH, n, D]
+        values = tf.slice(v_all, [0, 0, 0, 0], extent)[0]
+        q = tf.reshape(q * tf.cast(scale, q.dtype), [-1, kv_heads, group, head_dim])
+        q = tf.reshape(tf.transpose(q, [1, 2, 0, 3]), [kv_heads, -1, head_dim])  # [KVH, G*T, D]
+        scores = tf.reshape(tf.matmul(q, keys, transpose_b=True), [kv_heads, group, steps, -1])
+        if soft_cap is not None:
+            scores = tf.tanh(scores / soft_cap) * soft_cap
+        row = positions[:, None]
+        col = tf.range(seen)[None, :]
+        allowed = col <= row  # [T, n]: each query sees its own position and before
+        if sliding_window is not None:
+            allowed = allowed & (row - col < sliding_window)
+        scores = tf.where(allowed, scores, tf.constant(-1e9, scores.dtype))
+        weights = tf.reshape(tf.nn.softmax(scores), [kv_heads, -1, seen])
+        out = tf.reshape(tf.matmul(weights, values), [kv_heads, group, steps, head_dim])
+        out = tf.reshape(tf.transpose(out, [2, 0, 1, 3]), [steps, heads * head_dim])
+        return (k_all, v_all), out
 
     return core
 
@@ -166,28 +167,51 @@ def lm_shape(model: Any) -> LmShape:
     return LmShape(layers=layers, kv_heads=kv_heads, head_dim=head_dim, vocab=vocab)
 
 
-def _forward(model: Any, token_ids: Any, positions: Any, caches: list[Any], core: Any) -> Any:
-    """Hidden states `[T, hidden]` and the new K/V rows of every layer `[N, 2, KVH, T, D]`."""
+def _forward(model: Any, tokens: Any, positions: Any, caches: list[Any]) -> tuple[Any, list]:
+    """Hidden states `[T, hidden]` and every layer's updated (keys, values)."""
     tf = keras_worlds.tf()
     get_ctx, scope = _serving_hook()
-    tokens = tf.reshape(token_ids, [-1, 1])  # serving layout: one token per row
+    tokens = tf.reshape(tokens, [-1, 1])  # serving layout: one token per row
+    core = _attention_core(tf, positions)
     with scope(paged_attention_func=core, positions=positions, kv_caches=caches):
         hidden = model.backbone(
             {"token_ids": tokens, "padding_mask": tf.ones_like(tokens)}, training=False
         )
-        rows = list(get_ctx().updated_kv_caches)
-    return tf.reshape(hidden, [tf.shape(tokens)[0], -1]), tf.stack(rows)
+        updated = list(get_ctx().updated_kv_caches)
+    return tf.reshape(hidden, [tf.shape(tokens)[0], -1]), updated
 
 
 def _logits(model: Any, hidden: Any) -> Any:
-    tf = keras_worlds.tf()
-    return tf.reshape(model.backbone.token_embedding(hidden[:, None, :], reverse=True), [1, -1])
+    """`[1, T, V]` logits of hidden states `[T, hidden]`."""
+    return model.backbone.token_embedding(hidden[None], reverse=True)
+
+
+def _caches_out(updated: list) -> dict[str, Any]:
+    out = {}
+    for i, (keys, values) in enumerate(updated):
+        out[cache_name("k", i)], out[cache_name("v", i)] = keys, values
+    return out
+
+
+def _step(model: Any, logits: bool) -> Any:
+    """One signature's function: tokens `[1, T]`, positions `[T]` and the caches in; the
+    updated caches (and, when `logits`, the logits of every position) out."""
+
+    def step(tokens: Any, positions: Any, keys: list[Any], values: list[Any]) -> dict:
+        caches = list(zip(keys, values, strict=True))
+        hidden, updated = _forward(model, tokens, positions, caches)
+        out = _caches_out(updated)
+        if logits:
+            out[LOGITS] = _logits(model, hidden)
+        return out
+
+    return step
 
 
 def export_lm_saved_model(
     model: Any, folder: Path, max_length: int, buckets: tuple[int, ...]
 ) -> LmShape:
-    """Write a SavedModel with `prefill_B` for each bucket and `decode`."""
+    """Write a SavedModel with `prefill_B` for each bucket, `verify_K` and `decode`."""
     tf = keras_worlds.tf()
     keras = keras_worlds.module(keras_worlds.World.KERAS3)
     check_lm(model, max_length)
@@ -195,45 +219,23 @@ def export_lm_saved_model(
     n = shape.layers
     archive = keras.export.ExportArchive()
     archive.track(model)
+    cache = [1, shape.kv_heads, max_length, shape.head_dim]
 
-    def make_prefill(bucket: int) -> Any:
-        def prefill(token_ids: Any, length: Any) -> dict[str, Any]:
-            positions = tf.range(bucket, dtype=tf.int32)
-            core = _attention_core(tf, decode=False, position=None)
-            hidden, rows = _forward(model, token_ids, positions, [None] * n, core)
-            last = tf.gather(hidden, length - 1)  # [1, hidden]
-            return {"logits": _logits(model, last), "kv": rows}
-
-        return prefill
+    def signature(steps: int) -> list:
+        return [
+            tf.TensorSpec([1, steps], tf.int32, name=TOKENS),
+            tf.TensorSpec([steps], tf.int32, name=POSITIONS),
+            [tf.TensorSpec(cache, tf.float32, name=cache_name("k", i)) for i in range(n)],
+            [tf.TensorSpec(cache, tf.float32, name=cache_name("v", i)) for i in range(n)],
+        ]
 
     for bucket in buckets:
         archive.add_endpoint(
-            prefill_name(bucket),
-            make_prefill(bucket),
-            input_signature=[
-                tf.TensorSpec([1, bucket], tf.int32, name="token_ids"),
-                tf.TensorSpec([1], tf.int32, name="length"),
-            ],
+            prefill_name(bucket), _step(model, False), input_signature=signature(bucket)
         )
-
-    cache_spec = [shape.kv_heads, max_length, shape.head_dim]
-
-    def decode(token_ids: Any, position: Any, keys: list[Any], values: list[Any]) -> dict:
-        core = _attention_core(tf, decode=True, position=position)
-        caches = list(zip(keys, values, strict=True))
-        hidden, rows = _forward(model, token_ids, position, caches, core)
-        return {"logits": _logits(model, hidden), "kv": rows}
-
-    archive.add_endpoint(
-        DECODE,
-        decode,
-        input_signature=[
-            tf.TensorSpec([1, 1], tf.int32, name="token_ids"),
-            tf.TensorSpec([1], tf.int32, name="position"),
-            [tf.TensorSpec(cache_spec, tf.float32, name=f"k_{i}") for i in range(n)],
-            [tf.TensorSpec(cache_spec, tf.float32, name=f"v_{i}") for i in range(n)],
-        ],
-    )
+    verify = min(VERIFY_STEPS, max_length)
+    archive.add_endpoint(f"{VERIFY}{verify}", _step(model, True), signature(verify))
+    archive.add_endpoint(DECODE, _step(model, True), input_signature=signature(1))
     try:
         archive.write_out(str(folder), verbose=False)
     except Exception as exc:  # noqa: BLE001 - export raises many types
@@ -249,5 +251,5 @@ def lm_converter(
     folder = workdir / "lm_saved_model"
     buckets = buckets or buckets_for(max_length)
     export_lm_saved_model(model, folder, max_length, buckets)
-    keys = [prefill_name(b) for b in buckets] + [DECODE]
+    keys = [prefill_name(b) for b in buckets] + [f"{VERIFY}{min(VERIFY_STEPS, max_length)}", DECODE]
     return tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=keys)

@@ -42,11 +42,17 @@ def keras_greedy(model: Any, prompt: list[int], new_tokens: int) -> list[int]:
 
 
 def test_signatures(gpt2_tflite: dict[str, Path]) -> None:
+    """LiteRT-LM's contract: every signature takes and returns the per-layer caches
+    `[1, kv_heads, L, head_dim]`, with `tokens` and `input_pos`; decode and verify give logits."""
     info = inspect_tflite(gpt2_tflite["float32"])
-    assert set(info["signatures"]) == {"prefill_32", "prefill_40", "decode"}
-    decode = info["signatures"]["decode"]
-    assert sorted(decode["inputs"]) == sorted(["token_ids", "position", "k_0", "k_1", "v_0", "v_1"])
-    assert sorted(decode["outputs"]) == ["kv", "logits"]
+    assert set(info["signatures"]) == {"prefill_32", "prefill_40", "verify_8", "decode"}
+    caches = [f"kv_cache_{kind}_{i}" for kind in "kv" for i in range(2)]
+    for name, signature in info["signatures"].items():
+        assert sorted(signature["inputs"]) == sorted(["tokens", "input_pos", *caches])
+        logits = [] if name.startswith("prefill") else ["logits"]
+        assert sorted(signature["outputs"]) == sorted(caches + logits)
+    runner = LmRunner(str(gpt2_tflite["float32"]))
+    assert (runner.kv_heads, runner.max_length, runner.head_dim) == (2, MAX_LEN, 32)
     # The weights are stored once, not once per signature (2 layers, 64 wide: ~0.35 MB float).
     assert gpt2_tflite["float32"].stat().st_size < 0.6e6
 
@@ -75,8 +81,8 @@ def test_long_prompt_takes_the_next_bucket(
 
 
 def test_cache_is_written_in_place(gpt2: tuple[Any, Path], gpt2_tflite: dict[str, Path]) -> None:
-    """Decode logits follow keras-hub's full forward step by step, and the cache rows the runner
-    wrote are the keys keras-hub's own cache holds (first layer, first rows)."""
+    """Decode logits follow keras-hub's full forward step by step, and the rows the graph wrote
+    into the shared cache buffer are the keys keras-hub's own cache holds (first layer)."""
     model = gpt2[0]
     lm = LmRunner(str(gpt2_tflite["float32"]))
     seq = [7, 99, 3, 250, 18, 18, 64, 5, 31, 2]
@@ -89,8 +95,29 @@ def test_cache_is_written_in_place(gpt2: tuple[Any, Path], gpt2_tflite: dict[str
         0,
     )
     keys = np.asarray(cache)[0, 0, 0, :10]  # [rows, heads, dim]
-    written = lm._w.tensor(lm.interpreter, lm._in["k_0"], lm._decode)  # noqa: SLF001
-    np.testing.assert_allclose(written[:, :10].transpose(1, 0, 2), keys, atol=1e-5)
+    written = lm.cache("k", 0)  # [1, heads, L, dim]
+    np.testing.assert_allclose(written[0, :, :10].transpose(1, 0, 2), keys, atol=1e-5)
+
+
+def test_verify_equals_decode_steps(gpt2_tflite: dict[str, Path]) -> None:
+    """One verify step gives the logits that decode steps one token at a time give."""
+    seq = [7, 99, 3, 250, 18, 18, 64, 5, 31, 2]
+    one = LmRunner(str(gpt2_tflite["float32"]))
+    one.prefill(seq[:4])
+    stepwise = [one.decode(seq[p], p) for p in range(4, 10)]
+    many = LmRunner(str(gpt2_tflite["float32"]))
+    many.prefill(seq[:4])
+    np.testing.assert_allclose(many.verify(seq[4:10], 4), np.stack(stepwise), atol=1e-5)
+
+
+def test_prompt_lookup_keeps_greedy_output(gpt2_tflite: dict[str, Path]) -> None:
+    """Drafts from the prompt, checked in verify steps: the same tokens as plain greedy, with
+    drafts actually taken (a repetitive prompt)."""
+    prompt = [5, 17, 42, 9, 100, 3, 77, 8] * 3
+    plain, _ = LmRunner(str(gpt2_tflite["float32"])).generate(prompt, 14)
+    fast, timing = LmRunner(str(gpt2_tflite["float32"])).generate(prompt, 14, lookup=7)
+    assert fast == plain
+    assert timing["lookup"]["steps"] > 0 and len(timing["decode_us"]) == 13
 
 
 FAMILIES = {

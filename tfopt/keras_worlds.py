@@ -65,6 +65,15 @@ def keras_hub_serving_hook() -> ModuleType | None:
         return None
 
 
+def dynamic_update_slice() -> Any:
+    """TensorFlow's XLA DynamicUpdateSlice op (`fn(operand, update, indices)`), which the
+    converter turns into LiteRT's DYNAMIC_UPDATE_SLICE, the op a runtime can run in place."""
+    tf()
+    from tensorflow.compiler.tf2xla.python import xla
+
+    return xla.dynamic_update_slice
+
+
 def world_of_model(model: Any) -> World | None:
     """Which Keras world an in-memory model belongs to, or None if it is no Keras model."""
     for cls in type(model).__mro__:

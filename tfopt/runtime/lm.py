@@ -1,75 +1,147 @@
-"""LM generation: the prefill buckets and the decode step of an exported causal LM
-(converters/lm.py), time to first token and decode speed (the one definition of both, used by
-`tfopt generate` and `bench --lm`). No TensorFlow: this goes to devices.
+"""LM generation: the prefill buckets, verify and decode steps of an exported causal LM
+(converters/lm.py, LiteRT-LM's contract), time to first token and decode speed (the one
+definition of both, used by `tfopt generate` and `bench --lm`). No TensorFlow: this goes to
+devices.
 
-The KV cache lives in the decode signature's own input buffers, one `[kv_heads, L, head_dim]`
-pair per layer: after each step only the new row is written there (a numpy view of the buffer,
-no copy of the cache), and nothing else of the cache crosses into Python.
+It runs on LiteRT's CompiledModel, the API LiteRT-LM itself uses, the way LiteRT-LM runs it on
+CPU: one buffer per layer cache, bound as both the input and the output of every signature, so
+the graph's cache update writes only the new rows in place and prefill, verify and decode share
+one cache. Like LiteRT-LM, a prompt's last token goes through decode (prefill carries no
+logits). With `lookup`, greedy generation drafts tokens by prompt lookup (`lookup.py`) and
+checks them in one verify step.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import os
 import statistics
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from .feeding import make_interpreter
+from .lookup import accepted, draft
 from .stats import peak_rss_mb, summarize
 
-DECODE = "decode"
-PREFILL = "prefill_"
+DECODE, PREFILL, VERIFY = "decode", "prefill_", "verify_"
+TOKENS, POSITIONS, LOGITS, CACHE = "tokens", "input_pos", "logits", "kv_cache_"
+
+
+def _sizes(signatures: dict[str, Any], prefix: str) -> list[int]:
+    tails = (key[len(prefix) :] for key in signatures if key.startswith(prefix))
+    return sorted(int(tail) for tail in tails if tail.isdigit())
+
+
+@contextmanager
+def _native_quiet() -> Iterator[None]:
+    """LiteRT's C++ side logs every accelerator it registers to stderr; keep that off the
+    user's terminal (TFOPT_NATIVE_LOGS=1 shows it)."""
+    if os.environ.get("TFOPT_NATIVE_LOGS"):
+        yield
+        return
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+@functools.cache
+def _quiet_exit() -> None:
+    """Silence fd 2 once Python has finished (after any traceback) and before LiteRT's static
+    destructors log."""
+
+    def silence() -> None:
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+    if not os.environ.get("TFOPT_NATIVE_LOGS"):
+        atexit.register(silence)
 
 
 class LmRunner:
-    """A causal LM exported with `prefill_B` signatures and `decode` (see converters/lm.py)."""
+    """A causal LM exported with `prefill_B`, `verify_K` and `decode` (converters/lm.py)."""
 
-    def __init__(
-        self,
-        model_path: str,
-        threads: int = 1,
-        xnnpack: bool = True,
-        options: dict[str, bool] | None = None,
-    ) -> None:
-        self.interpreter = make_interpreter(model_path, threads, xnnpack, options)
-        signatures = self.interpreter._get_full_signature_list()  # noqa: SLF001
-        buckets = sorted(
-            int(k[len(PREFILL) :])
-            for k in signatures
-            if k.startswith(PREFILL) and k[len(PREFILL) :].isdigit()
-        )
-        if DECODE not in signatures or not buckets:
+    def __init__(self, model_path: str, threads: int = 1, xnnpack: bool = True) -> None:
+        with _native_quiet():  # LiteRT's native side logs every environment and accelerator
+            self._open(model_path, threads, xnnpack)
+        _quiet_exit()  # its static environment logs again at process exit
+
+    def _open(self, model_path: str, threads: int, xnnpack: bool) -> None:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.cpu_kernel_mode import CpuKernelMode
+        from ai_edge_litert.options import CpuOptions, Options
+
+        kernels = None if xnnpack else CpuKernelMode.BUILTIN
+        cpu = CpuOptions(num_threads=threads, kernel_mode=kernels)
+        self.model = CompiledModel.from_file(model_path, options=Options(cpu_options=cpu))
+        signatures = self.model.get_signature_list()
+        self.buckets = _sizes(signatures, PREFILL)
+        verify = _sizes(signatures, VERIFY)
+        caches = [n for n in signatures.get(DECODE, {}).get("inputs", []) if n.startswith(CACHE)]
+        if not self.buckets or not caches:
             raise ValueError(
                 f"{model_path} has signatures {sorted(signatures)}; an LM needs prefill_N and "
-                "decode (convert with --lm)"
+                "decode taking kv_cache_* inputs (convert with --lm)"
             )
-        self._w = self.interpreter._interpreter  # noqa: SLF001 - the wrapper, for subgraph I/O
-        self.buckets = buckets
-        self._prefill = {}
-        for bucket in buckets:
-            sig = signatures[f"{PREFILL}{bucket}"]
-            index = self._w.GetSubgraphIndexFromSignature(f"{PREFILL}{bucket}")
-            self._w.AllocateTensors(index)
-            self._prefill[bucket] = (index, sig["inputs"], sig["outputs"])
-        sig = signatures[DECODE]
-        self._decode = self._w.GetSubgraphIndexFromSignature(DECODE)
-        self._w.AllocateTensors(self._decode)
-        self._in, self._out = sig["inputs"], sig["outputs"]
-        self.layers = sum(1 for name in self._in if name.startswith("k_"))
-        self._caches = [self._in[f"{kind}_{i}"] for i in range(self.layers) for kind in "kv"]
-        shape = self._w.TensorSize(self._in["k_0"], self._decode)
-        self.kv_heads, self.max_length, self.head_dim = (int(d) for d in shape)
-        self.vocab = int(self._w.TensorSize(self._out["logits"], self._decode)[-1])
-        self.cache_bytes = 2 * self.layers * int(np.prod(shape)) * 4
+        self.verify_steps = verify[-1] if verify else 0
+        details = self.model.get_input_tensor_details(DECODE)
+        _, self.kv_heads, self.max_length, self.head_dim = details[caches[0]]["shape"]
+        self.layers = len(caches) // 2
+        self.vocab = int(self.model.get_output_tensor_details(DECODE)[LOGITS]["shape"][-1])
+        self.cache_bytes = sum(4 * int(np.prod(details[n]["shape"])) for n in caches)
+        self._caches = {n: self.model.create_input_buffer_by_name(DECODE, n) for n in caches}
+        for buffer in self._caches.values():
+            buffer.write(np.zeros(self.kv_heads * self.max_length * self.head_dim, np.float32))
+        self._io: dict[str, tuple[dict, dict]] = {}
 
-    def _write_rows(self, rows: np.ndarray, start: int) -> None:
-        """Copy new K/V rows `[layers, 2, kv_heads, T, head_dim]` into the cache at `start`."""
-        count = rows.shape[3]
-        for j, index in enumerate(self._caches):
-            view = self._w.tensor(self.interpreter, index, self._decode)
-            view[:, start : start + count, :] = rows[j // 2, j % 2]
+
+    def close(self) -> None:
+        """Release the model and its buffers (quietly: LiteRT logs each accelerator it frees)."""
+        with _native_quiet():
+            self._io, self._caches, self.model = {}, {}, None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to tell
+            pass
+
+    def _run(self, signature: str, tokens: list[int], start: int, steps: int) -> Any:
+        """Run `signature` (`steps` slots) on `tokens` at positions `start...`; the padding
+        slots hold token 0 at position 0, LiteRT-LM's convention. Returns the output buffers."""
+        if signature not in self._io:
+            ins = {n: self.model.create_input_buffer_by_name(signature, n) for n in (TOKENS, POSITIONS)}
+            names = self.model.get_signature_list()[signature]["outputs"]
+            outs = {n: self.model.create_output_buffer_by_name(signature, n) for n in names if n == LOGITS}
+            self._io[signature] = (ins, outs)
+        ins, outs = self._io[signature]
+        ids = np.zeros(steps, np.int32)
+        ids[: len(tokens)] = tokens
+        positions = np.zeros(steps, np.int32)
+        positions[: len(tokens)] = np.arange(start, start + len(tokens))
+        ins[TOKENS].write(ids)
+        ins[POSITIONS].write(positions)
+        self.model.run_by_name(signature, {**ins, **self._caches}, {**outs, **self._caches})
+        return outs
+
+    def cache(self, kind: str, layer: int) -> np.ndarray:
+        """A copy of one layer's cache `[1, kv_heads, L, head_dim]` (kind "k" or "v")."""
+        shape = (1, self.kv_heads, self.max_length, self.head_dim)
+        buffer = self._caches[f"{CACHE}{kind}_{layer}"]
+        return buffer.read(int(np.prod(shape)), np.float32).reshape(shape)
+
+    def _logits(self, outs: dict, rows: int) -> np.ndarray:
+        return outs[LOGITS].read(rows * self.vocab, np.float32).reshape(rows, self.vocab)
 
     def check_prompt(self, prompt: list[int], new_tokens: int = 1) -> None:
         if not prompt:
@@ -84,27 +156,36 @@ class LmRunner:
                 f"{self.max_length} (convert with a larger --max-length)"
             )
 
+    def fill(self, tokens: list[int], start: int = 0) -> None:
+        """Write the cache rows of `tokens` at positions `start...` through the prefill
+        buckets: the smallest that fits, or the largest ones in turn for a longer run."""
+        while tokens:
+            room = self.max_length - start
+            fitting = [b for b in self.buckets if b <= room]
+            if not fitting:
+                raise ValueError(f"{len(tokens)} tokens at {start} exceed the exported length")
+            bucket = next((b for b in fitting if b >= len(tokens)), fitting[-1])
+            chunk, tokens = tokens[:bucket], tokens[bucket:]
+            self._run(f"{PREFILL}{bucket}", chunk, start, bucket)
+            start += len(chunk)
+
     def prefill(self, prompt: list[int]) -> np.ndarray:
         """Logits for the token after the prompt; the cache holds the prompt afterwards. The
-        smallest bucket that fits runs (a short prompt costs a short prefill)."""
-        bucket = next(b for b in self.buckets if b >= len(prompt))
-        index, ins, outs = self._prefill[bucket]
-        tokens = np.zeros((1, bucket), np.int32)
-        tokens[0, : len(prompt)] = prompt
-        self._w.SetTensor(ins["token_ids"], tokens, index)
-        self._w.SetTensor(ins["length"], np.array([len(prompt)], np.int32), index)
-        self._w.Invoke(index)
-        rows = self._w.GetTensor(outs["kv"], index)
-        self._write_rows(rows[:, :, :, : len(prompt)], 0)
-        return self._w.GetTensor(outs["logits"], index)[0]
+        prompt but its last token fills the cache through the smallest bucket that fits (a
+        short prompt costs a short prefill); the last token is a decode step."""
+        self.fill(list(prompt[:-1]))
+        return self.decode(prompt[-1], len(prompt) - 1)
 
     def decode(self, token: int, position: int) -> np.ndarray:
         """Logits after feeding `token` at `position` (the number of tokens already cached)."""
-        self._w.SetTensor(self._in["token_ids"], np.array([[token]], np.int32), self._decode)
-        self._w.SetTensor(self._in["position"], np.array([position], np.int32), self._decode)
-        self._w.Invoke(self._decode)
-        self._write_rows(self._w.GetTensor(self._out["kv"], self._decode), position)
-        return self._w.GetTensor(self._out["logits"], self._decode)[0]
+        return self._logits(self._run(DECODE, [token], position, 1), 1)[0]
+
+    def verify(self, tokens: list[int], position: int) -> np.ndarray:
+        """Logits `[len(tokens), V]` after each of `tokens` fed at `position...` in one step
+        (at most `verify_steps` tokens, and `position + verify_steps` within the length)."""
+        steps = self.verify_steps
+        outs = self._run(f"{VERIFY}{steps}", tokens, position, steps)
+        return self._logits(outs, steps)[: len(tokens)]
 
     def stream(
         self,
@@ -114,9 +195,13 @@ class LmRunner:
         seed: int = 0,
         stop: set[int] | None = None,
         timing: dict[str, Any] | None = None,
+        lookup: int = 0,
     ) -> Iterator[int]:
         """Yield tokens as they are produced: greedy (top_k None) or seeded top-k sampling.
-        `timing`, when given, receives `prefill_ms` and the per-step `decode_us`."""
+        `lookup` > 0, greedy only: draft up to that many tokens by prompt lookup and check them
+        in one verify step (the output is what plain greedy gives). `timing`, when given,
+        receives `prefill_ms`, `decode_us` (one entry per token after the first: its step's
+        time shared among the tokens the step gave) and `lookup` (steps, drafted, accepted)."""
         self.check_prompt(prompt, new_tokens)
         rng = np.random.default_rng(seed)
         timing = {} if timing is None else timing
@@ -133,15 +218,31 @@ class LmRunner:
         token = pick(self.prefill(prompt))
         timing["prefill_ms"] = (clock() - t0) / 1e6
         timing["decode_us"] = steps = []
+        timing["lookup"] = tally = {"steps": 0, "drafted": 0, "accepted": 0}
+        limit = 0 if top_k else min(lookup, self.verify_steps - 1)
+        history = [*prompt, token]
         yield token
-        for position in range(len(prompt), len(prompt) + new_tokens - 1):
-            if stop and token in stop:
-                return
+        while len(history) - len(prompt) < new_tokens and not (stop and token in stop):
+            position = len(history) - 1
             t0 = clock()
-            logits = self.decode(token, position)
-            steps.append((clock() - t0) / 1e3)
-            token = pick(logits)
-            yield token
+            room = new_tokens - (len(history) - len(prompt)) - 1
+            guess = draft(history, min(limit, room))
+            if guess and position + self.verify_steps <= self.max_length:
+                picks = [pick(row) for row in self.verify([token, *guess], position)]
+                count = accepted(guess, picks)
+                new = [*guess[:count], picks[count]]
+                tally["steps"] += 1
+                tally["drafted"] += len(guess)
+                tally["accepted"] += count
+            else:
+                new = [pick(self.decode(token, position))]
+            spent = (clock() - t0) / 1e3
+            steps.extend([spent / len(new)] * len(new))
+            for token in new:  # noqa: B007 - the last one is the next step's input
+                history.append(token)
+                yield token
+                if stop and token in stop:
+                    return
 
     def generate(
         self,
@@ -150,10 +251,11 @@ class LmRunner:
         top_k: int | None = None,
         seed: int = 0,
         stop: set[int] | None = None,
+        lookup: int = 0,
     ) -> tuple[list[int], dict[str, Any]]:
         """All tokens of `stream` and its timings."""
         timing: dict[str, Any] = {}
-        tokens = list(self.stream(prompt, new_tokens, top_k, seed, stop, timing))
+        tokens = list(self.stream(prompt, new_tokens, top_k, seed, stop, timing, lookup))
         return tokens, timing
 
 
