@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo bench-peers fashion-mnist fortunes \
-	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64 bench-mediapipe
+	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64 bench-mediapipe llamacpp bench-lm-peers
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -145,6 +145,44 @@ bench-peers: $(STAMP) fashion-mnist fortunes  ## tfopt vs ONNX Runtime vs OpenVI
 # MediaPipe Tasks' ImageClassifier on tfopt's files with metadata, against tfopt's own run.
 bench-mediapipe: $(STAMP) fashion-mnist mediapipe  ## MediaPipe reads tfopt's metadata -> benchmarks/results/mediapipe.*
 	$(BIN)/python benchmarks/mediapipe_metadata.py
+
+# llama.cpp, the LM runtime users would pick instead: built from the llama-cpp-python source
+# package (PyPI has it only as an sdist; shared/ENV.md) with native CPU flags into a per-user cache
+# folder, $(LLAMACPP) (several minutes on 2 cores; a second run finds it built). Only the tools the
+# LM comparison needs: llama-bench (timing), llama-quantize (Q8_0, Q4_0) and the shared libllama
+# (last-position logits for the parity check, benchmarks/llama_logits.c).
+LLAMACPP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tfopt/llama.cpp
+LLAMACPP_PY := llama_cpp_python-0.3.36
+LLAMACPP_SRC := $(LLAMACPP)/src/$(LLAMACPP_PY)/vendor/llama.cpp
+# Native flags less AMX: on this Xeon's VM (Firecracker) ggml's AMX Q8_0 kernel dies of SIGILL at
+# its first tilezero; without AMX, Q8_0/Q4_0 run ggml's AVX-512 VNNI kernels (AMD has no AMX).
+LLAMACPP_NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+llamacpp: $(LLAMACPP)/llama-logits  ## Build llama.cpp (llama-bench, llama-quantize) into the user cache.
+$(LLAMACPP)/.installed:
+	@command -v cmake >/dev/null || $(SUDO) apt-get install -y -q cmake \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q cmake)
+	mkdir -p $(LLAMACPP)/src
+	test -f $(LLAMACPP)/$(LLAMACPP_PY).tar.gz || $(PYTHON) -m pip download --quiet --no-deps \
+	  --no-binary :all: --dest $(LLAMACPP) llama-cpp-python==0.3.36
+	test -d $(LLAMACPP)/src/$(LLAMACPP_PY) || tar -xzf $(LLAMACPP)/$(LLAMACPP_PY).tar.gz -C $(LLAMACPP)/src
+	cmake -S $(LLAMACPP_SRC) -B $(LLAMACPP)/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+	  -DCMAKE_C_FLAGS="$(LLAMACPP_NO_AMX)" -DCMAKE_CXX_FLAGS="$(LLAMACPP_NO_AMX)" -DLLAMA_CURL=OFF \
+	  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON
+	cmake --build $(LLAMACPP)/build --config Release -j2 --target llama-bench llama-quantize llama
+	touch $@
+# benchmarks/llama_logits.c: last-position logits through libllama (the parity check).
+$(LLAMACPP)/llama-logits: benchmarks/llama_logits.c $(LLAMACPP)/.installed
+	gcc -O2 -o $@ $< -I$(LLAMACPP_SRC)/include -I$(LLAMACPP_SRC)/ggml/include \
+	  -L$(LLAMACPP)/build/bin -lllama -Wl,-rpath,$(LLAMACPP)/build/bin
+
+# tfopt's LM export against llama.cpp on the same random-init GPT-2-124M-shaped weights (GGUF F32,
+# Q8_0, Q4_0): logits parity first, then TTFT, prefill and decode tok/s at 1 and 2 threads, peak
+# RSS, file size, interleaved rounds (about 25 min on 2 cores). lm-peers-out/ is a cache.
+LM_PEERS_ARGS ?=
+bench-lm-peers: $(STAMP) llamacpp  ## LM decode vs llama.cpp -> benchmarks/results/lm_peers.*
+	$(BIN)/python -c "import gguf" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dev,lm-peers]'
+	$(BIN)/python benchmarks/lm_peers.py --out lm-peers-out --llamacpp $(LLAMACPP) $(LM_PEERS_ARGS)
 
 # Per precision, a classifier's outputs on the ARM64 board's kernels against x86's, on real data.
 bench-arm64: $(STAMP) fashion-mnist arm64-board  ## ARM vs x86 numerics -> benchmarks/results/arm64.*
