@@ -41,20 +41,14 @@ def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
-import ai_edge_litert.compiled_model, ai_edge_litert.options as options
 from tfopt.runtime import lm, weightcache
 out = {"baseline_mb": status("VmRSS")}
 t0 = time.perf_counter()
 cache = "" if mode == "none" else weightcache.weight_cache(path, threads)
 out["cache_ms"] = (time.perf_counter() - t0) * 1e3
 out["cache"] = os.path.basename(cache)
-kwargs = {}
-if "weight_cache" in inspect.signature(lm.LmRunner).parameters:
-    kwargs["weight_cache"] = mode != "none"
-elif cache:  # an LmRunner without the knob: hand it the cache through its CpuOptions
-    options.CpuOptions = functools.partial(options.CpuOptions, xnnpack_weight_cache_path=cache)
 t0 = time.perf_counter()
-runner = lm.LmRunner(path, threads, **kwargs)
+runner = lm.LmRunner(path, threads, weight_cache=mode != "none")
 out["load_ms"] = (time.perf_counter() - t0) * 1e3
 prompt = [int(t) for t in np.random.default_rng(0).integers(0, 100, 16)]
 ttft, steps = [], []

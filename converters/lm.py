@@ -218,7 +218,7 @@ def export_lm_saved_model(
     shape = lm_shape(model)
     n = shape.layers
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(model.backbone)  # not the preprocessor: its lookup tables have no LiteRT op
     cache = [1, shape.kv_heads, max_length, shape.head_dim]
 
     def signature(steps: int) -> list:

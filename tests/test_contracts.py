@@ -17,8 +17,8 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# What the runtime may import: the standard library, numpy, LiteRT and itself.
-RUNTIME_ALLOWED = {"numpy", "ai_edge_litert", "tfopt.runtime"}
+# What the runtime may import: the standard library, numpy, LiteRT, LiteRT-LM and itself.
+RUNTIME_ALLOWED = {"numpy", "ai_edge_litert", "litert_lm", "tfopt.runtime"}
 GENERATED = {"tfopt/metadata/schema_generated.py"}  # flatc's output, not written by hand
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -70,6 +70,19 @@ from tfopt.report.registry import View
     help="With --lm: prompt + generated tokens.",
 )
 @click.option(
+    "--litertlm",
+    is_flag=True,
+    help="With --lm: write a .litertlm bundle (the model, its tokenizer, start/stop tokens, "
+    "greedy sampling) that LiteRT-LM's engine loads on Android, iOS and desktop; checked by "
+    "running that engine. Implied by an OUTPUT named *.litertlm.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True, file_okay=False),
+    help="With --litertlm: the tokenizer to bundle, a keras-hub preset folder or GPT-2 "
+    "vocab.json + merges.txt (default: the model's own preprocessor, else byte-level ids).",
+)
+@click.option(
     "--quantizer",
     type=click.Choice(["converter", "aeq"]),
     default="converter",

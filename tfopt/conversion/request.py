@@ -39,6 +39,8 @@ class ConvertRequest:
     check_data: DataSource | None = None
     lm: bool = False
     max_length: int = 128
+    litertlm: bool = False  # with lm: a `.litertlm` bundle for LiteRT-LM (also from the suffix)
+    tokenizer: str | None = None  # with litertlm: a keras-hub preset or GPT-2 BPE folder
     quantizer: Quantizer = Quantizer.CONVERTER
     keep_float: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
@@ -128,9 +130,16 @@ class ConvertRequest:
         return problems
 
     def _plain_problems(self) -> list[str]:
+        lm_only = [name for name in ("litertlm", "tokenizer") if getattr(self, name)]
         if self.max_length != 128:
-            return [f"{option('max_length')} applies to {option('lm')} only"]
+            lm_only.insert(0, "max_length")
+        if lm_only:
+            return [f"{', '.join(option(n) for n in lm_only)} applies to {option('lm')} only"]
         return []
+
+    def bundle(self, output: str | os.PathLike[str]) -> bool:
+        """Whether the LM goes out as a `.litertlm` bundle: asked for, or named so."""
+        return self.lm and (self.litertlm or str(output).endswith(".litertlm"))
 
 
 def _enum(cls: type[StrEnum], value: Any, what: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from tfopt.conversion.plan import ExportPlan
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.core import LoadedModel, Precision
-from tfopt.errors import ValidationError, note, option
+from tfopt.errors import InputError, ValidationError, note, option
 from tfopt.fsutil import atomic_path
 from tfopt.inspection import gzip_size
 from tfopt.runtime.lm import LmRunner
@@ -33,6 +34,11 @@ def convert_lm(
     from converters.lm import lm_converter
 
     assert plan.converter_precision is not None
+    if req.tokenizer is not None and not req.bundle(out):
+        raise InputError(
+            f"{option('tokenizer')} goes into a .litertlm bundle: add {option('litertlm')} "
+            "(or name the output .litertlm)"
+        )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfopt-") as work:
         converter = lm_converter(loaded.model, Path(work), req.max_length)
@@ -44,21 +50,49 @@ def convert_lm(
     flatbuffer = stored_once(flatbuffer)
     seconds = time.perf_counter() - started
     with atomic_path(out) as tmp:
-        tmp.write_bytes(flatbuffer)
-        checked = None
-        if req.check:
-            checked = check_lm(loaded.model, str(tmp), req.max_length, req.precision)
+        if req.bundle(out):
+            checked = _bundled(loaded.model, flatbuffer, tmp, req)
+        else:
+            tmp.write_bytes(flatbuffer)
+            checked = None
+            if req.check:
+                checked = check_lm(loaded.model, str(tmp), req.max_length, req.precision)
+        size = tmp.stat().st_size
     return ConvertResult(
         output=str(out),
         precision=req.precision.value,
-        source="keras3-lm" + ("+aeq" if req.use_aeq else ""),
-        size_bytes=len(flatbuffer),
+        source="keras3-lm" + ("+aeq" if req.use_aeq else "") + ("+litertlm" if req.bundle(out) else ""),
+        size_bytes=size,
         gzip_bytes=gzip_size(flatbuffer),
         seconds=round(seconds, 2),
         float_compute_ops={},
         check=checked,
         plan=plan.to_dict(),
     )
+
+
+def _bundled(model: Any, flatbuffer: bytes, out: Path, req: ConvertRequest) -> dict | None:
+    """The `.litertlm` bundle at `out`: the export, checked on its logits by tfopt's runner,
+    packed with the tokenizer, and run by LiteRT-LM's own engine (greedy text equal to the
+    runner's; exact for float weights)."""
+    from tfopt.lm.bundle import model_tokenizer, pack, tokenizer_file
+    from tfopt.lm.engine import check_engine
+
+    with tempfile.TemporaryDirectory(prefix="tfopt-bundle-") as work:
+        model_file = Path(work) / "model.tflite"
+        model_file.write_bytes(flatbuffer)
+        checked = None
+        if req.check:
+            checked = check_lm(model, str(model_file), req.max_length, req.precision)
+        vocab = int(model.backbone.token_embedding.input_dim)
+        tokens = tokenizer_file(model_tokenizer(model, req.tokenizer), vocab, Path(work))
+        bundle = Path(work) / "model.litertlm"  # LiteRT-LM reads the format from the suffix
+        pack(model_file, tokens, req.max_length, bundle)
+        if checked is not None:
+            exact = req.precision in (Precision.FLOAT32, Precision.FLOAT16)
+            checked["litert_lm"] = check_engine(bundle, model_file, tokens, exact)
+        shutil.copyfile(bundle, out)
+    return checked
 
 
 def _lookups(flatbuffer: bytes, model: Any, prec: Precision) -> bytes:

@@ -71,18 +71,26 @@ def _quiet_exit() -> None:
 class LmRunner:
     """A causal LM exported with `prefill_B`, `verify_K` and `decode` (converters/lm.py)."""
 
-    def __init__(self, model_path: str, threads: int = 1, xnnpack: bool = True) -> None:
+    def __init__(
+        self, model_path: str, threads: int = 1, xnnpack: bool = True, weight_cache: bool = True
+    ) -> None:
         with _native_quiet():  # LiteRT's native side logs every environment and accelerator
-            self._open(model_path, threads, xnnpack)
+            self._open(model_path, threads, xnnpack, weight_cache)
         _quiet_exit()  # its static environment logs again at process exit
 
-    def _open(self, model_path: str, threads: int, xnnpack: bool) -> None:
+    def _open(self, model_path: str, threads: int, xnnpack: bool, weight_cache: bool) -> None:
+        """The CompiledModel, with XNNPACK's weight cache (weights packed once for every
+        signature, `weightcache.py`) unless `weight_cache` is off."""
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.cpu_kernel_mode import CpuKernelMode
         from ai_edge_litert.options import CpuOptions, Options
 
+        from .weightcache import weight_cache as cache_for
+
         kernels = None if xnnpack else CpuKernelMode.BUILTIN
-        cpu = CpuOptions(num_threads=threads, kernel_mode=kernels)
+        packed = cache_for(model_path, threads) if weight_cache and xnnpack else ""
+        self.weight_cache = packed
+        cpu = CpuOptions(num_threads=threads, kernel_mode=kernels, xnnpack_weight_cache_path=packed)
         self.model = CompiledModel.from_file(model_path, options=Options(cpu_options=cpu))
         signatures = self.model.get_signature_list()
         self.buckets = _sizes(signatures, PREFILL)
