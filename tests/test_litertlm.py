@@ -163,3 +163,22 @@ def test_bundle_needs_lm_and_a_fitting_tokenizer(runner: CliRunner, gpt2: Any, t
     bpe = ascii_bpe(tmp_path / "bpe")
     loose = invoke(runner, "convert", gpt2[1], "--lm", "--tokenizer", bpe, "-o", tmp_path / "x.tflite")
     assert loose.exit_code == 1 and "--litertlm" in loose.stderr
+
+
+def test_bench_times_the_bundle_in_litert_lm(runner: CliRunner, gpt2: Any, tmp_path: Path) -> None:
+    """`bench --lm` on a .litertlm runs LiteRT-LM's own engine (byte-level bundle of the tiny
+    GPT-2, no tokenizer of its own) and reports it in the LM table's keys."""
+    bundle = tmp_path / "gpt2.litertlm"
+    made = invoke(runner, "convert", gpt2[1], "--lm", "--max-length", "64", "--litertlm", "-o", bundle)
+    assert made.exit_code == 0, made.output
+    result = invoke(
+        runner, "bench", bundle, "--lm", "--prompt-len", "20", "--new-tokens", "12", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["results"][0]
+    assert entry["runtime"] == "litert-lm" and entry["prompt_len"] == 20
+    assert entry["decode_tokens_per_s"]["p50"] > 0 and entry["ttft_ms"] > 0
+    bad = tmp_path / "not.litertlm"
+    bad.write_bytes(b"nonsense")
+    refused = invoke(runner, "bench", bad, "--lm")
+    assert refused.exit_code == 1 and "LITERTLM" in refused.stderr

@@ -271,6 +271,23 @@ def test_generate_cli(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
     assert human.exit_code == 0 and "tokens/s" in human.stdout
 
 
+def test_lookup_through_the_cli(runner: CliRunner, gpt2_tflite: dict[str, Path]) -> None:
+    """generate --lookup gives the plain greedy tokens and says what it drafted; bench --lm
+    --lookup reports the verify steps; --lookup with --top-k is refused."""
+    ids = "5,17,42,9,5,17,42,9,5,17,42"
+    base = ["generate", gpt2_tflite["float32"], "--token-ids", ids, "--max-new-tokens", "12", "--json"]
+    plain = json.loads(invoke(runner, *base).stdout)
+    fast = json.loads(invoke(runner, *base, "--lookup", "5").stdout)
+    assert fast["tokens"] == plain["tokens"] and fast["lookup"]["steps"] > 0
+    timed = invoke(
+        runner, "bench", gpt2_tflite["float32"], "--lm", "--new-tokens", "16", "--lookup", "3", "--json"
+    )
+    assert timed.exit_code == 0, timed.output
+    assert json.loads(timed.stdout)["results"][0]["lookup"]["max_draft"] == 3
+    mixed = invoke(runner, *base, "--lookup", "3", "--top-k", "2")
+    assert mixed.exit_code == 1 and "--top-k" in mixed.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

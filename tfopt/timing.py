@@ -45,6 +45,7 @@ class BenchSettings:
     lm: bool = False  # time prefill/decode of an exported LM
     prompt_len: int = 16
     new_tokens: int = 32
+    lookup: int = 0  # with lm: prompt-lookup draft tokens per verify step (0: plain decode)
     accelerators: tuple[str, ...] = ("cpu",)
     pin: str | None = None  # CPU ids, e.g. "0" or "4,5,6,7"
     cpu_options: tuple[str, ...] = ()  # LiteRT CPU options, KEY=VALUE (tfopt.runtime.cpuopts)
@@ -81,6 +82,8 @@ class BenchSettings:
             raise InputError("repeat must be at least 1")
         if self.lm and (self.prompt_len < 1 or self.new_tokens < 1):
             raise InputError(f"{option('prompt_len')} and {option('new_tokens')} must be at least 1")
+        if self.lookup and not self.lm or self.lookup < 0:
+            raise InputError(f"{option('lookup')} (draft tokens, >= 0) applies to {option('lm')} timing")
 
     def _check_shapes(self) -> None:
         if self.seq_len is not None and self.seq_len < 1:
@@ -160,6 +163,7 @@ def _spec(
         lm=s.lm,
         prompt_len=s.prompt_len,
         new_tokens=s.new_tokens,
+        lookup=s.lookup,
         cpu_options=s.cpu_options if accelerator == "cpu" else (),
         profile=s.profile and accelerator == "cpu",
         profile_runs=s.profile_runs,
@@ -172,6 +176,16 @@ def _measure(
 ) -> dict[str, Any]:
     """One measurement on `where`; a GPU verdict gains its per-op placement here, on the host."""
     return with_op_placement(where.measure(path, spec, data, timeout), path)
+
+
+def _read_bundle(path: Path) -> bytes:
+    """A `.litertlm` bundle, timed by LiteRT-LM's own engine (`bench --lm`)."""
+    if not path.is_file():
+        raise InputError(f"model not found: {path}")
+    data = path.read_bytes()
+    if data[:8] != b"LITERTLM":
+        raise InputError(f"{path}: not a LiteRT-LM bundle (no LITERTLM header)")
+    return data
 
 
 def bench(
@@ -190,7 +204,7 @@ def bench(
     s = settings or BenchSettings()
     where = target or LocalTarget()
     path = Path(model)
-    data = read_tflite(path)
+    data = _read_bundle(path) if s.lm and path.suffix == ".litertlm" else read_tflite(path)
     if s.data and not Path(s.data).is_file():
         raise InputError(f"data not found: {s.data}")
     if isinstance(where, AdbTarget) and (s.profile or s.cpu_options):

@@ -53,7 +53,10 @@ def _kind(kind: Any) -> str:
     help="Time this input at this shape, e.g. 1,500,4 or NAME=1,128 per input. Repeatable.",
 )
 @click.option(
-    "--lm", is_flag=True, help="An LM from `convert --lm`: time to first token, decode tokens/s."
+    "--lm",
+    is_flag=True,
+    help="An LM from `convert --lm` (.tflite: tfopt's runner; .litertlm: LiteRT-LM's own engine): "
+    "time to first token, decode tokens/s, peak RSS.",
 )
 @click.option(
     "--prompt-len", default=16, show_default=True, type=click.IntRange(min=1),
@@ -65,6 +68,14 @@ def _kind(kind: Any) -> str:
     show_default=True,
     type=click.IntRange(min=1),
     help="With --lm: tokens generated per run.",
+)
+@click.option(
+    "--lookup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=7),
+    help="With --lm: prompt-lookup decoding, up to this many drafted tokens checked per verify "
+    "step (greedy output unchanged; helps where the text repeats its prompt).",
 )
 @click.option(
     "--accelerator",

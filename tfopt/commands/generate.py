@@ -29,6 +29,14 @@ from tfopt.report.registry import View
     "--top-k", type=click.IntRange(min=1), help="Sample from the top K tokens (default: greedy)."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed for --top-k sampling.")
+@click.option(
+    "--lookup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=7),
+    help="Prompt-lookup decoding (greedy): draft up to this many tokens from earlier text and "
+    "check them in one step; the output is the same, faster where it repeats the prompt.",
+)
 @click.option("--threads", default=1, show_default=True, type=Threads(many=False))
 @command(streams=True)
 def generate_cmd(stream: bool, **options: Any) -> tuple[View, Any]:

@@ -13,6 +13,8 @@ LlmMetadata carries the start and stop tokens, the exported length and greedy sa
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +78,9 @@ def tokenizer_file(tokenizer: Any, vocab: int, folder: Path) -> TokenizerFile:
             )
         path = folder / "tokenizer.json"
         _hf_json({c: b for b, c in byte_chars().items()}, [], [], path)
-        return TokenizerFile("hf", path, None, (), "byte-level ids (token id = UTF-8 byte)")
+        # LiteRT-LM requires a stop token; byte-level ids have no end token, and NUL (id 0)
+        # is a byte no text holds, so generation runs to its length as in tfopt's runner.
+        return TokenizerFile("hf", path, None, (0,), "byte-level ids (token id = UTF-8 byte)")
     start = _ids(tokenizer, "start")
     stops = _ids(tokenizer, "end")
     if isinstance(tokenizer, hub.tokenizers.SentencePieceTokenizer):
@@ -126,17 +130,20 @@ def pack(tflite: Path, tokens: TokenizerFile, max_length: int, out: Path) -> Non
     meta = tflite.parent / "llm_metadata.pbtxt"
     meta.write_text(metadata_text(tokens, max_length), encoding="utf-8")
     builder = LitertLmFileBuilder()
-    builder.add_system_metadata(Metadata(key="Authors", value="tfopt", dtype=DType.STRING))
-    builder.add_llm_metadata(str(meta))
-    # float32 activations, as checked (LiteRT-LM defaults a text decoder to float16)
-    builder.add_tflite_model(str(tflite), TfLiteModelType.PREFILL_DECODE, prefer_activation_type="fp32")
-    if tokens.kind == "sp":
-        builder.add_sentencepiece_tokenizer(str(tokens.path))
-    else:
-        builder.add_hf_tokenizer(str(tokens.path))
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with quiet:  # the builder prints each part it adds
+        builder.add_system_metadata(Metadata(key="Authors", value="tfopt", dtype=DType.STRING))
+        builder.add_llm_metadata(str(meta))
+        # float32 activations, as checked (LiteRT-LM defaults a text decoder to float16)
+        model = TfLiteModelType.PREFILL_DECODE
+        builder.add_tflite_model(str(tflite), model, prefer_activation_type="fp32")
+        if tokens.kind == "sp":
+            builder.add_sentencepiece_tokenizer(str(tokens.path))
+        else:
+            builder.add_hf_tokenizer(str(tokens.path))
     try:
-        with open(out, "wb") as stream:
-            builder.build(stream)
+        with open(out, "wb") as stream, contextlib.redirect_stdout(io.StringIO()):
+            builder.build(stream)  # the builder prints what it adds
     except Exception as exc:  # noqa: BLE001 - the builder raises many types
         raise ConversionError(f"cannot pack the .litertlm bundle: {first_line(exc)}") from exc
     note(f"bundled for LiteRT-LM with the tokenizer: {tokens.source}")

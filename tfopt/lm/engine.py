@@ -62,7 +62,8 @@ def engine_text(bundle: Path, prompt: str, new_tokens: int, threads: int = 1) ->
     lines = proc.stdout.strip().splitlines()
     doc = json.loads(lines[-1]) if lines else {}
     if proc.returncode != 0 or "text" not in doc:
-        why = doc.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        said = [line.split("] ", 1)[-1] for line in proc.stderr.splitlines() if "Failed to" in line]
+        why = (said or [doc.get("error") or "no output"])[-1]
         raise ValidationError(f"LiteRT-LM's engine cannot run {bundle.name}: {why}")
     return doc["text"]
 

@@ -127,12 +127,17 @@ class GenerateRequest:
     seed: int = 0
     threads: int = 1
     tokenizer: str | os.PathLike[str] | None = None
+    lookup: int = 0  # prompt-lookup draft tokens per verify step (greedy only)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise InputError(f"{option('max_new_tokens')} must be at least 1")
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"{option('top_k')} must be at least 1")
+        if self.lookup < 0 or (self.lookup and self.top_k is not None):
+            raise InputError(
+                f"{option('lookup')} (draft tokens, >= 0) keeps greedy output: not with {option('top_k')}"
+            )
 
 
 def generate(
@@ -169,7 +174,10 @@ def generate(
     tokens: list[int] = []
     timing: dict[str, Any] = {}
     try:
-        for token in lm.stream(ids, req.max_new_tokens, req.top_k, req.seed, timing=timing):
+        stream = lm.stream(
+            ids, req.max_new_tokens, req.top_k, req.seed, timing=timing, lookup=req.lookup
+        )
+        for token in stream:
             tokens.append(token)
             text = piece(token)
             pieces.append(text)
@@ -191,4 +199,5 @@ def generate(
         "prefill_ms": round(timing["prefill_ms"], 3),
         "ttft_ms": round(ttft_ms(timing), 3),
         "decode_tokens_per_s": round(tokens_per_s(timing["decode_us"]), 1),
+        "lookup": {"max_draft": req.lookup, **timing["lookup"]} if req.lookup else None,
     }

@@ -8,6 +8,7 @@ from tfopt.report.registry import Format, View, renders
 from tfopt.report.tables import markdown_table, text_table
 
 HEADERS = [
+    "runtime",
     "threads",
     "prompt",
     "new",
@@ -23,6 +24,7 @@ HEADERS = [
 def _rows(r: dict[str, Any]) -> list[list[Any]]:
     return [
         [
+            e.get("runtime", "tfopt") + (f" lookup {e['lookup']['max_draft']}" if e.get("lookup") else ""),
             e["threads"],
             e["prompt_len"],
             e["new_tokens"],

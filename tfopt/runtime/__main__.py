@@ -20,7 +20,8 @@ from .cpu import Budget, run
 from .cpuopts import COMPILED, parse_cpu_options
 from .feeding import parse_shapes, synthetic_file, write_outputs
 from .gpu import run_compiled
-from .lm import run_lm
+from .litertlm import lm_bench as litertlm_bench
+from .lm import LmBench, run_lm
 from .profile import profile_ops
 from .stats import machine_info, pin
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm", action="store_true", help="time prefill/decode of an exported LM")
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--lookup", type=int, default=0, help="--lm: prompt-lookup draft tokens")
     parser.add_argument(
         "--accelerator",
         choices=("cpu", "gpu", "openvino"),
@@ -97,17 +99,15 @@ def _main(args: argparse.Namespace, folder: str) -> int:
                 timing=not args.placement_only,
                 cpu=cpu if args.accelerator == "cpu" else None,
             )
+        elif args.lm and args.model.endswith(".litertlm"):
+            result = litertlm_bench(args.model, args.prompt_len, args.new_tokens, args.threads)
         elif args.lm:
-            result = run_lm(
-                args.model,
-                args.threads,
-                not args.no_xnnpack,
-                args.prompt_len,
-                args.new_tokens,
-                runs=args.runs or 5,
-                warmup=min(args.warmup, 2),
-                seed=args.seed,
-            )
+            spec = LmBench(
+                args.threads, not args.no_xnnpack, args.prompt_len, args.new_tokens,
+                runs=args.runs or 5, warmup=min(args.warmup, 2), seed=args.seed,
+                lookup=args.lookup,
+            )  # fmt: skip
+            result = run_lm(args.model, spec)
         else:
             result = run(
                 args.model,

@@ -62,6 +62,29 @@ def benchmark(bundle: str, prompt_len: int, new_tokens: int, threads: int = 1) -
     }
 
 
+def lm_bench(bundle: str, prompt_len: int, new_tokens: int, threads: int = 1) -> dict[str, Any]:
+    """LiteRT-LM's benchmark in `run_lm`'s keys (`bench --lm` on a `.litertlm`): the engine
+    reports averages only, so each step's p50 is its mean."""
+    b = benchmark(bundle, prompt_len, new_tokens, threads)
+    step_us = round(1e6 / b["decode_tokens_per_s"], 1) if b["decode_tokens_per_s"] else None
+    steps = None if step_us is None else {"p50": step_us, "mean": step_us}
+    return {
+        "threads": threads,
+        "lm": True,
+        "runtime": "litert-lm",
+        "load_ms": round(b["init_s"] * 1e3, 3),
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "runs": 1,
+        "prefill_ms": round(prompt_len / b["prefill_tokens_per_s"] * 1e3, 3),
+        "ttft_ms": b["ttft_ms"],
+        "decode_step_us": steps,
+        "latency_us": steps,
+        "decode_tokens_per_s": {"p50": b["decode_tokens_per_s"], "mean": b["decode_tokens_per_s"]},
+        "peak_rss_mb": b["peak_rss_mb"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfopt.runtime.litertlm")
     parser.add_argument("bundle")

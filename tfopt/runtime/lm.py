@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -277,51 +278,59 @@ def tokens_per_s(decode_us: list[float]) -> float:
     return len(decode_us) / (sum(decode_us) / 1e6) if decode_us else 0.0
 
 
-def run_lm(
-    model_path: str,
-    threads: int = 1,
-    xnnpack: bool = True,
-    prompt_len: int = 16,
-    new_tokens: int = 32,
-    runs: int = 5,
-    warmup: int = 1,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Time to first token and decode speed of an exported LM (greedy, synthetic prompt)."""
+@dataclass(frozen=True)
+class LmBench:
+    """What `run_lm` times: greedy generation of `new_tokens` after a synthetic `prompt_len`
+    prompt, `runs` times after `warmup` runs; `lookup` > 0 drafts by prompt lookup."""
+
+    threads: int = 1
+    xnnpack: bool = True
+    prompt_len: int = 16
+    new_tokens: int = 32
+    runs: int = 5
+    warmup: int = 1
+    seed: int = 0
+    lookup: int = 0
+
+
+def run_lm(model_path: str, spec: LmBench | None = None, **fields: Any) -> dict[str, Any]:
+    """Time to first token and decode speed of an exported LM (greedy, synthetic prompt);
+    `fields` override `spec`'s."""
+    s = replace(spec or LmBench(), **fields)
     t0 = time.perf_counter_ns()
-    lm = LmRunner(model_path, threads, xnnpack)
+    lm = LmRunner(model_path, s.threads, s.xnnpack)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
-    prompt = [
-        int(t) for t in np.random.default_rng(seed).integers(0, min(lm.vocab, 100), prompt_len)
-    ]
-    lm.check_prompt(prompt, new_tokens)
-    for _ in range(warmup):
-        lm.generate(prompt, new_tokens)
+    rng = np.random.default_rng(s.seed)
+    prompt = [int(t) for t in rng.integers(0, min(lm.vocab, 100), s.prompt_len)]
+    lm.check_prompt(prompt, s.new_tokens)
+    for _ in range(s.warmup):
+        lm.generate(prompt, s.new_tokens, lookup=s.lookup)
     ttft, prefill, decode = [], [], []
-    for _ in range(max(1, runs)):
-        _, t = lm.generate(prompt, new_tokens)
+    tally = {"steps": 0, "drafted": 0, "accepted": 0}
+    for _ in range(max(1, s.runs)):
+        _, t = lm.generate(prompt, s.new_tokens, lookup=s.lookup)
         ttft.append(ttft_ms(t))
         prefill.append(t["prefill_ms"])
         decode += t["decode_us"]
+        tally = {k: tally[k] + t["lookup"][k] for k in tally}
     per_token = summarize(decode) if decode else None
     return {
-        "threads": threads,
-        "xnnpack": xnnpack,
+        "threads": s.threads,
+        "xnnpack": s.xnnpack,
         "lm": True,
         "load_ms": round(load_ms, 3),
-        "prompt_len": prompt_len,
-        "new_tokens": new_tokens,
+        "prompt_len": s.prompt_len,
+        "new_tokens": s.new_tokens,
         "max_length": lm.max_length,
-        "runs": max(1, runs),
+        "runs": max(1, s.runs),
         "prefill_ms": round(statistics.median(prefill), 3),
         "ttft_ms": round(statistics.median(ttft), 3),
         "decode_step_us": per_token,
         "decode_tokens_per_s": None
         if per_token is None
-        else {
-            "p50": round(1e6 / per_token["p50"], 1),
-            "mean": round(tokens_per_s(decode), 1),
-        },
+        else {"p50": round(1e6 / per_token["p50"], 1), "mean": round(tokens_per_s(decode), 1)},
         "latency_us": per_token,
+        "lookup": {"max_draft": s.lookup, **tally} if s.lookup else None,
+        "weight_cache": os.path.basename(lm.weight_cache) or None,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -39,6 +39,7 @@ class RunSpec:
     lm: bool = False
     prompt_len: int = 16
     new_tokens: int = 32
+    lookup: int = 0
     placement_only: bool = False
     cpu_options: tuple[str, ...] = ()  # KEY=VALUE, as `tfopt.runtime.cpuopts` parses them
     profile: bool = False
@@ -61,6 +62,8 @@ class RunSpec:
         if self.lm:
             args += ["--lm", "--prompt-len", str(self.prompt_len)]
             args += ["--new-tokens", str(self.new_tokens)]
+            if self.lookup:
+                args += ["--lookup", str(self.lookup)]
         if self.accelerator != "cpu":
             args += ["--accelerator", self.accelerator]
         if self.placement_only:
