@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench bench-fmnist bench-bert bench-targets bench-zoo bench-peers fashion-mnist fortunes \
-	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64 bench-mediapipe llamacpp bench-lm-peers
+	soft-gpu sshd adb clean fuzz arm64-board mediapipe bench-arm64 bench-mediapipe llamacpp bench-lm-peers bench-lm-lookup
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist
@@ -183,6 +183,13 @@ LM_PEERS_ARGS ?=
 bench-lm-peers: $(STAMP) llamacpp  ## LM decode vs llama.cpp -> benchmarks/results/lm_peers.*
 	$(BIN)/python -c "import gguf" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dev,lm-peers]'
 	$(BIN)/python benchmarks/lm_peers.py --out lm-peers-out --llamacpp $(LLAMACPP) $(LM_PEERS_ARGS)
+
+# The fortunes GPT-2 (examples/gpt2_fortunes/train.py, trained once into lm-lookup-out/) through
+# LiteRT-LM's own engine (greedy text = tfopt's runner = keras-hub on real prompts; its benchmark
+# beside tfopt's runner) and prompt-lookup decoding on real passages (about 20 min on 2 cores).
+LM_LOOKUP_ARGS ?=
+bench-lm-lookup: $(STAMP) fortunes  ## LiteRT-LM parity/speed + prompt lookup -> benchmarks/results/lm_lookup.*
+	$(BIN)/python benchmarks/lm_lookup.py --out lm-lookup-out $(LM_LOOKUP_ARGS)
 
 # Per precision, a classifier's outputs on the ARM64 board's kernels against x86's, on real data.
 bench-arm64: $(STAMP) fashion-mnist arm64-board  ## ARM vs x86 numerics -> benchmarks/results/arm64.*
