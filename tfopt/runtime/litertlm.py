@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = benchmark(args.bundle, args.prompt_len, args.max_new_tokens, args.threads)
     except Exception as exc:  # noqa: BLE001 - the engine raises RuntimeError with no detail
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}".partition("\n")[0]}))
         return 1
     print(json.dumps(out))
     return 0
