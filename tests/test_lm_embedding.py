@@ -130,3 +130,21 @@ def test_w4b32_greedy_tokens_stay_close_to_keras_hub(
     float_table = LmRunner(before).generate(PROMPT, 12)[0]
     print("w4b32", tokens, "float table", float_table, "keras-hub", expected)
     assert agreeing(tokens, expected) >= agreeing(float_table, expected)
+
+
+def test_a_quantized_table_stays_only_if_the_lm_check_passes(
+    gpt2: tuple[Any, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Channelwise int4 (w4): the token lookup is rewritten and its table quantized, unless that
+    costs the LM its check; then the lookup stays a float GATHER and a note says so. Either way
+    the file written passes its check."""
+    out = tmp_path / "gpt2_w4.tflite"
+    with caplog.at_level("WARNING", logger="tfopt"):
+        result = convert(gpt2[1], out, "w4", lm=True, max_length=MAX_LEN, quantizer="aeq")
+    assert result.check["passed"]
+    tables = lookup_tables(out.read_bytes())
+    kept_float = ([VOCAB, HIDDEN], "FLOAT32") in tables["GATHER"]
+    noted = any("token table fails the LM check" in r.getMessage() for r in caplog.records)
+    assert kept_float == noted
+    if not kept_float:
+        assert ([VOCAB, HIDDEN], "INT4") in tables["EMBEDDING_LOOKUP"]

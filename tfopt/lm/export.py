@@ -18,7 +18,7 @@ from tfopt.conversion.plan import ExportPlan
 from tfopt.conversion.request import ConvertRequest
 from tfopt.conversion.result import ConvertResult
 from tfopt.core import LoadedModel, Precision
-from tfopt.errors import InputError, ValidationError, note, option
+from tfopt.errors import InputError, ValidationError, first_line, note, option
 from tfopt.fsutil import atomic_path
 from tfopt.inspection import gzip_size
 from tfopt.runtime.lm import LmRunner
@@ -45,8 +45,7 @@ def convert_lm(
         PRECISIONS[plan.converter_precision].configure(converter, None, False)
         flatbuffer = run_converter(converter, req.precision, False, req.keep_float, None, req.debug)
     if req.use_aeq:
-        flatbuffer = _lookups(flatbuffer, loaded.model, req.precision)
-        flatbuffer = aeq(flatbuffer, req.precision, req.keep_float, None)
+        flatbuffer = _quantized(flatbuffer, loaded.model, req)
     flatbuffer = stored_once(flatbuffer)
     seconds = time.perf_counter() - started
     with atomic_path(out) as tmp:
@@ -95,21 +94,35 @@ def _bundled(model: Any, flatbuffer: bytes, out: Path, req: ConvertRequest) -> d
     return checked
 
 
-def _lookups(flatbuffer: bytes, model: Any, prec: Precision) -> bytes:
-    """The token lookups as EMBEDDING_LOOKUP, whose table the LiteRT quantizer quantizes (it
-    leaves a GATHER's float). Not under channelwise int4 (w4): its int4 table costs the tiny GPT-2
-    of the tests 0.003 of logit cosine, below w4's gate; blocks of 32 (w4b32) stay above it."""
-    if prec is Precision.W4:
-        return flatbuffer
-    return lookups_as_embedding(flatbuffer, int(model.backbone.token_embedding.input_dim))
+def _quantized(flatbuffer: bytes, model: Any, req: ConvertRequest) -> bytes:
+    """The LiteRT quantizer's LM with its token lookups as EMBEDDING_LOOKUP, whose table it
+    quantizes (it leaves a GATHER's float). Where that table costs the LM its check (a model
+    whose logits hang on fine differences of its embedding rows), the lookups stay GATHERs with
+    a float table, and a note says so."""
+    vocab = int(model.backbone.token_embedding.input_dim)
+    rewritten = lookups_as_embedding(flatbuffer, vocab)
+    quantized = aeq(rewritten, req.precision, req.keep_float, None)
+    if rewritten == flatbuffer or not req.check:
+        return quantized
+    with tempfile.TemporaryDirectory(prefix="tfopt-lm-") as work:
+        trial = Path(work) / "lm.tflite"
+        trial.write_bytes(stored_once(quantized, quiet=True))
+        try:
+            check_lm(model, str(trial), req.max_length, req.precision)
+            return quantized
+        except ValidationError as exc:
+            note(f"the {req.precision} token table fails the LM check ({first_line(exc)}): it stays float")
+    return aeq(flatbuffer, req.precision, req.keep_float, None)
 
 
-def stored_once(flatbuffer: bytes) -> bytes:
+def stored_once(flatbuffer: bytes, quiet: bool = False) -> bytes:
     """The LM file with each constant stored once (the LiteRT quantizer gives every signature
-    its own copy); a note says how much that saved, when it saved anything."""
+    its own copy); a note says how much that saved, when it saved anything (unless `quiet`)."""
     deduped = dedupe_buffers(flatbuffer)
     if len(deduped) >= len(flatbuffer):
         return flatbuffer
+    if quiet:
+        return deduped
     note(f"weights stored once: {_mb(len(flatbuffer))} -> {_mb(len(deduped))} MB")
     return deduped
 
