@@ -182,3 +182,21 @@ def test_bench_times_the_bundle_in_litert_lm(runner: CliRunner, gpt2: Any, tmp_p
     bad.write_bytes(b"nonsense")
     refused = invoke(runner, "bench", bad, "--lm")
     assert refused.exit_code == 1 and "LITERTLM" in refused.stderr
+
+
+def test_generate_runs_a_bundle_in_litert_lm(runner: CliRunner, tmp_path: Path) -> None:
+    """`generate` on a .litertlm: LiteRT-LM's engine with the bundled tokenizer, the text equal
+    to the engine's greedy text and its own timings; ids or sampling options are refused."""
+    model = family_model("gpt2", tmp_path)
+    source = tmp_path / "gpt2.keras"
+    model.save(source)
+    bundle = tmp_path / "gpt2.litertlm"
+    made = invoke(runner, "convert", source, "--lm", "--max-length", "40", "-o", bundle, "--no-check")
+    assert made.exit_code == 0, made.output
+    result = invoke(runner, "generate", bundle, "--prompt", "the", "--max-new-tokens", "6", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["runtime"] == "litert-lm" and doc["text"] == engine_text(bundle, "the", 6)
+    assert doc["decode_tokens_per_s"] > 0 and doc["prompt_tokens"] >= 1
+    refused = invoke(runner, "generate", bundle, "--token-ids", "1,2")
+    assert refused.exit_code == 1 and "--token-ids" in refused.stderr

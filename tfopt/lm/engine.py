@@ -4,14 +4,12 @@ Keras model's logits). The engine runs in a child process (`tfopt.runtime.litert
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tfopt.errors import ValidationError, option
 from tfopt.lm.bundle import TokenizerFile
+from tfopt.lm.generation import engine_text
 from tfopt.runtime.lm import LmRunner
 
 PROMPT = "The quick brown fox jumps over the lazy dog."
@@ -50,22 +48,6 @@ def _fitting(codec: Codec, room: int) -> tuple[str, list[int]]:
         if len(ids) <= room:
             break
     return text, ids
-
-
-def engine_text(bundle: Path, prompt: str, new_tokens: int, threads: int = 1) -> str:
-    """LiteRT-LM's greedy text after `prompt`; a failure of the engine is one line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "tfopt.runtime.litertlm", str(bundle), "--prompt", prompt,
-         "--max-new-tokens", str(new_tokens), "--threads", str(threads)],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
-    lines = proc.stdout.strip().splitlines()
-    doc = json.loads(lines[-1]) if lines else {}
-    if proc.returncode != 0 or "text" not in doc:
-        said = [line.split("] ", 1)[-1] for line in proc.stderr.splitlines() if "Failed to" in line]
-        why = (said or [doc.get("error") or "no output"])[-1]
-        raise ValidationError(f"LiteRT-LM's engine cannot run {bundle.name}: {why}")
-    return doc["text"]
 
 
 def check_engine(

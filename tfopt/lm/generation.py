@@ -11,6 +11,8 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tfopt.errors import InputError, ModelLoadError, first_line, option
+from tfopt.errors import InputError, ModelLoadError, ValidationError, first_line, option
 from tfopt.inspection import read_tflite
 from tfopt.loading import probe_tflite
 from tfopt.runtime.lm import LmRunner, tokens_per_s, ttft_ms
@@ -140,6 +142,67 @@ class GenerateRequest:
             )
 
 
+def engine_text(bundle: Path, prompt: str, new_tokens: int, threads: int = 1) -> str:
+    """LiteRT-LM's greedy text after `prompt`; a failure of the engine is one line."""
+    return engine_run(bundle, prompt, new_tokens, threads)["text"]
+
+
+def engine_run(
+    bundle: Path, prompt: str, new_tokens: int, threads: int = 1, timed: bool = False
+) -> dict[str, Any]:
+    """LiteRT-LM's engine on `bundle` in a child process: its text after `prompt` and, with
+    `timed`, its own timings (`tfopt.runtime.litertlm.generate_text`)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfopt.runtime.litertlm", str(bundle), "--prompt", prompt,
+         "--max-new-tokens", str(new_tokens), "--threads", str(threads)]
+        + (["--timed"] if timed else []),
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    doc = json.loads(lines[-1]) if lines else {}
+    if proc.returncode != 0 or "text" not in doc:
+        said = [line.split("] ", 1)[-1] for line in proc.stderr.splitlines() if "Failed to" in line]
+        why = (said or [doc.get("error") or "no output"])[-1]
+        raise ValidationError(f"LiteRT-LM's engine cannot run {bundle.name}: {why}")
+    return doc
+
+
+def _in_litert_lm(req: GenerateRequest, on_text: Callable[[str], None] | None) -> dict[str, Any]:
+    """A `.litertlm` bundle generates through LiteRT-LM's own engine: text in (its bundled
+    tokenizer), greedy text out, the engine's own timings."""
+    given = [n for n in ("token_ids", "tokenizer", "top_k") if getattr(req, n) is not None]
+    given += ["lookup"] if req.lookup else []
+    if req.prompt is None or given:
+        dropped = f": drop {', '.join(option(n) for n in given)}" if given else ""
+        raise InputError(
+            f"a .litertlm bundle generates from {option('prompt')} text with its own tokenizer "
+            f"and sampler{dropped}"
+        )
+    if not Path(req.model).is_file():
+        raise InputError(f"model not found: {req.model}")
+    try:
+        doc = engine_run(Path(req.model), req.prompt, req.max_new_tokens, req.threads, timed=True)
+    except ValidationError as exc:
+        raise ModelLoadError(first_line(exc)) from None
+    if on_text:
+        on_text(doc["text"] + "\n")
+    prefill = doc["prompt_tokens"] / doc["prefill_tokens_per_s"] * 1e3 if doc["prefill_tokens_per_s"] else 0.0
+    return {
+        "model": str(req.model),
+        "runtime": "litert-lm",
+        "tokenizer": "the bundle's",
+        "prompt_tokens": doc["prompt_tokens"],
+        "tokens": [],
+        "text": doc["text"],
+        "streamed": on_text is not None,
+        "prefill_ms": round(prefill, 3),
+        "ttft_ms": doc["ttft_ms"],
+        "decode_tokens_per_s": doc["decode_tokens_per_s"],
+        "decode_tokens": doc["decode_tokens"],
+        "lookup": None,
+    }
+
+
 def generate(
     model: GenerateRequest | str | os.PathLike[str],
     *args: Any,
@@ -156,6 +219,8 @@ def generate(
     if isinstance(model, GenerateRequest) and (args or options):
         raise TypeError("generate(request) takes no further arguments")
     model = req.model
+    if str(model).endswith(".litertlm"):
+        return _in_litert_lm(req, on_text)
     read_tflite(model)
     tok = HubTokenizer(req.tokenizer) if req.tokenizer else ByteTokenizer()
     ids, is_text = parse_prompt(req.prompt, req.token_ids, tok)

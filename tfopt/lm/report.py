@@ -64,8 +64,10 @@ def _generated(r: dict[str, Any]) -> str:
 
 
 def _speed(r: dict[str, Any]) -> str:
+    count = r.get("decode_tokens", len(r["tokens"]))
+    engine = " (LiteRT-LM's engine)" if r.get("runtime") == "litert-lm" else ""
     return (
-        f"{len(r['tokens'])} tokens; prefill {r['prefill_ms']:.2f} ms, "
+        f"{count} tokens{engine}; prefill {r['prefill_ms']:.2f} ms, "
         f"time to first token {r['ttft_ms']:.2f} ms, decode {r['decode_tokens_per_s']:.1f} tokens/s"
     )
 

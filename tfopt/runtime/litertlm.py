@@ -24,16 +24,31 @@ def _backend(threads: int) -> Any:
     return interfaces.Backend.CPU(thread_count=threads)
 
 
-def generate_text(bundle: str, prompt: str, new_tokens: int, threads: int = 1) -> str:
+def generate_text(
+    bundle: str, prompt: str, new_tokens: int, threads: int = 1, timed: bool = False
+) -> dict[str, Any]:
     """The text LiteRT-LM's engine generates after `prompt` (no chat template; the bundle's
-    sampler, greedy for tfopt's bundles; its start token first, as the engine adds it)."""
+    sampler, greedy for tfopt's bundles; its start token first, as the engine adds it), and
+    with `timed` the engine's own prefill/decode timings."""
     import litert_lm
 
-    with litert_lm.Engine(bundle, backend=_backend(threads), cache_dir=":nocache") as engine:
+    with litert_lm.Engine(
+        bundle, backend=_backend(threads), cache_dir=":nocache", enable_benchmark=timed
+    ) as engine:
         session = engine.create_session(apply_prompt_template=False, max_output_tokens=new_tokens)
         with session:
             session.run_prefill([prompt])
-            return session.run_decode().texts[0]
+            out: dict[str, Any] = {"text": session.run_decode().texts[0]}
+            if timed:
+                info = session.get_benchmark_info()
+                out.update(
+                    ttft_ms=round(info.time_to_first_token_in_second * 1e3, 3),
+                    prompt_tokens=info.last_prefill_token_count,
+                    prefill_tokens_per_s=round(info.last_prefill_tokens_per_second, 1),
+                    decode_tokens=info.last_decode_token_count,
+                    decode_tokens_per_s=round(info.last_decode_tokens_per_second, 1),
+                )
+            return out
 
 
 def benchmark(bundle: str, prompt_len: int, new_tokens: int, threads: int = 1) -> dict[str, Any]:
@@ -92,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--prompt-len", type=int, default=128, help="benchmark prefill tokens")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timed", action="store_true", help="with --prompt: the engine's timings")
     args = parser.parse_args(argv)
     try:
         if args.prompt is not None:
-            text = generate_text(args.bundle, args.prompt, args.max_new_tokens, args.threads)
-            out: dict[str, Any] = {"text": text}
+            out = generate_text(
+                args.bundle, args.prompt, args.max_new_tokens, args.threads, args.timed
+            )
         else:
             out = benchmark(args.bundle, args.prompt_len, args.max_new_tokens, args.threads)
     except Exception as exc:  # noqa: BLE001 - the engine raises RuntimeError with no detail
