@@ -178,10 +178,14 @@ def test_bench_times_the_bundle_in_litert_lm(runner: CliRunner, gpt2: Any, tmp_p
     entry = json.loads(result.stdout)["results"][0]
     assert entry["runtime"] == "litert-lm" and entry["prompt_len"] == 20
     assert entry["decode_tokens_per_s"]["p50"] > 0 and entry["ttft_ms"] > 0
+    shown = json.loads(invoke(runner, "inspect", bundle, "--json").stdout)
+    assert {"decode", "verify_8"} <= set(shown["signatures"]) and shown["bundle"]["tokenizer"] == "HF_Tokenizer"
+    assert "stop_tokens" in shown["bundle"]["llm_metadata"] and shown["size_bytes"] == bundle.stat().st_size
     bad = tmp_path / "not.litertlm"
     bad.write_bytes(b"nonsense")
-    refused = invoke(runner, "bench", bad, "--lm")
-    assert refused.exit_code == 1 and "LITERTLM" in refused.stderr
+    for command in (["bench", bad, "--lm"], ["inspect", bad]):
+        refused = invoke(runner, *command)
+        assert refused.exit_code == 1 and "LITERTLM" in refused.stderr
 
 
 def test_generate_runs_a_bundle_in_litert_lm(runner: CliRunner, tmp_path: Path) -> None:

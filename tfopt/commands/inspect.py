@@ -20,12 +20,19 @@ from tfopt.report.registry import View
 )
 @command
 def inspect_cmd(model: str, gpu: bool) -> tuple[View, Any]:
-    """Show a .tflite file's inputs, outputs, signatures, ops, dtypes and sizes.
+    """Show a .tflite file's inputs, outputs, signatures, ops, dtypes and sizes (of a .litertlm
+    bundle: its model's, and the bundle's sections, tokenizer and LlmMetadata).
 
     --gpu adds the GPU op-placement verdict (no timing; `tfopt bench --accelerator gpu` times it).
     """
     from tfopt.inspection import inspect_tflite
 
+    if str(model).endswith(".litertlm"):
+        from tfopt.lm.bundle import inspect_bundle
+
+        if gpu:
+            raise click.UsageError("--gpu inspects a .tflite; a .litertlm runs in LiteRT-LM")
+        return View.INSPECT, inspect_bundle(model)
     doc = inspect_tflite(model)
     if gpu:
         from tfopt.timing import gpu_placement

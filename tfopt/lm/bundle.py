@@ -147,3 +147,39 @@ def pack(tflite: Path, tokens: TokenizerFile, max_length: int, out: Path) -> Non
     except Exception as exc:  # noqa: BLE001 - the builder raises many types
         raise ConversionError(f"cannot pack the .litertlm bundle: {first_line(exc)}") from exc
     note(f"bundled for LiteRT-LM with the tokenizer: {tokens.source}")
+
+
+def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """`inspect` of a `.litertlm`: its model described as a `.tflite` is, plus the bundle's
+    sections, its tokenizer and its LlmMetadata (unpacked by LiteRT-LM's own builder)."""
+    import tempfile
+
+    from litert_lm_builder import unpack
+
+    from tfopt.errors import InputError
+    from tfopt.inspection import inspect_tflite
+
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"model not found: {source}")
+    if source.read_bytes()[:8] != b"LITERTLM":
+        raise InputError(f"{source}: not a LiteRT-LM bundle (no LITERTLM header)")
+    with tempfile.TemporaryDirectory(prefix="tfopt-unpack-") as work:
+        with contextlib.redirect_stdout(io.StringIO()):
+            unpack(str(source), work)
+        files = sorted(p.name for p in Path(work).iterdir())
+        models = [f for f in files if f.endswith(".tflite")]
+        if not models:
+            raise InputError(f"{source}: the bundle holds no TFLite model")
+        doc = inspect_tflite(Path(work) / models[0])
+        meta = Path(work) / "LlmMetadataProto.pbtext"
+        doc["bundle"] = {
+            "sections": [f.split(".")[0] for f in files if f != "model.toml"],
+            "tokenizer": next((k for k in ("HF_Tokenizer", "SP_Tokenizer") if any(k in f for f in files)), None),
+            "llm_metadata": meta.read_text(encoding="utf-8") if meta.is_file() else None,
+        }
+    from tfopt.inspection import gzip_size
+
+    data = source.read_bytes()
+    doc.update(model=str(source), size_bytes=len(data), gzip_bytes=gzip_size(data))
+    return doc

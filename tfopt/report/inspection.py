@@ -100,8 +100,19 @@ def text(r: dict[str, Any]) -> str:
             *_missing(r),
             *metadata_lines(r.get("metadata")),
             *(placement_lines(r["gpu"]) if "gpu" in r else []),
+            *_bundle_lines(r.get("bundle")),
         ]
     )
+
+
+def _bundle_lines(bundle: dict[str, Any] | None) -> list[str]:
+    if not bundle:
+        return []
+    meta = (bundle["llm_metadata"] or "").strip().splitlines()
+    return [
+        f"LiteRT-LM bundle: {', '.join(bundle['sections'])}; tokenizer {bundle['tokenizer']}",
+        *(f"  {line}" for line in meta),
+    ]
 
 
 @renders(View.METADATA, Format.TEXT, Format.MARKDOWN)
