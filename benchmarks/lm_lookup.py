@@ -293,15 +293,23 @@ def lookup_table(res: dict) -> str:
 
 
 def goal(lookup: dict) -> tuple[str, dict]:
-    """Issue 24's goal: >= 1.5x decode tokens/s on a copy-the-passage prompt, same output."""
-    best = {label: max(((m["speedup"], cue, k) for cue, d in res.items() if cue != FRESH
-                        for k, m in d["per_k"].items() if k), default=(0.0, "", 0))
+    """Issue 24's goal: >= 1.5x decode tokens/s on a copy-the-passage prompt, same output. It
+    counts only where the greedy output does copy from the passage (half its tokens or more):
+    a speedup from the model repeating itself is not the goal's."""
+    best = {label: max(((m["speedup"], cue, k, d["copied_fraction"]) for cue, d in res.items()
+                        if cue != FRESH for k, m in d["per_k"].items() if k),
+                       default=(0.0, "", 0, 0.0))
             for label, res in lookup.items()}  # fmt: skip
-    parts = [f"{label}: best {s:.2f}x ({cue!r}, K={k})" for label, (s, cue, k) in best.items()]
-    met = all(s >= 1.5 for s, _, _ in best.values())
-    line = (f"Goal (>= 1.5x tokens/s on a passage prompt, same greedy output): "
-            f"{'met' if met else 'NOT met'}; " + "; ".join(parts))  # fmt: skip
-    return line, {"met": met, "best": best}
+    parts = [f"{label}: best {s:.2f}x ({cue!r}, K={k}, {100 * c:.0f}% of the output copied)"
+             for label, (s, cue, k, c) in best.items()]  # fmt: skip
+    copies = all(c >= 0.5 for _, _, _, c in best.values())
+    fast = all(s >= 1.5 for s, _, _, _ in best.values())
+    verdict = ("met" if copies and fast else
+               "not demonstrated (the model does not copy the passage; the speedup comes from its "
+               "own repetitive output, as on the fresh prompts)" if fast and not copies else "NOT met")  # fmt: skip
+    line = (f"Goal (>= 1.5x tokens/s on a copy-the-passage prompt, same greedy output): {verdict}; "
+            + "; ".join(parts))  # fmt: skip
+    return line, {"met": copies and fast, "copies": copies, "best": best}
 
 
 def samples_table(res: dict, prompts: dict[str, list[str]]) -> str:
