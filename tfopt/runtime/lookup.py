@@ -20,7 +20,12 @@ def draft(history: list[int], limit: int, longest: int = 3, shortest: int = 1) -
         tail = history[size - n :]
         for start in range(size - n - 1, -1, -1):  # latest earlier occurrence first
             if history[start : start + n] == tail:
-                return history[start + n : start + n + limit]
+                # the continuation runs on over the tokens drafted so far, so a repeating
+                # stretch drafts `limit` tokens, not only up to where the text ends
+                out: list[int] = []
+                for index in range(start + n, start + n + limit):
+                    out.append(history[index] if index < size else out[index - size])
+                return out
     return []
 
 
