@@ -19,7 +19,7 @@ from tfopt.runtime.stats import summarize
 from tfopt.targets.base import RUNTIME_DIR, runtime_zipapp
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "keras_hub", "tfopt")
-ALLOWED = {"numpy", "ai_edge_litert"}
+ALLOWED = {"numpy", "ai_edge_litert", "litert_lm"}
 
 
 def test_runtime_zipapp_never_imports_tensorflow(tflite: dict[str, Path]) -> None:
@@ -65,7 +65,7 @@ def test_cli_help_does_not_import_tensorflow() -> None:
 
 def test_runtime_is_self_contained() -> None:
     """Every import in tfopt/runtime, top-level or inside a function, is relative (the package
-    itself), the standard library, numpy or ai_edge_litert."""
+    itself), the standard library, numpy, ai_edge_litert or litert_lm (`.litertlm` bundles)."""
     outside = []
     for path in sorted(RUNTIME_DIR.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -233,8 +233,11 @@ _PROBE = (
 )
 
 
-def probe_tflite(path: str | os.PathLike[str], timeout: float = 120.0) -> None:
-    """Load and run a `.tflite` file once in a child process before this process touches it.
+def probe_tflite(
+    path: str | os.PathLike[str], timeout: float = 120.0, script: str = _PROBE
+) -> None:
+    """Load and run a `.tflite` file once in a child process before this process touches it
+    (`script`, run with the path as its argument: by default the Interpreter's load and run).
 
     LiteRT trusts the flatbuffer: a damaged one can crash its native code (XNNPACK segfaults
     while preparing some corrupted int8 graphs), which would kill tfopt with no message. Errors
@@ -249,7 +252,7 @@ def probe_tflite(path: str | os.PathLike[str], timeout: float = 120.0) -> None:
 
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, timeout=timeout
+            [sys.executable, "-c", script, str(path)], capture_output=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         raise ModelLoadError(

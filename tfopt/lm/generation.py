@@ -167,6 +167,14 @@ def engine_run(
     return doc
 
 
+# The LM loop's own load and one decode step, in the child process that `probe_tflite` runs:
+# a damaged file can crash CompiledModel's native code where the Interpreter's probe passes.
+LM_PROBE = (
+    "import sys\nfrom tfopt.runtime.lm import LmRunner\n"
+    "try:\n    LmRunner(sys.argv[1], weight_cache=False).decode(0, 0)\nexcept Exception:\n    pass\n"
+)
+
+
 def _in_litert_lm(req: GenerateRequest, on_text: Callable[[str], None] | None) -> dict[str, Any]:
     """A `.litertlm` bundle generates through LiteRT-LM's own engine: text in (its bundled
     tokenizer), greedy text out, the engine's own timings."""
@@ -225,7 +233,7 @@ def generate(
     tok = HubTokenizer(req.tokenizer) if req.tokenizer else ByteTokenizer()
     ids, is_text = parse_prompt(req.prompt, req.token_ids, tok)
     broken = f"{model} is a broken .tflite file"
-    probe_tflite(model)
+    probe_tflite(model, script=LM_PROBE)  # CompiledModel, as LmRunner loads it
     try:
         lm = LmRunner(str(model), req.threads)
     except ValueError as exc:  # LmRunner names the file when the signatures are wrong
