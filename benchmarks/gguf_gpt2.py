@@ -30,21 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def byte_symbols() -> list[str]:
-    """GPT-2's printable stand-in for each byte value (its `bytes_to_unicode`), by byte."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    extra = 0
-    table = {}
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
+    """GPT-2's printable stand-in for each byte value (its `bytes_to_unicode`), by byte: the map
+    tfopt's LiteRT-LM bundles spell byte-level vocabularies with."""
+    from tfopt.lm.bundle import byte_chars
+
+    chars = byte_chars()
+    return [chars[b] for b in range(256)]
 
 
 def bpe_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:

@@ -231,19 +231,24 @@ def run_fortunes(args: argparse.Namespace) -> None:
     print(text)
 
 
-def gpt2_124m(out: Path) -> Path:
-    """The random-init GPT-2 of the 124M shape, saved once under `out` as a `.keras` file."""
+def random_gpt2(out: Path, name: str, **sizes: int) -> Path:
+    """A random-init keras-hub GPT-2 of these sizes, saved once under `out` as `name`.keras."""
     hub = keras_worlds.keras_hub()
     out.mkdir(parents=True, exist_ok=True)
-    model_path = out / "gpt2_124m_random.keras"
+    model_path = out / f"{name}.keras"
     if not model_path.exists():
         keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
-        backbone = hub.models.GPT2Backbone(
-            vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
-            intermediate_dim=3072, max_sequence_length=1024,
-        )  # fmt: skip
+        backbone = hub.models.GPT2Backbone(max_sequence_length=1024, **sizes)
         hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None).save(model_path)
     return model_path
+
+
+def gpt2_124m(out: Path) -> Path:
+    """The random-init GPT-2 of the 124M shape, saved once under `out` as a `.keras` file."""
+    return random_gpt2(
+        out, "gpt2_124m_random", vocabulary_size=50257, num_layers=12, num_heads=12,
+        hidden_dim=768, intermediate_dim=3072,
+    )  # fmt: skip
 
 
 def run_shape(args: argparse.Namespace) -> None:

@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import lm_decode  # noqa: E402
+from children import child  # noqa: E402
 
 from tfopt.lm.engine import engine_text  # noqa: E402
 from tfopt.report import markdown_table  # noqa: E402
@@ -57,13 +57,6 @@ CUES = {
     + first_words(passage),
 }
 FRESH = "fresh prompt (first 40 bytes of an entry)"
-RSS_WRAPPER = (
-    "import os, subprocess, sys\n"
-    "proc = subprocess.Popen(sys.argv[2:])\n"
-    "_, status, usage = os.wait4(proc.pid, 0)\n"
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
-    "sys.exit(os.waitstatus_to_exitcode(status))\n"
-)
 
 
 def first_words(passage: str, count: int = 4) -> str:
@@ -131,17 +124,6 @@ def parity(model: Path, files: dict[str, dict[str, Path]], prompts: list[str], n
         print(f"parity {label}: {doc[label]['engine_eq_runner']}/{len(prompts)} engine = runner",
               file=sys.stderr)  # fmt: skip
     return doc
-
-
-def child(cmd: list[str]) -> tuple[str, float]:
-    """Run `cmd`; its stdout and its own peak RSS in MB."""
-    with tempfile.TemporaryDirectory() as tmp:
-        rss = Path(tmp) / "maxrss_kb"
-        proc = subprocess.run([sys.executable, "-c", RSS_WRAPPER, str(rss), *cmd],
-                              capture_output=True, text=True)  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:5])}... exited {proc.returncode}: {proc.stderr[-2000:]}")
-        return proc.stdout, int(rss.read_text()) / 1024
 
 
 def engine_bench(bundle: Path, threads: int, prompt_len: int, new: int) -> dict[str, float]:

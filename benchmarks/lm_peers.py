@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gguf_gpt2  # noqa: E402
 import lm_decode  # noqa: E402
+from children import child  # noqa: E402
 
 import tfopt  # noqa: E402
-from tfopt import keras_worlds  # noqa: E402
 from tfopt.report import markdown_table  # noqa: E402
 
 LLAMACPP = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tfopt" / "llama.cpp"
@@ -78,17 +78,10 @@ class Run:
 
 def small_gpt2(out: Path) -> Path:
     """--quick: a 2-layer GPT-2 (hidden 128, vocabulary 1024), saved once under `out`."""
-    hub = keras_worlds.keras_hub()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "gpt2_small_random.keras"
-    if not path.exists():
-        keras_worlds.module(keras_worlds.World.KERAS3).utils.set_random_seed(0)
-        backbone = hub.models.GPT2Backbone(
-            vocabulary_size=1024, num_layers=2, num_heads=4, hidden_dim=128,
-            intermediate_dim=512, max_sequence_length=1024,
-        )  # fmt: skip
-        hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None).save(path)
-    return path
+    return lm_decode.random_gpt2(
+        out, "gpt2_small_random", vocabulary_size=1024, num_layers=2, num_heads=4,
+        hidden_dim=128, intermediate_dim=512,
+    )  # fmt: skip
 
 
 def llama_tools(folder: Path) -> dict[str, Path]:
@@ -155,24 +148,6 @@ def parity(model: Any, files: dict[str, Path], tools: dict[str, Path]) -> dict[s
 # A fork+exec child starts with its parent's peak RSS (Linux carries the old address space's high
 # water mark through exec), and this parent holds TensorFlow and the model: each timed command is
 # started by a small Python process instead, which reports its child's own peak (os.wait4).
-RSS_WRAPPER = (
-    "import os, subprocess, sys\n"
-    "proc = subprocess.Popen(sys.argv[2:])\n"
-    "_, status, usage = os.wait4(proc.pid, 0)\n"
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
-    "sys.exit(os.waitstatus_to_exitcode(status))\n"
-)
-
-
-def child(cmd: list[str]) -> tuple[str, float]:
-    """Run `cmd`; its stdout and its own peak RSS in MB."""
-    with tempfile.TemporaryDirectory() as tmp:
-        rss = Path(tmp) / "maxrss_kb"
-        proc = subprocess.run([sys.executable, "-c", RSS_WRAPPER, str(rss), *cmd],
-                              capture_output=True, text=True)  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {proc.stderr[-2000:]}")
-        return proc.stdout, int(rss.read_text()) / 1024
 
 
 def tfopt_time(path: Path, threads: int, run: Run) -> dict[str, float]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tfopt.commands.options import MIN_SECONDS, TIMED_THREADS
+from tfopt.commands.options import LOOKUP, MIN_SECONDS, TIMED_THREADS
 from tfopt.commands.wrap import command
 from tfopt.report.registry import View
 from tfopt.runtime.cpuopts import CPU_KEYS
@@ -69,14 +69,7 @@ def _kind(kind: Any) -> str:
     type=click.IntRange(min=1),
     help="With --lm: tokens generated per run.",
 )
-@click.option(
-    "--lookup",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0, max=7),
-    help="With --lm: prompt-lookup decoding, up to this many drafted tokens checked per verify "
-    "step (greedy output unchanged; helps where the text repeats its prompt).",
-)
+@LOOKUP
 @click.option(
     "--accelerator",
     default="cpu",

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tfopt.commands.options import Threads
+from tfopt.commands.options import LOOKUP, Threads
 from tfopt.commands.wrap import command
 from tfopt.report.registry import View
 
@@ -29,14 +29,7 @@ from tfopt.report.registry import View
     "--top-k", type=click.IntRange(min=1), help="Sample from the top K tokens (default: greedy)."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed for --top-k sampling.")
-@click.option(
-    "--lookup",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0, max=7),
-    help="Prompt-lookup decoding (greedy): draft up to this many tokens from earlier text and "
-    "check them in one step; the output is the same, faster where it repeats the prompt.",
-)
+@LOOKUP
 @click.option("--threads", default=1, show_default=True, type=Threads(many=False))
 @command(streams=True)
 def generate_cmd(stream: bool, **options: Any) -> tuple[View, Any]:

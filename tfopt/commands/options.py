@@ -71,6 +71,17 @@ MIN_SECONDS = click.option(
 )
 
 
+LOOKUP = click.option(
+    "--lookup",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0, max=7),
+    help="Prompt-lookup decoding (greedy, LMs): draft up to this many tokens from earlier text "
+    "and check them in one verify step; the output is the same, faster where it repeats itself "
+    "or its prompt.",
+)
+
+
 def METADATA_OPTIONS(f: Any) -> Any:  # noqa: N802 - a decorator, named like the others
     """The TFLite metadata flags (convert and metadata): one per field of `Metadata`, named by
     its key (--model-name for `name`)."""
