@@ -24,6 +24,7 @@ class RecipeError(TfoptError):
 
 class StageKind(StrEnum):
     PRUNE = "prune"
+    CHANNELS = "channels"
     CLUSTER = "cluster"
     QAT = "qat"
     LOWRANK = "lowrank"
@@ -39,6 +40,11 @@ class Schedule(StrEnum):
 class Unit(StrEnum):
     EPOCHS = "epochs"
     STEPS = "steps"
+
+
+class Criterion(StrEnum):
+    L1 = "l1"
+    L2 = "l2"
 
 
 class CentroidInit(StrEnum):
@@ -117,6 +123,42 @@ class PruneStage(Stage):
             return None
         m, n = str(self.m_by_n).split(":")
         return int(m), int(n)
+
+
+@dataclass(frozen=True)
+class ChannelsStage(Stage):
+    """Structured pruning: whole filters/channels with the lowest norm removed, then fine-tuned.
+
+    The model that comes out is smaller and dense, so its MACs fall in every precision. Either
+    `ratio` (the fraction of channels removed in every prunable group) or `macs` (the fraction of
+    the model's multiply-adds to remove; the ratio is searched) is set. Kept channel counts are
+    multiples of `multiple` and at least `min_channels`.
+    """
+
+    kind: ClassVar[StageKind] = StageKind.CHANNELS
+    ratio: float | None = None
+    macs: float | None = None
+    criterion: Criterion = Criterion.L2
+    multiple: int = 8
+    min_channels: int = 8
+    skip: str | None = None  # regex of producer layers whose channels stay
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(
+            self, "criterion", _enum(Criterion, self.kind, "criterion", self.criterion)
+        )
+        if (self.ratio is None) == (self.macs is None):
+            raise _fail(self.kind, "ratio", self.ratio, "expected exactly one of ratio or macs")
+        for name in ("ratio", "macs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not 0 < value < 1):
+                raise _fail(self.kind, name, value, f"expected 0 < {name} < 1")
+        for name in ("multiple", "min_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise _fail(self.kind, name, value, "expected an integer >= 1")
+        _check_regex(self.kind, "skip", self.skip)
 
 
 @dataclass(frozen=True)
@@ -277,9 +319,14 @@ class ConvertStage:
 
 STAGES: dict[StageKind, type] = {
     cls.kind: cls
-    for cls in (PruneStage, ClusterStage, QatStage, LowRankStage, DistillStage, ConvertStage)
-}
-AnyStage = PruneStage | ClusterStage | QatStage | LowRankStage | DistillStage | ConvertStage
+    for cls in (
+        PruneStage, ChannelsStage, ClusterStage, QatStage, LowRankStage, DistillStage, ConvertStage
+    )
+}  # fmt: skip
+AnyStage = (
+    PruneStage | ChannelsStage | ClusterStage | QatStage | LowRankStage | DistillStage
+    | ConvertStage
+)  # fmt: skip
 
 
 def _enum(cls: type[StrEnum], stage: str, name: str, value: Any) -> Any:

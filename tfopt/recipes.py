@@ -24,8 +24,10 @@ from tfopt.recipe_stages import (
     STAGES,
     AnyStage,
     CentroidInit,
+    ChannelsStage,
     ClusterStage,
     ConvertStage,
+    Criterion,
     DistillStage,
     LowRankStage,
     PruneStage,
@@ -38,9 +40,9 @@ from tfopt.recipe_stages import (
 )
 
 __all__ = [
-    "METADATA_FIELDS", "STAGES", "AnyStage", "CentroidInit", "ClusterStage", "ConvertStage",
-    "DistillStage", "LowRankStage", "PruneStage", "QatStage", "Recipe", "RecipeError",
-    "Schedule", "Stage", "StageKind", "Unit", "dump", "load_recipe", "parse", "shipped",
+    "METADATA_FIELDS", "STAGES", "AnyStage", "CentroidInit", "ChannelsStage", "ClusterStage",
+    "ConvertStage", "Criterion", "DistillStage", "LowRankStage", "PruneStage", "QatStage",
+    "Recipe", "RecipeError", "Schedule", "Stage", "StageKind", "Unit", "dump", "load_recipe", "parse", "shipped",
 ]  # fmt: skip
 
 # A recipe's `runtime` fields and the type each takes in YAML/JSON (a list for the tuple).
@@ -78,6 +80,14 @@ class Recipe:
         ):
             raise RecipeError(
                 f"recipe '{self.name}': 'qat' must come after prune, cluster, lowrank and distill"
+            )
+        if StageKind.CHANNELS in kinds and any(
+            k in (StageKind.PRUNE, StageKind.CLUSTER, StageKind.QAT)
+            for k in kinds[: kinds.index(StageKind.CHANNELS)]
+        ):
+            raise RecipeError(
+                f"recipe '{self.name}': 'channels' rebuilds the model, so it must come before "
+                "prune, cluster and qat"
             )
         if (
             StageKind.CLUSTER in kinds
