@@ -96,9 +96,14 @@ class PruneStage(Stage):
     m_by_n: str | None = None
     layers: str | None = None  # regex of layers to prune; None: every prunable layer
     skip: str | None = None  # regex of layers to leave dense
+    # "xnnpack": tfmot's PruneForLatencyOnXNNPack, only the 1x1 convolutions XNNPACK's sparse
+    # (NCHW SpMM) kernels run, and on tf_keras a check that the model's layout allows them.
+    policy: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.policy not in (None, "xnnpack"):
+            raise _fail(self.kind, "policy", self.policy, "expected xnnpack (or no policy)")
         object.__setattr__(self, "schedule", _enum(Schedule, self.kind, "schedule", self.schedule))
         object.__setattr__(self, "unit", _enum(Unit, self.kind, "unit", self.unit))
         object.__setattr__(self, "block_size", tuple(self.block_size))

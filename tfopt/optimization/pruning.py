@@ -19,6 +19,8 @@ def select_layers(
     for name, layer, size in candidates:
         if (stage.layers and not matches(stage.layers, name)) or matches(stage.skip, name):
             continue
+        if stage.policy == "xnnpack" and not is_pointwise_conv(layer):
+            continue
         if stage.m_n and size % stage.m_n[1]:
             why = f"input size {size} is not a multiple of {stage.m_n[1]}"
             if stage.layers:
@@ -27,8 +29,19 @@ def select_layers(
             continue
         chosen.append((name, layer))
     if not chosen:
-        raise StageError(f"prune: no {kinds} to prune (check 'layers' and 'skip')")
+        raise StageError(f"prune: no {kinds} to prune (check 'layers', 'skip' and 'policy')")
+    if stage.policy == "xnnpack" and stage.sparsity <= 2 / 3:
+        notes.append(
+            "XNNPACK runs sparse only where more than 2/3 of the 1x1 weights are zero; "
+            f"sparsity {stage.sparsity} keeps it dense"
+        )
     return chosen, notes
+
+
+def is_pointwise_conv(layer: Any) -> bool:
+    """A 1x1 Conv2D: the only layer `policy: xnnpack` prunes (tfmot's PruneForLatencyOnXNNPack
+    `allow_pruning`), in either Keras world."""
+    return type(layer).__name__ == "Conv2D" and tuple(layer.kernel_size) == (1, 1)
 
 
 def schedule_steps(ctx: Context, stage: PruneStage) -> tuple[int, int, int]:

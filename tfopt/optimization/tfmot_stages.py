@@ -40,6 +40,8 @@ def input_size(layer: Any) -> int:
 def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     t = tfmot()
     keras = keras_worlds.module(World.TF_KERAS)
+    if stage.policy == "xnnpack":
+        check_xnnpack_layout(t, ctx.model)
     candidates = [(x.name, x, input_size(x)) for x in ctx.model.layers if _prunable(x)]
     pairs, notes = select_layers(candidates, stage)
     chosen = [layer for _, layer in pairs]
@@ -66,6 +68,18 @@ def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
         "schedule": {"begin_step": begin, "end_step": end, "frequency": freq},
         "notes": notes,
     }
+
+
+def check_xnnpack_layout(t: Any, model: Any) -> None:
+    """tfmot's PruneForLatencyOnXNNPack check: a layout XNNPACK's sparse NCHW path can run
+    (3x3 stride-2 first convolution after ZeroPadding2D(1), supported layers up to a
+    GlobalAveragePooling2D(keepdims=True)). Raises StageError with tfmot's reason."""
+    try:
+        t.sparsity.keras.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(model)
+    except ValueError as exc:
+        raise StageError(
+            f"prune policy xnnpack: the model does not fit XNNPACK's sparse path ({first_line(exc)})"
+        ) from None
 
 
 def cluster(ctx: Context, stage: ClusterStage) -> dict[str, Any]:
