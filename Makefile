@@ -133,10 +133,11 @@ bench-zoo: $(STAMP) fortunes  ## Compatibility matrix -> benchmarks/results/zoo.
 	$(BIN)/python -c "import skimage" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[zoo]'
 	$(BIN)/python benchmarks/zoo.py --out zoo-out $(ZOO_ARGS)
 
-# tfopt's .tflite against ONNX Runtime and OpenVINO on the same two Keras models (a MobileNetV2
-# trained on Fashion-MNIST, the real all-MiniLM-L6-v2 padded to 128 and at each sentence's own
-# length), quality next to speed, 1 and 2 threads. peers-out/ is a cache (the trained CNN, every
-# model file); about 30 min on 2 cores.
+# tfopt's .tflite against ONNX Runtime and OpenVINO on the same Keras models (MobileNetV2s trained
+# on Fashion-MNIST: alpha 0.35 at 96 and alpha 1.0 at 224, the real all-MiniLM-L6-v2 padded to 128
+# and at each sentence's own length), quality next to speed, 1 and 2 threads. peers-out/ is a
+# cache (the trained CNNs, every model file); about 45 min on 2 cores, plus ~15 min the first time
+# (training the 224 CNN). PEERS_ARGS="--models cnn224 --results-name peers_cnn224" runs one model.
 PEERS_ARGS ?=
 bench-peers: $(STAMP) fashion-mnist fortunes  ## tfopt vs ONNX Runtime vs OpenVINO -> benchmarks/results/peers.*
 	$(BIN)/python -m pip install --quiet -e '.[dev,peers]'
