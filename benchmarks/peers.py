@@ -145,6 +145,10 @@ def quality_text(v: dict[str, Any]) -> str:
     return f"cos {q['mean_cosine']:.4f} (worst {q['worst_cosine']:.4f})"
 
 
+def macs_text(v: dict[str, Any]) -> str:
+    return f"{v['macs'] / 1e6:.0f}M MACs" if v.get("macs") else ""
+
+
 def summarize(doc: dict[str, Any]) -> list[list[Any]]:
     """Per model and thread count: the fastest passing variant of tfopt, ORT and OpenVINO."""
     rows = []
@@ -176,7 +180,7 @@ def markdown(doc: dict[str, Any]) -> str:
                     "yes" if v["passes"] else "no")  # fmt: skip
                 rows.append([name, threads, v["label"], v["family"],
                              f"{ms:.2f}" if ms is not None else "-",
-                             "; ".join(filter(None, [quality_text(v), v["error"]])),
+                             "; ".join(filter(None, [quality_text(v), macs_text(v), v["error"]])),
                              gate])  # fmt: skip
     table = markdown_table(
         ["model", "threads", "variant", "runtime", "ms", "quality", "passes gate"], rows

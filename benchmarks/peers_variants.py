@@ -30,6 +30,7 @@ class Variant:
     tfopt_refused: bool = False  # a check=False copy: timed, never counted as tfopt's
     quality: dict[str, float] | None = None
     passes: bool = False
+    macs: int | None = None  # dense multiply-accumulates per invoke, where counted (cnn224)
 
 
 def log(message: str) -> None:
