@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import sys
 import time
@@ -281,18 +282,21 @@ def recipe_data(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
 
 def recipe_variants(source: Path, folder: Path) -> list[Variant]:
     """tfopt variants from `tfopt.optimize` with each CNN224_RECIPES recipe this tfopt ships
-    (cached per recipe in folder/recipe_<name>/); a recipe not shipped is skipped."""
+    (cached in folder/recipe_<name>_<hash of the recipe and the fine-tune constants>/: delete
+    those folders after changing a stage's code); a recipe not shipped is skipped."""
     import tfopt
     from tfopt.errors import TfoptError
     from tfopt.optimization.run import OptimizeOptions
-    from tfopt.recipes import shipped
+    from tfopt.recipes import load_recipe, shipped
 
     names, out = set(shipped()), []
     for name in CNN224_RECIPES:
         if name not in names:
             log(f"cnn224 recipe {name}: not shipped in this tfopt, skipped")
             continue
-        run_dir = folder / f"recipe_{name}"
+        fingerprint = json.dumps([load_recipe(name).to_dict(), RECIPE_IMAGES, RECIPE_EPOCHS,
+                                  RECIPE_BATCH], sort_keys=True)  # fmt: skip
+        run_dir = folder / f"recipe_{name}_{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
         report = run_dir / "report.json"
         if not report.exists():
             data = recipe_data(folder, *fashion_mnist("train"))
