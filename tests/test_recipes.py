@@ -29,6 +29,9 @@ SHIPPED = [
     "cluster16-qat-int8",
     "lowrank-dynamic",
     "distill-prune75-int8",
+    "channels30-int8",
+    "channels50-int8",
+    "channels30-float16",
 ]
 
 
@@ -91,6 +94,19 @@ BAD = {
     ),
     "runtime-field": ("runtime: {cores: 2}\nstages: [{stage: convert}]", "unknown field 'cores'"),
     "runtime-threads": ("runtime: {threads: 0}\nstages: [{stage: convert}]", "threads=0"),
+    "channels-both": (
+        "stages: [{stage: channels, ratio: 0.3, macs: 0.3}, {stage: convert}]",
+        "exactly one of ratio or macs",
+    ),
+    "channels-macs": ("stages: [{stage: channels, macs: 1.2}, {stage: convert}]", "macs=1.2"),
+    "channels-criterion": (
+        "stages: [{stage: channels, ratio: 0.3, criterion: l3}]",
+        "expected one of l1, l2",
+    ),
+    "channels-after-prune": (
+        "stages: [{stage: prune}, {stage: channels, ratio: 0.3}, {stage: convert}]",
+        "'channels' rebuilds the model",
+    ),
 }
 
 

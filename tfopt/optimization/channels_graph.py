@@ -78,7 +78,7 @@ def _history(obj: Any, out: list[str]) -> None:
             return
         for value in obj.values():
             _history(value, out)
-    elif isinstance(obj, list):
+    elif isinstance(obj, list | tuple):
         if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
             out.append(obj[0])
             return
@@ -138,7 +138,7 @@ def _role(node: Node, rank: int) -> str:
     `rank`: the rank of the layer's output."""
     c = node.config
     last = c.get("data_format") in (None, "channels_last")
-    if "" in node.inputs or c.get("activation") in _ACROSS_CHANNELS:
+    if "" in node.inputs:
         return "opaque"
     if node.cls in PRODUCERS:
         return "producer" if c.get("groups", 1) == 1 and last else "opaque"
@@ -171,6 +171,8 @@ def build_graph(nodes: dict[str, Node], outputs: list[str], shapes: dict[str, tu
             space = union.add()
             if role != "producer":
                 fixed[space] = f"{node.cls} '{name}'"
+            elif node.config.get("activation") in _ACROSS_CHANNELS:
+                fixed[space] = f"{node.config['activation']} of '{name}'"
         if role == "opaque":
             for i in ins:
                 fixed.setdefault(i, f"read by {node.cls} '{name}'")

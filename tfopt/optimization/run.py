@@ -26,6 +26,7 @@ from tfopt.inspection import weight_stats
 from tfopt.loading import SourceKind, TensorSpec, from_keras, load
 from tfopt.metadata import read_labels
 from tfopt.optimization import training
+from tfopt.optimization.channels import count_macs
 from tfopt.optimization.context import Context, World, copy_model, kernel_stats, overall_sparsity
 from tfopt.optimization.result import OptimizeReport
 from tfopt.optimization.stages import run_stage
@@ -82,6 +83,7 @@ def _snapshot(ctx: Context, name: str, did: dict[str, Any], seconds: float) -> d
         "did": did,
         "seconds": round(seconds, 1),
         "params": int(ctx.model.count_params()),
+        "macs": count_macs(ctx.model),  # Conv/Dense multiply-adds per sample (None: uncountable)
         "sparsity": overall_sparsity(stats),
         "max_unique_per_kernel": max((s["unique"] for s in stats.values()), default=0),
         "val_accuracy": None if val.y is None else round(training.evaluate(ctx.model, val), 4),

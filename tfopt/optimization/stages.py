@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tfopt.optimization import lowrank, native, qat_keras3, tfmot_stages
+from tfopt.optimization import channels, lowrank, native, qat_keras3, tfmot_stages
 from tfopt.optimization.context import Context, World
 from tfopt.recipes import StageKind
 
@@ -13,6 +13,8 @@ Runner = Callable[[Context, Any], dict[str, Any]]
 RUNNERS: dict[tuple[StageKind, World], Runner] = {
     (StageKind.PRUNE, World.TF_KERAS): tfmot_stages.prune,
     (StageKind.PRUNE, World.KERAS3): native.prune,
+    (StageKind.CHANNELS, World.TF_KERAS): channels.channels,
+    (StageKind.CHANNELS, World.KERAS3): channels.channels,
     (StageKind.CLUSTER, World.TF_KERAS): tfmot_stages.cluster,
     (StageKind.QAT, World.TF_KERAS): tfmot_stages.qat,
     (StageKind.QAT, World.KERAS3): qat_keras3.qat,

@@ -20,6 +20,7 @@ def _stage_rows(r: dict[str, Any], rounded: bool) -> list[list[Any]]:
         [
             s["stage"],
             s["params"],
+            None if s.get("macs") is None else round(s["macs"] / 1e6, 2),
             pct(s["sparsity"], 1),
             s["max_unique_per_kernel"],
             None if s["val_accuracy"] is None else pct(s["val_accuracy"], 2),
@@ -41,7 +42,7 @@ def _accuracy(t: dict[str, Any]) -> str:
 @renders(View.OPTIMIZE, Format.TEXT)
 def text(r: dict[str, Any]) -> str:
     t = r["tflite"]
-    headers = ["stage", "params", "sparsity_%", "max_unique", "val_acc_%", "seconds"]
+    headers = ["stage", "params", "MMACs", "sparsity_%", "max_unique", "val_acc_%", "seconds"]
     return "\n".join(
         [
             text_table(headers, _stage_rows(r, rounded=False)),
@@ -88,7 +89,7 @@ def markdown(r: dict[str, Any]) -> str:
             "## Stages (validation accuracy of the Keras model after each stage)",
             "",
             markdown_table(
-                ["stage", "params", "sparsity %", "max unique/kernel", "val acc %", "seconds"],
+                ["stage", "params", "MMACs", "sparsity %", "max unique/kernel", "val acc %", "seconds"],
                 _stage_rows(r, rounded=True),
             ),
             "",
