@@ -103,11 +103,13 @@ def test_removing_dead_channels_keeps_the_outputs(
     name: str, saved: dict[str, Path], digits: dict[str, np.ndarray]
 ) -> None:
     model = load(saved[name]).model
-    stage = ChannelsStage(ratio=0.25, multiple=1, min_channels=1)
+    stage = ChannelsStage(ratio=0.25, multiple=1, min_channels=1, residual=True)
     m = read_model(model)
     if "residual" in name:  # stem + both projects are one group: the Adds join them
         (group,) = [s for s in m.graph.prunable() if "stem" in s.producers]
         assert set(group.producers) == {"stem", "b0_project", "b1_project"}
+        alone = plan_channels(m, ChannelsStage(ratio=0.25, multiple=1, min_channels=1))
+        assert group.id not in alone.keep and "residual group(s) kept whole" in alone.notes[0]
     dead = _kill(m, stage)
     plan = plan_channels(m, stage)
     assert set(plan.keep) == set(dead) and len(plan.keep) >= 2

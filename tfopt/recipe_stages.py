@@ -146,6 +146,7 @@ class ChannelsStage(Stage):
     criterion: Criterion = Criterion.L2
     multiple: int = 8
     min_channels: int = 8
+    residual: bool = False  # also prune groups an Add joins (residual streams: narrow, costly)
     skip: str | None = None  # regex of producer layers whose channels stay
 
     def __post_init__(self) -> None:
@@ -163,6 +164,8 @@ class ChannelsStage(Stage):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise _fail(self.kind, name, value, "expected an integer >= 1")
+        if not isinstance(self.residual, bool):
+            raise _fail(self.kind, "residual", self.residual, "expected true or false")
         _check_regex(self.kind, "skip", self.skip)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from tfopt.optimization.channels_graph import (
     DEPTHWISE,
+    MERGES,
     PRODUCERS,
     Graph,
     build_graph,
@@ -27,9 +28,11 @@ from tfopt.optimization.channels_graph import (
     read_nodes,
 )
 from tfopt.optimization.context import Context, StageError, matches
+from tfopt.optimization.training import model_args
 from tfopt.recipes import ChannelsStage, Criterion
 
 MAX_RATIO = 0.9  # the most of a group `macs` may remove
+RECALIBRATION = 1024  # training samples whose statistics reset BatchNorm (batches of 64)
 PLAIN = ("Functional", "Sequential")
 
 
@@ -175,13 +178,17 @@ def _ratio_for(m: Model, spaces: list[int], stage: ChannelsStage, before: int) -
 
 def plan_channels(m: Model, stage: ChannelsStage) -> ChannelPlan:
     """Which channels each prunable group keeps (StageError when none can go)."""
-    notes, spaces = [], []
+    notes, spaces, residual = [], [], 0
     for space in m.graph.prunable():
         skipped = [p for p in space.producers if matches(stage.skip, p)]
-        if skipped:
+        if not stage.residual and any(m.graph.nodes[n].cls in MERGES for n in space.members):
+            residual += 1
+        elif skipped:
             notes.append(f"channels of {skipped[0]} kept (skip)")
         else:
             spaces.append(space.id)
+    if residual:
+        notes.append(f"{residual} residual group(s) kept whole (set residual: true to prune them)")
     if not spaces:
         raise StageError(
             "channels: no prunable channel group (every Conv/Dense output reaches a model output, "
@@ -254,16 +261,43 @@ def rebuild(m: Model, plan: ChannelPlan) -> Any:
     return small
 
 
+def recalibrate(model: Any, x: dict[str, np.ndarray], batch: int = 64) -> int:
+    """Re-estimate every BatchNorm's moving mean and variance as the average over training-mode
+    passes on `x` (at most RECALIBRATION samples); returns the number of BatchNorm layers.
+
+    Removing the channels a layer reads changes what it writes, so the statistics its BatchNorm
+    learned are stale; with keras.applications' momentum of 0.999 a short fine-tune would not
+    move them, and the model would be judged (and converted) with the wrong ones.
+    """
+    bns = [y for y in model.layers if type(y).__name__ == "BatchNormalization"]
+    momenta = [b.momentum for b in bns]
+    n = min(RECALIBRATION, len(next(iter(x.values()))))
+    try:
+        for i, start in enumerate(range(0, n if bns else 0, batch)):
+            for b in bns:
+                b.momentum = i / (i + 1)  # a running average over the batches
+            model(model_args(model, {k: v[start : start + batch] for k, v in x.items()}),
+                  training=True)  # fmt: skip
+    finally:
+        for b, momentum in zip(bns, momenta, strict=True):
+            b.momentum = momentum
+    return len(bns)
+
+
 def channels(ctx: Context, stage: ChannelsStage) -> dict[str, Any]:
-    """The stage runner (both Keras worlds): plan, rebuild, fine-tune."""
+    """The stage runner (both Keras worlds): plan, rebuild, BatchNorm statistics re-estimated,
+    fine-tune, statistics re-estimated for the fine-tuned weights."""
     m = read_model(ctx.model)
     plan = plan_channels(m, stage)
     ctx.model = rebuild(m, plan)
+    recalibrate(ctx.model, ctx.data.train.x)
     removed, total = plan.removed(m.graph)
     macs = ""
     if plan.macs_before and plan.macs_after is not None:
         macs = f", MACs -{1 - plan.macs_after / plan.macs_before:.0%}"
     ctx.fine_tune(ctx.model, stage, f"channels -{removed / total:.0%}{macs}")
+    if ctx.epochs_for(stage):
+        recalibrate(ctx.model, ctx.data.train.x)
     return {
         "ratio": round(plan.ratio, 4),
         "groups": len(plan.keep),
