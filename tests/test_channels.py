@@ -175,3 +175,23 @@ def test_concatenate_keeps_its_inputs_whole_and_free_sizes_refuse_macs(keras3: A
     plan = plan_channels(m, ChannelsStage(ratio=0.5))
     assert [len(k) for k in plan.keep.values()] == [16]
     assert any("Concatenate" in n for n in plan.notes)
+
+
+def test_tune_searches_structured_pruning(
+    saved: dict[str, Path], opt_data: Path, tmp_path: Path
+) -> None:
+    """A channels recipe is one more variant of the search, judged under the same gate, and the
+    winner is shown beside the presets."""
+    import tfopt
+    from tfopt.tuning import Space
+
+    space = Space(precisions=("int8",), aeq_precisions=(), calibration_sizes=(100,),
+                  recipes=("channels30-int8",), selective_float=False, threads=(1,),
+                  xnnpack=(True,), cpu_option_sets=())  # fmt: skip
+    result = tfopt.tune(saved["tf_keras-sequential"], opt_data, "top1_drop<=0.1", tmp_path / "t",
+                        space=space, final_repeats=1, min_seconds=0.1, epochs=3)  # fmt: skip
+    (pruned,) = [r for r in result.trials if r["variant"]["recipe"] == "channels30-int8"]
+    (dense,) = [r for r in result.trials if not r["variant"]["recipe"]]
+    assert pruned["status"] == "ok" and pruned["passed"], pruned.get("reason")
+    assert pruned["size_bytes"] < dense["size_bytes"]
+    assert result.winner is not None and result.presets

@@ -51,12 +51,12 @@ def build(variant: Variant, job: Job, float_model: bytes | None, work: Path) -> 
     float file of this search, or a conversion of the source model."""
     out = work / "model.tflite"
     if variant.recipe:
-        from tfopt.optimization import optimize
+        from tfopt.optimization import OptimizeOptions, optimize
 
         assert job.train_data is not None
-        optimize(job.model, variant.recipe_object(None), job.train_data, work / "recipe",
-                 epochs=job.epochs, batch_size=job.batch_size, overwrite=True,
-                 unsafe=job.unsafe, check=False)  # fmt: skip
+        options = OptimizeOptions(epochs=job.epochs, batch_size=job.batch_size, overwrite=True,
+                                  unsafe=job.unsafe, check=False)  # fmt: skip
+        optimize(job.model, variant.recipe_object(None), job.train_data, work / "recipe", options)
         return (work / "recipe" / "model.tflite").read_bytes()
     if variant.quantizer is Quantizer.AEQ and float_model is not None:
         from tfopt.conversion.guards import aeq
