@@ -33,8 +33,8 @@ SIZE224 = 224
 CNN224_PHASES = ((64, 90_000, 2e-3, 64), (128, 10_000, 1e-3, 64), (224, 4_000, 5e-4, 32),
                  (224, 10_000, 3e-4, 32))  # fmt: skip
 CNN224_VAL = 500  # train images held out of training: progress log and the recipes' x_val
-CNN224_RECIPES = ["channels30-int8", "channels30-float16", "sparse-float16"]
-RECIPE_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 1500, 2, 32  # optimize's fine-tune at 224
+CNN224_RECIPES = ["channels30-int8", "channels50-int8"]
+RECIPE_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 3000, 3, 32  # optimize's fine-tune at 224
 
 
 def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +271,7 @@ def prepare_cnn(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
 
 def recipe_data(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     """optimize's .npz at 224 (once): RECIPE_IMAGES training images and the CNN224_VAL ones."""
-    path = folder / "recipe_data.npz"
+    path = folder / f"recipe_data_{RECIPE_IMAGES}.npz"
     if not path.exists():
         split = cnn224_split()
         train = split["train"][:RECIPE_IMAGES]
