@@ -244,18 +244,23 @@ def onnx_of(model: Any, folder: Path, side: int) -> None:
                 folder / "model.onnx")  # fmt: skip
 
 
-def prepare_cnn(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
-    """Train (or reuse) the CNN; every variant's file; held-out images and the Keras accuracy."""
+def cached_model(folder: Path, name: str, train: Any, what: str) -> tuple[Path, Path, Any]:
+    """(folder, model file, loaded tf_keras model): trained once by `train(path)`, then reused."""
     from tfopt import keras_worlds
 
-    folder = out / "cnn"
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "mobilenetv2_035_fmnist.keras"
+    source = folder / name
     if not source.exists():
-        log("training MobileNetV2 0.35 on Fashion-MNIST (cached for later runs)")
-        train_cnn(source)
+        log(f"training {what} on Fashion-MNIST (cached for later runs)")
+        train(source)
     keras = keras_worlds.module(keras_worlds.World.TF_KERAS)
-    model = keras.models.load_model(source, compile=False)
+    return folder, source, keras.models.load_model(source, compile=False)
+
+
+def prepare_cnn(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
+    """Train (or reuse) the CNN; every variant's file; held-out images and the Keras accuracy."""
+    folder, source, model = cached_model(out / "cnn", "mobilenetv2_035_fmnist.keras", train_cnn,
+                                         "MobileNetV2 0.35")  # fmt: skip
     x_eval, y_eval = held_out(n_eval, SIZE)
     train_x, _ = fashion_mnist("train")
     calib = {"image": to_input(train_x[-CALIBRATION:])}  # images never used in training
@@ -321,17 +326,9 @@ def recipe_variants(source: Path, folder: Path) -> list[Variant]:
 def prepare_cnn224(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
     """Train (or reuse) MobileNetV2 1.0 at 224; every variant's file; held-out images, the Keras
     accuracy, the training log and the model's MACs."""
-    from tfopt import keras_worlds
-
-    folder = out / "cnn224"
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "mobilenetv2_100_fmnist224.keras"
-    if not source.exists():
-        log("training MobileNetV2 1.0 at 224 on Fashion-MNIST (cached for later runs)")
-        train_cnn224(source)
+    folder, source, model = cached_model(out / "cnn224", "mobilenetv2_100_fmnist224.keras",
+                                         train_cnn224, "MobileNetV2 1.0 at 224")  # fmt: skip
     training = json.loads((folder / "training.json").read_text())
-    keras = keras_worlds.module(keras_worlds.World.TF_KERAS)
-    model = keras.models.load_model(source, compile=False)
     x_eval, y_eval = held_out(n_eval, SIZE224)
     train_x, _ = fashion_mnist("train")
     calib = {"image": to_input(train_x[cnn224_split()["calibration"]], SIZE224)}
