@@ -2,6 +2,7 @@
 
     python benchmarks/tune.py minilm [--out tune-out]   # all-MiniLM-L6-v2 on fortunes, cosine>=0.995
     python benchmarks/tune.py fmnist [--out tune-out]   # Fashion-MNIST CNN, top1_drop<=0.005, recipes
+    python benchmarks/tune.py cnn224 [--out tune-out]   # MobileNetV2 224 of peers.py, channel pruning
     python benchmarks/tune.py cost   [--out tune-out]   # trials/hour: 1 node vs a 2-node local cluster
 
 Each mode runs `tfopt.tune` for real and copies its tune.json (every trial, the re-timed front
@@ -16,10 +17,8 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tfopt  # noqa: E402
+from tests.ray_nodes import local_cluster  # noqa: E402
 from tfopt.recipes import shipped  # noqa: E402
 from tfopt.tuning import Space  # noqa: E402
 
@@ -60,6 +60,32 @@ def fmnist(out: Path, limit: int) -> dict[str, Any]:
                       space=Space(calibration_sizes=(100, 400),
                                   recipes=tuple(shipped())),
                       epochs=1, eval_samples=1000, min_seconds=0.5).to_dict()  # fmt: skip
+
+
+def cnn224(out: Path, peers_out: Path) -> dict[str, Any]:
+    """The trained MobileNetV2 1.0 at 224 of `peers.py` (cached in PEERS_OUT/cnn224/, trained on
+    first use, 21 min): converter precisions and the channel-pruning recipes of the peers table,
+    fine-tuned as there, under its gate (accuracy within 1 point of the Keras model)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers_cnn import (  # type: ignore[import-not-found]
+        CNN224_RECIPES,
+        RECIPE_BATCH,
+        RECIPE_EPOCHS,
+        cached_model,
+        fashion_mnist,
+        recipe_data,
+        train_cnn224,
+    )
+
+    folder, source, _ = cached_model(peers_out / "cnn224", "mobilenetv2_100_fmnist224.keras",
+                                     train_cnn224, "MobileNetV2 1.0 at 224")  # fmt: skip
+    data = recipe_data(folder, *fashion_mnist("train"))
+    space = Space(precisions=("float32", "float16", "dynamic", "int8"), aeq_precisions=(),
+                  calibration_sizes=(100,), recipes=tuple(CNN224_RECIPES), selective_float=False,
+                  threads=(1, 2), xnnpack=(True,), cpu_option_sets=())  # fmt: skip
+    return tfopt.tune(source, data, "top1_drop<=0.01", out / "cnn224", overwrite=True,
+                      space=space, epochs=RECIPE_EPOCHS, batch_size=RECIPE_BATCH,
+                      eval_samples=500, min_seconds=1.0).to_dict()  # fmt: skip
 
 
 def _digits(out: Path) -> tuple[Path, Path]:
@@ -99,23 +125,9 @@ def cost(out: Path) -> dict[str, Any]:
     model, data = _digits(out)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     runs = {"1 node, 1 CPU": _cli_tune(model, data, out / "cost-1node", "--ray-cpus", "1", env=env)}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray = str(Path(sys.executable).parent / "ray")
-    tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    common = ["--num-cpus", "1", "--disable-usage-stats", "--object-store-memory", "200000000"]
-    try:
-        subprocess.run([ray, "start", "--head", "--port", str(port), "--include-dashboard",
-                        "false", "--temp-dir", str(tmp / "h"), *common], env=env, check=True,
-                       capture_output=True)  # fmt: skip
-        subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--temp-dir",
-                        str(tmp / "w"), *common], env=env, check=True, capture_output=True)  # fmt: skip
+    with local_cluster(nodes=2, object_store=200_000_000) as address:
         runs["2 nodes, 1 CPU each"] = _cli_tune(model, data, out / "cost-2nodes", "--ray-address",
-                                                f"127.0.0.1:{port}", env=env)  # fmt: skip
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+                                                address, env=env)  # fmt: skip
     return {
         name: {"trials": r["trials_run"], "seconds": r["seconds"],
                "trials_per_hour": r["trials_per_hour"], "nodes_used": r["nodes_used"],
@@ -126,9 +138,10 @@ def cost(out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["minilm", "fmnist", "cost"])
+    parser.add_argument("mode", choices=["minilm", "fmnist", "cnn224", "cost"])
     parser.add_argument("--out", default="tune-out")
     parser.add_argument("--limit-train", type=int, default=12000)
+    parser.add_argument("--peers-out", default="peers-out", help="cnn224: where peers.py keeps it")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +150,8 @@ def main() -> None:
         doc = minilm(out)
     elif args.mode == "fmnist":
         doc = fmnist(out, args.limit_train)
+    elif args.mode == "cnn224":
+        doc = cnn224(out, Path(args.peers_out))
     else:
         doc = cost(out)
     doc = {"command": f"python benchmarks/tune.py {args.mode}", "wall_s": round(time.time() - started),

@@ -21,6 +21,7 @@ import pytest
 
 import tfopt
 from tests.conftest import SEED, invoke
+from tests.ray_nodes import local_cluster
 from tfopt.recipes import load_recipe
 from tfopt.tuning import Space
 from tfopt.tuning.goal import parse_goal
@@ -56,39 +57,12 @@ def user_files(keras3: Any, digits: dict[str, np.ndarray], tmp_path_factory: Any
     return files
 
 
-def _ray(*args: str, env: dict[str, str]) -> None:
-    done = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[str]:
     """A real two-node Ray cluster on 127.0.0.1: `ray start --head`, then a second node joining
-    it, each with its own temp dir and one CPU. (Short temp dirs: Ray's socket paths must fit
-    in 107 bytes.)"""
-    import shutil
-    import socket
-    import tempfile
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    common = ["--num-cpus", "1", "--object-store-memory", "80000000", "--disable-usage-stats",
-              "--node-ip-address", "127.0.0.1"]  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    tmp_path = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    try:
-        _ray("start", "--head", "--port", str(port), "--include-dashboard", "false",
-             "--temp-dir", str(tmp_path / "head"), *common, env=env)  # fmt: skip
-        _ray("start", "--address", address, "--temp-dir", str(tmp_path / "worker"), *common,
-             env=env)  # fmt: skip
+    it, each with one CPU; stopped without touching other Ray instances on the machine."""
+    with local_cluster(nodes=2) as address:
         yield address
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)  # fmt: skip
-        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
