@@ -61,6 +61,8 @@ def _csv(value: str | None, cast: Any = str) -> tuple[Any, ...] | None:
               "(comma-separated; none: skip). Default: every shipped recipe.")  # fmt: skip
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=0),
               help="Fine-tune epochs per recipe stage.")  # fmt: skip
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Fine-tune batch size of the recipes.")  # fmt: skip
 @click.option("--no-selective-float", is_flag=True,
               help="Skip the per-op sensitivity pass and the kept-in-float variants.")
 @click.option("--budget", type=click.IntRange(min=1), help="At most this many trials.")

@@ -76,14 +76,16 @@ def setup(request: TuneRequest) -> Setup:
     settings = {"goals": [str(g) for g in request.goals],
                 "target": request.target, "space": asdict(space), "seq_len": request.seq_len,
                 "pooling": request.pooling, "eval_samples": request.eval_samples,
-                "epochs": request.epochs, "min_seconds": request.min_seconds}  # fmt: skip
+                "epochs": request.epochs, "batch_size": request.batch_size,
+                "min_seconds": request.min_seconds}  # fmt: skip
     fp = fingerprint(model_path, str(request.data), settings)
     state = state_dir(out, fp, request.resume, request.overwrite)
     runtimes = tuple(space.runtimes())
     job = Job(model=model_path, calibration=parts.calibration, heldout=parts.heldout,
               reference=reference, goals=request.goals, runtimes=runtimes, embedding=embedding,
               seq_len=request.seq_len, unsafe=request.unsafe, imports=request.imports,
-              train_data=parts.train_data, epochs=request.epochs)  # fmt: skip
+              train_data=parts.train_data, epochs=request.epochs,
+              batch_size=request.batch_size)  # fmt: skip
     return Setup(model_path, space, runtimes, out, state, job, started,
                  started + limit if limit else None)  # fmt: skip
 

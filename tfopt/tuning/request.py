@@ -28,7 +28,7 @@ class TuneRequest:
         budget: at most this many trials; `time_limit`: no trial starts after it (900, "30m").
         ray_address: join a running Ray cluster (HOST:PORT); `ray_cpus`: CPUs of a local one.
         resume: continue the search in `out_dir`; `overwrite`: start over.
-        epochs: fine-tune epochs per recipe stage; `seq_len`: fix free dimensions;
+        epochs, batch_size: the recipes' fine-tune; `seq_len`: fix free dimensions;
             `pooling`: how an encoder's sentence embeddings are pooled.
         eval_samples: held-out samples each trial is judged on; `min_seconds`: each timing's
             length; `final_repeats`: interleaved rounds when the front runners are re-timed.
@@ -53,6 +53,7 @@ class TuneRequest:
     unsafe: bool = False
     imports: tuple[str, ...] = ()
     epochs: int = 1
+    batch_size: int = 64
     seq_len: int | None = None
     pooling: str = "mean"
     eval_samples: int = 500
@@ -74,6 +75,8 @@ class TuneRequest:
         if self.objective not in OBJECTIVES:
             raise InputError(f"{option('objective')} {self.objective}: choose "
                              f"{' or '.join(OBJECTIVES)}")  # fmt: skip
+        if self.epochs < 0 or self.batch_size < 1:
+            raise InputError(f"{option('epochs')} must be >= 0 and {option('batch_size')} >= 1")
         if self.budget is not None and self.budget < 1:
             raise InputError(f"{option('budget')} must be at least 1 trial")
         self.seconds  # noqa: B018 - the time limit parses
