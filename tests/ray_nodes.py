@@ -25,32 +25,37 @@ ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"
 
 
 def _ray(*args: str) -> None:
-    done = subprocess.run([str(RAY), *args], env=ENV, capture_output=True, text=True, timeout=120)
+    # A session of its own: the node's daemons inherit its process group, which `stop` kills.
+    done = subprocess.run([str(RAY), *args], env=ENV, capture_output=True, text=True, timeout=120,
+                          start_new_session=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _groups(folder: Path) -> set[int]:
-    """Process groups of the processes started with `folder` in their command lines (`ray start`
-    puts each node's gcs_server, raylet, monitors and agents in one group of their own)."""
-    groups = set()
+def _processes() -> Iterator[tuple[int, int, str, bytes]]:
+    """(pid, process group, state, command line) of every process."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if str(folder).encode() in (proc / "cmdline").read_bytes():
-                groups.add(os.getpgid(int(proc.name)))
-        except (OSError, ProcessLookupError):
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            yield int(proc.name), int(fields[2]), fields[0], (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
             continue
-    return groups - {os.getpgrp()}
+
+
+def _live(groups: set[int]) -> bool:
+    return any(group in groups and state != "Z" for _, group, state, _ in _processes())
 
 
 def stop(folder: Path, grace: float = 10.0) -> None:
-    """SIGTERM to the nodes started under `folder`, SIGKILL to what is left after `grace` s."""
+    """SIGTERM to the process groups of the nodes started under `folder` (found by the folder in
+    their gcs_server's, raylet's and monitors' command lines; their agents and client server,
+    renamed, share the group), SIGKILL to what is left after `grace` s."""
+    groups = {g for _, g, _, cmd in _processes() if str(folder).encode() in cmd} - {os.getpgrp()}
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        groups = _groups(folder)
         for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, sig)
         deadline = time.monotonic() + grace
-        while groups and _groups(folder) and time.monotonic() < deadline:
+        while _live(groups) and time.monotonic() < deadline:
             time.sleep(0.2)
 
 
