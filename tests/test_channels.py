@@ -122,12 +122,13 @@ def test_removing_dead_channels_keeps_the_outputs(
     assert small.count_params() < model.count_params()
 
 
-@pytest.mark.parametrize("name", ["tf_keras-sequential", "keras3-residual"])
+@pytest.mark.parametrize("name, alpha", [("tf_keras-sequential", 0.0), ("keras3-residual", 0.7)])
 def test_optimize_cuts_macs_and_keeps_accuracy(
-    name: str, saved: dict[str, Path], opt_data: Path, tmp_path: Path
+    name: str, alpha: float, saved: dict[str, Path], opt_data: Path, tmp_path: Path
 ) -> None:
-    recipe = parse("stages: [{stage: channels, macs: 0.35}, {stage: convert, precision: int8}]",
-                   "channels.yaml")  # fmt: skip
+    """Fine-tuned on the labels, or (alpha > 0) as the original model's student."""
+    recipe = parse(f"stages: [{{stage: channels, macs: 0.35, alpha: {alpha}}}, "
+                   "{stage: convert, precision: int8}]", "channels.yaml")  # fmt: skip
     report = optimize(saved[name], recipe, str(opt_data), tmp_path / "out",
                       OptimizeOptions(epochs=3, batch_size=32))  # fmt: skip
     original, pruned = report.stages[0], report.stages[1]
@@ -135,6 +136,7 @@ def test_optimize_cuts_macs_and_keeps_accuracy(
     assert pruned["stage"] == "channels" and did["channels_removed"] > 0
     assert original["macs"] == did["macs_before"] and pruned["macs"] == did["macs_after"]
     assert did["macs_after"] <= 0.65 * did["macs_before"]
+    assert did["distilled"] == ({"alpha": alpha, "temperature": 4.0} if alpha else None)
     assert pruned["params"] < original["params"]
     # The saved model and the .tflite are the smaller network, and it still classifies.
     again = load(tmp_path / "out" / "optimized.keras").model

@@ -103,6 +103,10 @@ BAD = {
         "stages: [{stage: channels, ratio: 0.3, criterion: l3}]",
         "expected one of l1, l2",
     ),
+    "channels-alpha": (
+        "stages: [{stage: channels, ratio: 0.3, alpha: 1.5}, {stage: convert}]",
+        "alpha=1.5",
+    ),
     "channels-after-prune": (
         "stages: [{stage: prune}, {stage: channels, ratio: 0.3}, {stage: convert}]",
         "'channels' rebuilds the model",

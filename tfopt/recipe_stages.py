@@ -137,7 +137,8 @@ class ChannelsStage(Stage):
     The model that comes out is smaller and dense, so its MACs fall in every precision. Either
     `ratio` (the fraction of channels removed in every prunable group) or `macs` (the fraction of
     the model's multiply-adds to remove; the ratio is searched) is set. Kept channel counts are
-    multiples of `multiple` and at least `min_channels`.
+    multiples of `multiple` and at least `min_channels`. `alpha` > 0: the fine-tune also learns
+    from the original model's outputs softened by `temperature`, as the distill stage does.
     """
 
     kind: ClassVar[StageKind] = StageKind.CHANNELS
@@ -148,6 +149,8 @@ class ChannelsStage(Stage):
     min_channels: int = 8
     residual: bool = False  # also prune groups an Add joins (residual streams: narrow, costly)
     skip: str | None = None  # regex of producer layers whose channels stay
+    alpha: float = 0.0  # > 0: fine-tune as the original model's student (the distill stage's loss)
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -167,6 +170,7 @@ class ChannelsStage(Stage):
         if not isinstance(self.residual, bool):
             raise _fail(self.kind, "residual", self.residual, "expected true or false")
         _check_regex(self.kind, "skip", self.skip)
+        _check_distill(self.kind, self.temperature, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -239,10 +243,14 @@ class DistillStage(Stage):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.temperature > 0:
-            raise _fail(self.kind, "temperature", self.temperature, "expected > 0")
-        if not 0 <= self.alpha <= 1:
-            raise _fail(self.kind, "alpha", self.alpha, "expected 0 <= alpha <= 1")
+        _check_distill(self.kind, self.temperature, self.alpha)
+
+
+def _check_distill(kind: str, temperature: Any, alpha: Any) -> None:
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise _fail(kind, "temperature", temperature, "expected > 0")
+    if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise _fail(kind, "alpha", alpha, "expected 0 <= alpha <= 1")
 
 
 # The stage's metadata fields are `tfopt.metadata.Metadata`'s, its `name` called `model_name`

@@ -295,7 +295,14 @@ def channels(ctx: Context, stage: ChannelsStage) -> dict[str, Any]:
     macs = ""
     if plan.macs_before and plan.macs_after is not None:
         macs = f", MACs -{1 - plan.macs_after / plan.macs_before:.0%}"
-    ctx.fine_tune(ctx.model, stage, f"channels -{removed / total:.0%}{macs}")
+    desc = f"channels -{removed / total:.0%}{macs}"
+    if stage.alpha > 0 and ctx.epochs_for(stage):
+        from tfopt.optimization.native import student_of_teacher
+
+        loss, targets = student_of_teacher(ctx, stage.temperature, stage.alpha)
+        ctx.fine_tune(ctx.model, stage, desc + ", distilled", loss=loss, y=targets)
+    else:
+        ctx.fine_tune(ctx.model, stage, desc)
     if ctx.epochs_for(stage):
         recalibrate(ctx.model, ctx.data.train.x)
     return {
@@ -305,5 +312,6 @@ def channels(ctx: Context, stage: ChannelsStage) -> dict[str, Any]:
         "channels_in_groups": total,
         "macs_before": plan.macs_before,
         "macs_after": plan.macs_after,
+        "distilled": {"alpha": stage.alpha, "temperature": stage.temperature} if stage.alpha else None,
         "notes": plan.notes,
     }

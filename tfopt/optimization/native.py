@@ -128,8 +128,10 @@ def prune(ctx: Context, stage: PruneStage) -> dict[str, Any]:
     }
 
 
-def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
-    """Fine-tune the student against the original model's softened outputs plus the labels."""
+def student_of_teacher(ctx: Context, temperature: float, alpha: float) -> tuple[Any, np.ndarray]:
+    """The distillation loss, `alpha` x the KL to the original model's outputs softened by
+    `temperature` plus the rest x the label loss, and its targets: each training label beside the
+    teacher's logits (`fine_tune(..., loss=, y=)`)."""
     tf = keras_worlds.tf()
     teacher, data = ctx.teacher, ctx.data.train
     chunks = []
@@ -140,7 +142,7 @@ def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
     t_logits = t_out if ctx.from_logits else np.log(np.clip(t_out, 1e-8, 1.0))
     assert data.y is not None
     packed = np.concatenate([data.y[:, None].astype(np.float32), t_logits], axis=1)
-    temp, alpha, from_logits = float(stage.temperature), float(stage.alpha), ctx.from_logits
+    temp, alpha, from_logits = float(temperature), float(alpha), ctx.from_logits
 
     def loss(y_true: Any, y_pred: Any) -> Any:
         labels = tf.cast(y_true[:, 0], tf.int32)
@@ -152,6 +154,12 @@ def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
         hard = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, student)
         return tf.reduce_mean(alpha * kl + (1 - alpha) * hard)
 
+    return loss, packed
+
+
+def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
+    """Fine-tune the student against the original model's softened outputs plus the labels."""
+    loss, packed = student_of_teacher(ctx, stage.temperature, stage.alpha)
     callbacks = []
     if ctx.pruned:  # keep the zeros an earlier prune stage made
         sparse = [
@@ -164,7 +172,7 @@ def distill(ctx: Context, stage: DistillStage) -> dict[str, Any]:
     ctx.fine_tune(ctx.model, stage, "distill", loss=loss, callbacks=callbacks, y=packed)
     return {
         "teacher": "the original model",
-        "temperature": temp,
-        "alpha": alpha,
+        "temperature": stage.temperature,
+        "alpha": stage.alpha,
         "sparsity_kept": ctx.pruned,
     }

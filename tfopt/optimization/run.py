@@ -172,7 +172,8 @@ def optimize(
         )
     world = World.TF_KERAS if loaded.kind is SourceKind.TF_KERAS else World.KERAS3
     train = _data_for(rec, data, loaded.inputs)
-    needs_teacher = any(s.kind is StageKind.DISTILL for s in rec.stages)
+    # the distill stage, or a channels stage fine-tuning as a student (alpha > 0)
+    needs_teacher = any(s.kind is StageKind.DISTILL or getattr(s, "alpha", 0) > 0 for s in rec.stages)
     ctx = Context(
         model=loaded.model,
         world=world,
