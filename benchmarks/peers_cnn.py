@@ -16,6 +16,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ SIZE224 = 224
 CNN224_PHASES = ((64, 90_000, 2e-3, 64), (128, 10_000, 1e-3, 64), (224, 4_000, 5e-4, 32),
                  (224, 10_000, 3e-4, 32))  # fmt: skip
 CNN224_VAL = 500  # train images held out of training: progress log and the recipes' x_val
-CNN224_RECIPES = ["channels30-int8", "channels50-int8"]
+CNN224_RECIPES = ["channels30-int8", "channels50-int8", "channels30-float16"]
+# XNNPACK's float16 arithmetic (`tfopt bench --cpu-option force_fp16=true`), on CPUs that have it
+# natively (x86 AVX512-FP16, ARM FP16): the float16 files again, judged and timed with it
+FP16_ARITHMETIC = ("api=compiled", "force_fp16=true")
 RECIPE_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 3000, 3, 32  # optimize's fine-tune at 224
 
 
@@ -323,6 +327,17 @@ def recipe_variants(source: Path, folder: Path) -> list[Variant]:
     return out
 
 
+def fp16_arithmetic(variants: list[Variant]) -> list[Variant]:
+    """The float16 files once more with XNNPACK's fp16 arithmetic, where the CPU has it."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if not any(f in flags.split() for f in ("avx512_fp16", "asimdhp")):
+        log("cnn224: no native float16 arithmetic on this CPU; no fp16-arithmetic variants")
+        return []
+    return [replace(v, label=f"{v.label}, fp16 arithmetic", cpu=FP16_ARITHMETIC,
+                    note=f"{v.note}; --cpu-option {' '.join(FP16_ARITHMETIC)}")
+            for v in variants if "float16" in v.label and v.path]  # fmt: skip
+
+
 def prepare_cnn224(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any]]:
     """Train (or reuse) MobileNetV2 1.0 at 224; every variant's file; held-out images, the Keras
     accuracy, the training log and the model's MACs."""
@@ -340,6 +355,7 @@ def prepare_cnn224(out: Path, n_eval: int) -> tuple[list[Variant], dict[str, Any
         v.macs = tflite_macs(v.path) if v.path else None
     macs = variants[0].macs
     variants += recipe_variants(source, folder)
+    variants += fp16_arithmetic(variants)
     onnx_of(model, folder, SIZE224)
     variants += peer_variants("cnn224", folder, calib, variants[0].path)
     np.savez(folder / "eval.npz", image=x_eval, labels=y_eval)

@@ -36,7 +36,13 @@ class Runner:
 
     def __init__(self, v: Variant, threads: int) -> None:
         self.kind = v.kind
-        if v.kind == "tflite":
+        self.litert: Any = None
+        if v.kind == "tflite" and v.cpu:  # LiteRT's CompiledModel with XNNPACK flags
+            from tfopt.runtime.cpuopts import parse_cpu_options
+            from tfopt.runtime.gpu import CompiledRunner
+
+            self.litert = CompiledRunner(v.path, "cpu", threads, parse_cpu_options(v.cpu))
+        elif v.kind == "tflite":
             from tfopt.runtime import feeding
 
             self.interp = feeding.make_interpreter(v.path, threads)  # XNNPACK on
@@ -60,7 +66,10 @@ class Runner:
             self.request = self.compiled.create_infer_request()
 
     def set(self, sample: dict[str, np.ndarray]) -> None:
-        if self.kind == "tflite":
+        if self.litert is not None:
+            names = list(self.litert.inputs)
+            self.litert.feed({n: sample[k] for n, k in _match(names, list(sample)).items()})
+        elif self.kind == "tflite":
             from tfopt.runtime import feeding
 
             feeding.feed(self.interp, self.inputs, sample)
@@ -80,7 +89,9 @@ class Runner:
                 self.request.set_tensor(names[n], ov.Tensor(np.ascontiguousarray(sample[k])))
 
     def invoke(self) -> None:
-        if self.kind == "tflite":
+        if self.litert is not None:
+            self.litert.invoke()
+        elif self.kind == "tflite":
             self.interp.invoke()
         elif self.kind == "ort":
             self.session.run_with_iobinding(self.binding)
@@ -88,6 +99,8 @@ class Runner:
             self.request.infer()
 
     def read(self) -> list[np.ndarray]:
+        if self.litert is not None:
+            return list(self.litert.read().values())
         if self.kind == "tflite":
             from tfopt.runtime import feeding
 

@@ -31,6 +31,7 @@ class Variant:
     quality: dict[str, float] | None = None
     passes: bool = False
     macs: int | None = None  # dense multiply-accumulates per invoke, where counted (cnn224)
+    cpu: tuple[str, ...] = ()  # tflite: `tfopt bench --cpu-option`s it runs (and is judged) with
 
 
 def log(message: str) -> None:
