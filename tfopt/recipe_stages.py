@@ -81,6 +81,11 @@ class Stage:
         if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 1:
             raise _fail(self.kind, "learning_rate", self.learning_rate, "expected 0 < lr < 1")
 
+    @property
+    def learns_from_teacher(self) -> bool:
+        """Whether the fine-tune needs the original model as a teacher."""
+        return False
+
 
 @dataclass(frozen=True)
 class PruneStage(Stage):
@@ -172,6 +177,10 @@ class ChannelsStage(Stage):
         _check_regex(self.kind, "skip", self.skip)
         _check_distill(self.kind, self.temperature, self.alpha)
 
+    @property
+    def learns_from_teacher(self) -> bool:
+        return self.alpha > 0
+
 
 @dataclass(frozen=True)
 class ClusterStage(Stage):
@@ -244,6 +253,10 @@ class DistillStage(Stage):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_distill(self.kind, self.temperature, self.alpha)
+
+    @property
+    def learns_from_teacher(self) -> bool:
+        return True
 
 
 def _check_distill(kind: str, temperature: Any, alpha: Any) -> None:

@@ -295,14 +295,13 @@ def channels(ctx: Context, stage: ChannelsStage) -> dict[str, Any]:
     macs = ""
     if plan.macs_before and plan.macs_after is not None:
         macs = f", MACs -{1 - plan.macs_after / plan.macs_before:.0%}"
-    desc = f"channels -{removed / total:.0%}{macs}"
-    if stage.alpha > 0 and ctx.epochs_for(stage):
+    desc, loss, targets = f"channels -{removed / total:.0%}{macs}", None, None
+    if stage.learns_from_teacher and ctx.epochs_for(stage):
         from tfopt.optimization.native import student_of_teacher
 
         loss, targets = student_of_teacher(ctx, stage.temperature, stage.alpha)
-        ctx.fine_tune(ctx.model, stage, desc + ", distilled", loss=loss, y=targets)
-    else:
-        ctx.fine_tune(ctx.model, stage, desc)
+        desc += ", distilled"
+    ctx.fine_tune(ctx.model, stage, desc, loss=loss, y=targets)
     if ctx.epochs_for(stage):
         recalibrate(ctx.model, ctx.data.train.x)
     return {

@@ -36,7 +36,7 @@ from tfopt.optimization.training import (
     model_args,
     outputs_are_probabilities,
 )
-from tfopt.recipes import ConvertStage, Recipe, StageKind, load_recipe
+from tfopt.recipes import ConvertStage, Recipe, Stage, load_recipe
 from tfopt.report import write_optimize_report
 from tfopt.validate import run_reference
 
@@ -172,8 +172,7 @@ def optimize(
         )
     world = World.TF_KERAS if loaded.kind is SourceKind.TF_KERAS else World.KERAS3
     train = _data_for(rec, data, loaded.inputs)
-    # the distill stage, or a channels stage fine-tuning as a student (alpha > 0)
-    needs_teacher = any(s.kind is StageKind.DISTILL or getattr(s, "alpha", 0) > 0 for s in rec.stages)
+    needs_teacher = any(isinstance(s, Stage) and s.learns_from_teacher for s in rec.stages)
     ctx = Context(
         model=loaded.model,
         world=world,
